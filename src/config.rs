@@ -1,0 +1,187 @@
+//! The command line, with every limit's default and the reason for it.
+//!
+//! `Config` is what the operator typed; [`Config::settings`] and
+//! [`Config::timing`] turn it into what the connections and the loop use.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::connection::Settings;
+use crate::handshake::Policy;
+
+/// A realtime WebSocket chat server: every message a user sends goes to
+/// every other connected user, as `User <port>: <text>`.
+#[derive(Parser, Clone, Debug)]
+#[command(name = "wschat", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on. The default `[::]:8080` takes IPv6 and IPv4
+    /// (dual-stack), falling back to `0.0.0.0:8080` where IPv6 is off.
+    /// Port 0 picks a free port; the chosen address is printed on stdout.
+    #[arg(long, default_value = "[::]:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Echo mode: every message goes back to its sender only, unchanged
+    /// (for conformance suites such as Autobahn).
+    #[arg(long)]
+    pub echo: bool,
+
+    /// Also accept browsers from this Origin (repeatable; `*` accepts any).
+    /// Requests without Origin (CLI tools, Node) and pages served from the
+    /// server's own host are always accepted; others get 403.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
+
+    /// A subprotocol the server speaks (repeatable). The first one the
+    /// client offers that is listed here is selected; with no match the
+    /// connection is accepted without one.
+    #[arg(long = "protocol", value_name = "NAME")]
+    pub protocols: Vec<String>,
+
+    /// Largest message accepted, summed over its fragments (e.g. 1MiB,
+    /// 64KiB, 1048576). Bigger ones are refused with close code 1009
+    /// before any of it is buffered.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "BYTES")]
+    pub max_message_size: usize,
+
+    /// Most fragments one message may have; more closes with 1008. Tiny
+    /// fragments cost work per frame without adding bytes.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_fragments: usize,
+
+    /// Bytes that may wait in one connection's outgoing queue. A peer that
+    /// stops reading past this is a slow consumer: it gets close 1008 and
+    /// is dropped if it has not finished closing within the close timeout.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "BYTES")]
+    pub max_outbox: usize,
+
+    /// Largest HTTP request head (request line and headers); more gets 431.
+    #[arg(long, default_value = "8KiB", value_parser = parse_size, value_name = "BYTES")]
+    pub max_head: usize,
+
+    /// Most header lines in a request; more gets 431.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_headers: usize,
+
+    /// Most simultaneous connections; more get 503. Default: the
+    /// descriptor limit (raised to its hard maximum at start) less a
+    /// reserve for the listener and the process itself.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Seconds a client has to complete its upgrade request (then 408).
+    #[arg(long, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
+    pub handshake_timeout: Duration,
+
+    /// Seconds of silence after which the server pings a connection. 30 s
+    /// stays under the 60 s idle timeout of common proxies (nginx).
+    #[arg(long, default_value = "30", value_parser = parse_secs, value_name = "SECS")]
+    pub ping_interval: Duration,
+
+    /// Seconds a pinged connection has to say anything before it is dropped.
+    #[arg(long, default_value = "30", value_parser = parse_secs, value_name = "SECS")]
+    pub pong_timeout: Duration,
+
+    /// Seconds a peer has to answer our Close (or to take our last bytes)
+    /// before the connection is dropped; also the shutdown grace period.
+    #[arg(long, default_value = "5", value_parser = parse_secs, value_name = "SECS")]
+    pub close_timeout: Duration,
+}
+
+/// Timers the event loop enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub handshake_timeout: Duration,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub close_timeout: Duration,
+}
+
+impl Config {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            handshake: Policy {
+                allowed_origins: self.allow_origins.clone(),
+                protocols: self.protocols.clone(),
+                max_head_bytes: self.max_head,
+                max_headers: self.max_headers,
+            },
+            max_message_size: self.max_message_size,
+            max_fragments: self.max_fragments,
+            max_outbox_bytes: self.max_outbox,
+        }
+    }
+
+    pub fn timing(&self) -> Timing {
+        Timing {
+            handshake_timeout: self.handshake_timeout,
+            ping_interval: self.ping_interval,
+            pong_timeout: self.pong_timeout,
+            close_timeout: self.close_timeout,
+        }
+    }
+}
+
+/// Parses a byte count: a number with an optional `KiB`, `MiB` or `GiB`
+/// (or `K`, `M`, `G`, binary too).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 1048576, 64KiB or 1MiB"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        _ => return Err(format!("unknown unit in `{text}` (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses seconds, fractions allowed (`0.5`).
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is not a valid duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("16 M"), Ok(16 << 20));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("1PiB").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("soon").is_err());
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let config = Config::parse_from(["wschat"]);
+        assert_eq!(config.listen.port(), 8080);
+        let settings = config.settings();
+        assert_eq!(settings.max_message_size, 1 << 20);
+        assert_eq!(settings.handshake.max_head_bytes, 8 << 10);
+    }
+}

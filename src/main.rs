@@ -1,0 +1,80 @@
+//! The `wschat` binary: parse the command line, start logging, run the loop.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Parser;
+use log::{error, info, warn};
+
+use wschat::chat::{Chat, Mode};
+use wschat::config::Config;
+use wschat::server::{Server, ServerConfig};
+
+/// Descriptors kept back from `--max-connections`' default for the
+/// listener, the poll instance, the signal pipe and the process itself.
+const DESCRIPTOR_RESERVE: usize = 32;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(default_max_connections);
+    let mode = if config.echo {
+        Mode::Echo
+    } else {
+        Mode::Broadcast
+    };
+    let server_config = ServerConfig {
+        listen: config.listen,
+        settings: config.settings(),
+        timing: config.timing(),
+        max_connections,
+    };
+    let mut server = match Server::bind(server_config, Chat::new(mode)) {
+        Ok(server) => server,
+        Err(e) => {
+            error!("cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.local_addrs() {
+        Ok(addrs) => {
+            let mut stdout = std::io::stdout().lock();
+            for addr in addrs {
+                // Scripts and tests wait for this line to learn the port.
+                let _ = writeln!(stdout, "wschat listening on {addr}");
+            }
+            let _ = stdout.flush();
+        }
+        Err(e) => warn!("local address: {e}"),
+    }
+    info!(
+        "mode {mode:?}, max {max_connections} connections, max message {} bytes",
+        config.max_message_size
+    );
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the descriptor limit to its hard maximum and derives how many
+/// connections fit under it.
+fn default_max_connections() -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!("cannot raise the descriptor limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(DESCRIPTOR_RESERVE)
+        .max(1)
+}

@@ -1,0 +1,255 @@
+//! A connection's queue of outgoing bytes.
+//!
+//! A broadcast is encoded once into a [`SharedFrame`] (a reference-counted
+//! byte slice) and every recipient's outbox holds a handle to the same
+//! bytes, never a copy. [`Outbox::write_to`] hands as many queued frames as
+//! fit to one vectored write (the kernel's `writev`), so a socket gets one
+//! system call per loop pass however many messages were queued for it:
+//! batching is where the time goes on loopback, not copying.
+//!
+//! The outbox counts its bytes; what to do when a peer lets them pile up
+//! is the connection's decision, not this queue's.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::rc::Rc;
+
+/// Bytes ready to be written to any number of sockets. Cloning is a
+/// reference-count increment.
+#[derive(Clone, Debug)]
+pub struct SharedFrame(Rc<[u8]>);
+
+impl SharedFrame {
+    /// Builds a buffer of exactly `head` followed by the concatenation of
+    /// `parts`, in one allocation.
+    pub fn concat(head: &[u8], parts: &[&[u8]]) -> SharedFrame {
+        let len = head.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut bytes: Rc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+        let buf = Rc::get_mut(&mut bytes).expect("a fresh Rc is unique");
+        buf[..head.len()].copy_from_slice(head);
+        let mut at = head.len();
+        for part in parts {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        SharedFrame(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Vec<u8>> for SharedFrame {
+    fn from(bytes: Vec<u8>) -> SharedFrame {
+        SharedFrame(bytes.into())
+    }
+}
+
+/// How many frames go to one `writev` at most (Linux's `IOV_MAX` is 1024;
+/// past a few dozen the gain is nil).
+const MAX_IOVECS: usize = 64;
+
+/// What a write attempt achieved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything queued was written.
+    Done,
+    /// The socket would block with bytes still queued.
+    Blocked,
+}
+
+/// The frames waiting for one socket, oldest first.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    frames: VecDeque<SharedFrame>,
+    /// Bytes of the front frame already written.
+    written: usize,
+    /// Bytes queued and not yet written.
+    queued: usize,
+}
+
+impl Outbox {
+    pub fn push(&mut self, frame: SharedFrame) {
+        self.queued += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Drops everything queued (the peer is gone).
+    pub fn clear(&mut self) {
+        *self = Outbox::default();
+    }
+
+    /// Writes as much as `sink` takes, in vectored writes of up to
+    /// [`MAX_IOVECS`] frames, until the queue is empty or the sink would
+    /// block. Other errors are returned; the queue stays consistent.
+    pub fn write_to(&mut self, sink: &mut impl Write) -> io::Result<Flush> {
+        while !self.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, frame) in self.frames.iter().take(MAX_IOVECS).enumerate() {
+                let bytes = if i == 0 {
+                    &frame.as_bytes()[self.written..]
+                } else {
+                    frame.as_bytes()
+                };
+                slices[i] = IoSlice::new(bytes);
+                count += 1;
+            }
+            match sink.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.frames.capacity() > 16 {
+            // A burst is over: give back what it needed.
+            self.frames.shrink_to(4);
+        }
+        Ok(Flush::Done)
+    }
+
+    /// Marks `n` bytes from the front as written.
+    fn advance(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let Some(front) = self.frames.front() else {
+                break;
+            };
+            let left = front.len() - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            self.written = 0;
+            self.frames.pop_front();
+        }
+        // Skip empty frames so the front always has bytes left to write.
+        while self.frames.front().is_some_and(|f| f.len() == self.written) {
+            self.frames.pop_front();
+            self.written = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink taking at most `room` bytes per call, then blocking once
+    /// `budget` is spent.
+    struct Trickle {
+        out: Vec<u8>,
+        per_call: usize,
+        budget: usize,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            let mut room = self.per_call.min(self.budget);
+            if room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(room);
+                self.out.extend_from_slice(&buf[..take]);
+                room -= take;
+                n += take;
+            }
+            self.budget -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn outbox_of(frames: &[&[u8]]) -> Outbox {
+        let mut outbox = Outbox::default();
+        for f in frames {
+            outbox.push(SharedFrame::from(f.to_vec()));
+        }
+        outbox
+    }
+
+    #[test]
+    fn concat_builds_one_buffer() {
+        let f = SharedFrame::concat(b"\x81\x05", &[b"He", b"", b"llo"]);
+        assert_eq!(f.as_bytes(), b"\x81\x05Hello");
+    }
+
+    #[test]
+    fn one_vectored_write_takes_every_frame() {
+        let mut outbox = outbox_of(&[b"ab", b"", b"cde", b"f"]);
+        assert_eq!(outbox.queued_bytes(), 6);
+        let mut sink = Trickle {
+            out: vec![],
+            per_call: 1 << 20,
+            budget: 1 << 20,
+            calls: 0,
+        };
+        assert_eq!(outbox.write_to(&mut sink).unwrap(), Flush::Done);
+        assert_eq!(sink.out, b"abcdef");
+        assert_eq!(sink.calls, 1);
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn partial_writes_resume_mid_frame_at_every_size() {
+        for per_call in 1..8 {
+            let mut outbox = outbox_of(&[b"abc", b"defg", b"h", b"ijklm"]);
+            let mut sink = Trickle {
+                out: vec![],
+                per_call,
+                budget: 5,
+                calls: 0,
+            };
+            assert_eq!(outbox.write_to(&mut sink).unwrap(), Flush::Blocked);
+            assert_eq!(outbox.queued_bytes(), 8);
+            sink.budget = 100;
+            assert_eq!(outbox.write_to(&mut sink).unwrap(), Flush::Done);
+            assert_eq!(sink.out, b"abcdefghijklm", "per_call {per_call}");
+        }
+    }
+
+    #[test]
+    fn shared_frames_are_not_copied() {
+        let frame = SharedFrame::from(b"xyz".to_vec());
+        let mut a = Outbox::default();
+        let mut b = Outbox::default();
+        a.push(frame.clone());
+        b.push(frame.clone());
+        assert_eq!(Rc::strong_count(&frame.0), 3);
+        a.clear();
+        assert_eq!(Rc::strong_count(&frame.0), 2);
+    }
+}

@@ -1,0 +1,700 @@
+//! The event loop: one thread, one `mio::Poll`, every socket in it.
+//!
+//! This is the only module that touches sockets. It accepts connections,
+//! reads into one buffer shared by all of them, feeds the bytes to each
+//! peer's [`Connection`], passes what comes out to the [`Service`], and
+//! writes each peer's queued frames after every batch of readiness events,
+//! so that a broadcast reaching a peer several times in one pass costs it
+//! one `writev`.
+//!
+//! Tokens: a peer's token is its key in the `Slab` of peers; listeners and
+//! the signal pipe take tokens from the top of the `usize` range, which no
+//! slab key reaches. A peer that ends is removed only after the whole
+//! batch of events is handled, so a key freed in a batch cannot be reused
+//! for a new connection while stale events for the old one are pending.
+//!
+//! Timers are coarse (a sweep over all peers once a second): every
+//! deadline here is seconds long.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::config::Timing;
+use crate::connection::{Closure, Connection, Event, Input, Phase, SendError, Settings};
+use crate::frame::{self, CloseCode, OpCode};
+use crate::handshake::HttpResponse;
+use crate::outbox::{Flush, SharedFrame};
+use crate::service::{Kind, Opened, Outbound, PeerId, Service};
+
+const SIGNALS: Token = Token(usize::MAX);
+/// Listener `i` has token `LISTENER_BASE - i`.
+const LISTENER_BASE: usize = usize::MAX - 1;
+/// Slab keys stay below this, far from the reserved tokens.
+const MAX_PEER_KEY: usize = usize::MAX - 1024;
+
+/// How long one read may be; also the shared read buffer's size.
+const READ_BUFFER: usize = 64 * 1024;
+/// How often deadlines are checked.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long to stop accepting after the process ran out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a closed connection may drain the peer's last bytes, so that
+/// closing with unread input does not reset away our final frames.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What the loop needs beyond the per-connection settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub settings: Settings,
+    pub timing: Timing,
+    pub max_connections: usize,
+}
+
+/// The socket side of a peer's life, next to its protocol [`Phase`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    /// Reading and writing.
+    Live,
+    /// We shut down our side after the last byte; draining the peer's.
+    Lingering,
+    /// Waiting to be removed at the end of the batch.
+    Gone,
+}
+
+struct Peer {
+    socket: TcpStream,
+    remote: SocketAddr,
+    conn: Connection,
+    transport: Transport,
+    /// The protocol phase as of the last sweep, and since when.
+    phase: Phase,
+    phase_since: Instant,
+    last_read: Instant,
+    /// A heartbeat ping is outstanding.
+    pinged: bool,
+    /// WRITABLE interest is registered (the outbox hit a full socket).
+    awaiting_writable: bool,
+    /// Queued in `Hub::dirty` for the end-of-batch flush.
+    dirty: bool,
+}
+
+/// The peers and what the service needs to reach them.
+struct Hub {
+    peers: Slab<Peer>,
+    settings: Settings,
+    /// Peers with new frames queued in this batch.
+    dirty: Vec<PeerId>,
+    /// Peers whose outbox overflowed in this batch.
+    overflowed: Vec<PeerId>,
+}
+
+impl Hub {
+    fn mark_dirty(&mut self, key: PeerId) {
+        if let Some(peer) = self.peers.get_mut(key) {
+            if !peer.dirty {
+                peer.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+}
+
+impl Outbound for Hub {
+    fn encode(&mut self, kind: Kind, parts: &[&[u8]]) -> SharedFrame {
+        let opcode = match kind {
+            Kind::Text => OpCode::Text,
+            Kind::Binary => OpCode::Binary,
+        };
+        let len = parts.iter().map(|p| p.len()).sum();
+        let mut header = [0u8; frame::MAX_SERVER_HEADER_LEN];
+        SharedFrame::concat(frame::encode_header(true, opcode, len, &mut header), parts)
+    }
+
+    fn deliver(&mut self, to: PeerId, frame: &SharedFrame) {
+        let Some(peer) = self.peers.get_mut(to) else {
+            return;
+        };
+        match peer.conn.send(frame, &self.settings) {
+            Ok(()) => {
+                if !peer.dirty {
+                    peer.dirty = true;
+                    self.dirty.push(to);
+                }
+            }
+            Err(SendError::NotOpen) => {}
+            Err(SendError::Overflow) => self.overflowed.push(to),
+        }
+    }
+}
+
+/// The running server.
+pub struct Server<S: Service> {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    signals: Signals,
+    hub: Hub,
+    service: S,
+    timing: Timing,
+    max_connections: usize,
+    read_buf: Vec<u8>,
+    to_remove: Vec<PeerId>,
+    now: Instant,
+    next_sweep: Instant,
+    accept_paused_until: Option<Instant>,
+    /// Set once a signal asked us to stop: the time we give up waiting.
+    shutdown_deadline: Option<Instant>,
+}
+
+impl<S: Service> Server<S> {
+    /// Binds the listener and the signal handlers.
+    pub fn bind(config: ServerConfig, service: S) -> io::Result<Server<S>> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::from_std(bind_listener(config.listen)?);
+        poll.registry()
+            .register(&mut listener, Token(LISTENER_BASE), Interest::READABLE)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let now = Instant::now();
+        Ok(Server {
+            poll,
+            listeners: vec![listener],
+            signals,
+            hub: Hub {
+                peers: Slab::new(),
+                settings: config.settings,
+                dirty: Vec::new(),
+                overflowed: Vec::new(),
+            },
+            service,
+            timing: config.timing,
+            max_connections: config.max_connections.min(MAX_PEER_KEY),
+            read_buf: vec![0; READ_BUFFER],
+            to_remove: Vec::new(),
+            now,
+            next_sweep: now + SWEEP_EVERY,
+            accept_paused_until: None,
+            shutdown_deadline: None,
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        self.listeners.iter().map(TcpListener::local_addr).collect()
+    }
+
+    /// Runs until a signal asks to stop and every peer is gone (or the
+    /// close timeout passes).
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => self.on_signal(),
+                    Token(t) if t > MAX_PEER_KEY => self.accept(LISTENER_BASE - t),
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(key);
+                        }
+                        if event.is_writable() {
+                            self.on_writable(key);
+                        }
+                    }
+                }
+            }
+            self.after_batch();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.hub.peers.is_empty() {
+                    info!("shutdown complete");
+                    return Ok(());
+                }
+                if self.now >= deadline {
+                    info!(
+                        "shutdown: dropping {} unfinished connections",
+                        self.hub.peers.len()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let mut wake = self.next_sweep;
+        if let Some(resume) = self.accept_paused_until {
+            wake = wake.min(resume);
+        }
+        wake.saturating_duration_since(Instant::now())
+    }
+
+    /// Everything done once per pass, after the readiness events.
+    fn after_batch(&mut self) {
+        self.flush_dirty();
+        if self.accept_paused_until.is_some_and(|t| self.now >= t) {
+            self.accept_paused_until = None;
+            for i in 0..self.listeners.len() {
+                self.accept(i);
+            }
+        }
+        if self.now >= self.next_sweep {
+            self.next_sweep = self.now + SWEEP_EVERY;
+            self.sweep();
+            self.flush_dirty();
+        }
+        for key in self.to_remove.drain(..) {
+            if self.hub.peers.contains(key) {
+                let mut peer = self.hub.peers.remove(key);
+                let _ = self.poll.registry().deregister(&mut peer.socket);
+                debug!("{} removed", peer.remote);
+            }
+        }
+    }
+
+    // ----- accepting -----
+
+    fn accept(&mut self, index: usize) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((socket, remote)) => self.admit(socket, remote),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_out_of_descriptors(&e) => {
+                    // The pending connection stays in the backlog; try again
+                    // shortly rather than spin on the same error.
+                    warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => debug!("accept: {e}"),
+            }
+        }
+    }
+
+    fn admit(&mut self, mut socket: TcpStream, remote: SocketAddr) {
+        if self.hub.peers.len() >= self.max_connections {
+            warn!(
+                "{remote} refused: at the connection limit ({})",
+                self.max_connections
+            );
+            let response = HttpResponse::text(503, "server at its connection limit").to_bytes();
+            // Best effort: a fresh socket's send buffer takes this at once.
+            let _ = socket.write(&response);
+            return;
+        }
+        if let Err(e) = socket.set_nodelay(true) {
+            debug!("{remote}: TCP_NODELAY: {e}");
+        }
+        let entry = self.hub.peers.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, Token(key), Interest::READABLE)
+        {
+            warn!("{remote}: register: {e}");
+            return;
+        }
+        entry.insert(Peer {
+            socket,
+            remote,
+            conn: Connection::new(),
+            transport: Transport::Live,
+            phase: Phase::Handshake,
+            phase_since: self.now,
+            last_read: self.now,
+            pinged: false,
+            awaiting_writable: false,
+            dirty: false,
+        });
+        debug!("{remote} accepted as {key}");
+    }
+
+    // ----- reading -----
+
+    fn on_readable(&mut self, key: PeerId) {
+        // The buffer leaves `self` while its bytes are lent to events.
+        let mut buf = std::mem::take(&mut self.read_buf);
+        while let Some(peer) = self.hub.peers.get_mut(key) {
+            if peer.transport == Transport::Gone {
+                break;
+            }
+            match peer.socket.read(&mut buf) {
+                Ok(0) => {
+                    self.lost(key, "connection closed by peer");
+                    break;
+                }
+                Ok(n) => {
+                    peer.last_read = self.now;
+                    peer.pinged = false;
+                    if peer.transport == Transport::Live {
+                        self.feed(key, &mut buf[..n]);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.lost(key, "connection reset");
+                    break;
+                }
+            }
+        }
+        self.read_buf = buf;
+    }
+
+    /// Runs freshly read bytes through the peer's connection.
+    fn feed(&mut self, key: PeerId, bytes: &mut [u8]) {
+        let mut input = Input::new(bytes);
+        loop {
+            let Some(peer) = self.hub.peers.get_mut(key) else {
+                return;
+            };
+            let Some(event) = peer.conn.next_event(&mut input, &self.hub.settings) else {
+                break;
+            };
+            self.dispatch(key, event);
+            self.settle_overflows();
+        }
+        self.hub.mark_dirty(key);
+    }
+
+    fn dispatch(&mut self, key: PeerId, event: Event<'_>) {
+        let Some(peer) = self.hub.peers.get_mut(key) else {
+            return;
+        };
+        let remote = peer.remote;
+        match event {
+            Event::Opened(upgrade) => {
+                info!(
+                    "{remote} connected to {}{}",
+                    upgrade.target,
+                    upgrade
+                        .protocol
+                        .as_deref()
+                        .map(|p| format!(" with protocol {p}"))
+                        .unwrap_or_default()
+                );
+                let opened = Opened {
+                    remote,
+                    target: &upgrade.target,
+                    protocol: upgrade.protocol.as_deref(),
+                };
+                self.service.on_open(key, opened, &mut self.hub);
+            }
+            Event::Http(request) => {
+                let response = self.service.on_http(&request);
+                info!(
+                    "{remote} HTTP GET {} -> {}",
+                    request.target, response.status
+                );
+                peer.conn.respond(&response);
+            }
+            Event::Refused(reason) => info!("{remote} handshake refused: {reason}"),
+            Event::Message(message) => self.service.on_message(key, message, &mut self.hub),
+            Event::Closed(closure) => self.report_closure(key, remote, closure),
+        }
+    }
+
+    fn report_closure(&mut self, key: PeerId, remote: SocketAddr, closure: Closure) {
+        let who = if closure.by_peer { "peer" } else { "server" };
+        info!(
+            "{remote} disconnected: code {} by {who} ({})",
+            closure.code, closure.detail
+        );
+        self.service.on_close(key, closure.code, &mut self.hub);
+    }
+
+    /// Closes the peers that stopped reading (§7.4.1 1008: "a message that
+    /// violates its policy").
+    fn settle_overflows(&mut self) {
+        while let Some(key) = self.hub.overflowed.pop() {
+            let Some(peer) = self.hub.peers.get_mut(key) else {
+                continue;
+            };
+            let queued = peer.conn.outbox().queued_bytes();
+            let remote = peer.remote;
+            if let Some(closure) = peer
+                .conn
+                .close(CloseCode::POLICY_VIOLATION, "slow consumer")
+            {
+                warn!("{remote} is a slow consumer ({queued} bytes queued): closing");
+                self.hub.mark_dirty(key);
+                self.report_closure(key, remote, closure);
+            }
+        }
+    }
+
+    /// The transport ended under the connection.
+    fn lost(&mut self, key: PeerId, why: &'static str) {
+        let Some(peer) = self.hub.peers.get_mut(key) else {
+            return;
+        };
+        let remote = peer.remote;
+        let closure = peer.conn.abort(why);
+        // A Close reply already queued gets one last chance to leave.
+        if peer.transport == Transport::Live && !peer.conn.outbox().is_empty() {
+            let _ = peer.conn.outbox_mut().write_to(&mut peer.socket);
+        }
+        peer.transport = Transport::Gone;
+        self.to_remove.push(key);
+        if let Some(closure) = closure {
+            self.report_closure(key, remote, closure);
+            self.settle_overflows();
+        } else {
+            debug!("{remote} gone: {why}");
+        }
+    }
+
+    // ----- writing -----
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.hub.dirty);
+        for &key in &dirty {
+            if let Some(peer) = self.hub.peers.get_mut(key) {
+                peer.dirty = false;
+                if !peer.awaiting_writable {
+                    self.flush(key);
+                }
+            }
+        }
+        dirty.clear();
+        self.hub.dirty = dirty;
+    }
+
+    fn on_writable(&mut self, key: PeerId) {
+        if self.hub.peers.get(key).is_some_and(|p| p.awaiting_writable) {
+            self.flush(key);
+        }
+    }
+
+    /// Writes what the peer has queued; asks for WRITABLE only while bytes
+    /// remain.
+    fn flush(&mut self, key: PeerId) {
+        let Some(peer) = self.hub.peers.get_mut(key) else {
+            return;
+        };
+        if peer.transport != Transport::Live {
+            return;
+        }
+        let result = peer.conn.outbox_mut().write_to(&mut peer.socket);
+        let blocked = match result {
+            Ok(Flush::Done) => false,
+            Ok(Flush::Blocked) => true,
+            Err(_) => {
+                self.lost(key, "write failed");
+                return;
+            }
+        };
+        if blocked != peer.awaiting_writable {
+            let interest = if blocked {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut peer.socket, Token(key), interest)
+            {
+                warn!("{}: reregister: {e}", peer.remote);
+            }
+            peer.awaiting_writable = blocked;
+        }
+        if peer.conn.is_finished() {
+            self.finish(key);
+        }
+    }
+
+    /// Our last byte is out: half-close and drain what the peer still
+    /// sends, so the kernel does not answer it with a reset that could
+    /// destroy our final frames in flight.
+    fn finish(&mut self, key: PeerId) {
+        let Some(peer) = self.hub.peers.get_mut(key) else {
+            return;
+        };
+        if peer.transport != Transport::Live {
+            return;
+        }
+        if peer.socket.shutdown(std::net::Shutdown::Write).is_err() {
+            peer.transport = Transport::Gone;
+            self.to_remove.push(key);
+            return;
+        }
+        peer.transport = Transport::Lingering;
+        peer.phase_since = self.now;
+    }
+
+    // ----- timers -----
+
+    /// Enforces every deadline: handshake, heartbeat, close and linger.
+    fn sweep(&mut self) {
+        let now = self.now;
+        let timing = self.timing;
+        let mut expired: Vec<(PeerId, Expiry)> = Vec::new();
+        for (key, peer) in self.hub.peers.iter_mut() {
+            let phase = peer.conn.phase();
+            if phase != peer.phase {
+                peer.phase = phase;
+                peer.phase_since = now;
+            }
+            let in_phase = now.saturating_duration_since(peer.phase_since);
+            let silent = now.saturating_duration_since(peer.last_read);
+            let expiry = match (peer.transport, phase) {
+                (Transport::Gone, _) => None,
+                (Transport::Lingering, _) => (in_phase >= LINGER).then_some(Expiry::Linger),
+                (Transport::Live, Phase::Handshake) => {
+                    (in_phase >= timing.handshake_timeout).then_some(Expiry::Handshake)
+                }
+                (Transport::Live, Phase::Open) => {
+                    if silent >= timing.ping_interval + timing.pong_timeout {
+                        Some(Expiry::Silent)
+                    } else if silent >= timing.ping_interval && !peer.pinged {
+                        Some(Expiry::Idle)
+                    } else {
+                        None
+                    }
+                }
+                (Transport::Live, Phase::CloseSent | Phase::Done) => {
+                    (in_phase >= timing.close_timeout).then_some(Expiry::Closing)
+                }
+            };
+            if let Some(expiry) = expiry {
+                expired.push((key, expiry));
+            }
+        }
+        for (key, expiry) in expired {
+            self.expire(key, expiry);
+        }
+    }
+
+    fn expire(&mut self, key: PeerId, expiry: Expiry) {
+        let Some(peer) = self.hub.peers.get_mut(key) else {
+            return;
+        };
+        match expiry {
+            Expiry::Handshake => {
+                info!("{} handshake refused: timed out", peer.remote);
+                peer.conn.refuse(&crate::handshake::Refusal::timed_out());
+                self.hub.mark_dirty(key);
+            }
+            Expiry::Idle => {
+                peer.pinged = true;
+                peer.conn.ping(b"");
+                self.hub.mark_dirty(key);
+            }
+            Expiry::Silent => self.lost(key, "no answer to ping"),
+            Expiry::Closing => self.lost(key, "close handshake timed out"),
+            Expiry::Linger => {
+                peer.transport = Transport::Gone;
+                self.to_remove.push(key);
+            }
+        }
+    }
+
+    // ----- shutdown -----
+
+    fn on_signal(&mut self) {
+        let signals: Vec<i32> = self.signals.pending().collect();
+        for signal in signals {
+            if self.shutdown_deadline.is_some() {
+                info!("signal {signal} again: exiting now");
+                std::process::exit(0);
+            }
+            self.begin_shutdown(signal);
+        }
+    }
+
+    /// Stops accepting and sends every user Close 1001 (§7.4.1: "an
+    /// endpoint is 'going away', such as a server going down").
+    fn begin_shutdown(&mut self, signal: i32) {
+        info!(
+            "signal {signal}: shutting down, closing {} connections",
+            self.hub.peers.len()
+        );
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let keys: Vec<PeerId> = self.hub.peers.iter().map(|(key, _)| key).collect();
+        let mut closures = Vec::new();
+        for &key in &keys {
+            let peer = &mut self.hub.peers[key];
+            if let Some(closure) = peer
+                .conn
+                .close(CloseCode::GOING_AWAY, "server shutting down")
+            {
+                closures.push((key, peer.remote, closure));
+            }
+            self.hub.mark_dirty(key);
+        }
+        for (key, remote, closure) in closures {
+            self.report_closure(key, remote, closure);
+        }
+        self.shutdown_deadline = Some(self.now + self.timing.close_timeout);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Expiry {
+    Handshake,
+    Idle,
+    Silent,
+    Closing,
+    Linger,
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Binds a non-blocking listener. An IPv6 wildcard also takes IPv4
+/// (dual-stack); if IPv6 is unavailable the IPv4 wildcard is used.
+fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let open = |addr: SocketAddr| -> io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() && addr.ip().is_unspecified() {
+            socket.set_only_v6(false)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    };
+    match open(addr) {
+        Err(e)
+            if addr.is_ipv6()
+                && addr.ip().is_unspecified()
+                && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+        {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            warn!("IPv6 unavailable ({e}); listening on {v4} only");
+            open(v4)
+        }
+        other => other,
+    }
+}

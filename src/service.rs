@@ -1,0 +1,62 @@
+//! The seam between the event loop and the application.
+//!
+//! The loop ([`crate::server`]) knows sockets, tokens and connections; the
+//! application ([`crate::chat`]) knows users and what they say. They meet
+//! here: the loop calls a [`Service`] with protocol-level events, and the
+//! service answers through an [`Outbound`], which turns a message into a
+//! shared frame once and hands that frame to as many peers as it likes.
+//! Neither side sees the other's types.
+
+use std::net::SocketAddr;
+
+use crate::connection::Message;
+use crate::frame::CloseCode;
+use crate::handshake::{HttpRequest, HttpResponse};
+use crate::outbox::SharedFrame;
+
+/// A peer's identity for the life of its connection. Identifiers are
+/// reused after a peer is gone, never while it is known to the service.
+pub type PeerId = usize;
+
+/// What the service learns about a newly opened connection.
+#[derive(Debug)]
+pub struct Opened<'a> {
+    pub remote: SocketAddr,
+    /// The request target, e.g. `/` or `/rust?since=12`.
+    pub target: &'a str,
+    /// The subprotocol selected at the handshake.
+    pub protocol: Option<&'a str>,
+}
+
+/// The kind of message a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Binary,
+}
+
+/// How a service sends.
+pub trait Outbound {
+    /// Encodes a message made of `parts` (concatenated) as one frame.
+    /// Text parts must together be valid UTF-8.
+    fn encode(&mut self, kind: Kind, parts: &[&[u8]]) -> SharedFrame;
+
+    /// Queues `frame` for `to`. Peers that are gone, closing or over their
+    /// queue limit are handled by the loop; the service need not care.
+    fn deliver(&mut self, to: PeerId, frame: &SharedFrame);
+}
+
+/// The application run by the loop.
+pub trait Service {
+    /// A WebSocket connection opened.
+    fn on_open(&mut self, id: PeerId, opened: Opened<'_>, out: &mut impl Outbound);
+
+    /// A complete message arrived from `id`.
+    fn on_message(&mut self, id: PeerId, message: Message<'_>, out: &mut impl Outbound);
+
+    /// An open connection ended (called once per `on_open`).
+    fn on_close(&mut self, id: PeerId, code: CloseCode, out: &mut impl Outbound);
+
+    /// A plain HTTP request arrived on the WebSocket port.
+    fn on_http(&mut self, request: &HttpRequest) -> HttpResponse;
+}
