@@ -333,8 +333,12 @@ impl Connection {
     /// be 1006").
     pub fn abort(&mut self, detail: &'static str) -> Option<Closure> {
         let was_open = self.phase == Phase::Open;
+        if self.phase != Phase::Done {
+            // Only a finished connection's last words (a Close reply) are
+            // still worth one attempt to send.
+            self.outbox.clear();
+        }
         self.phase = Phase::Done;
-        self.outbox.clear();
         self.drop_partial_input();
         was_open.then_some(Closure {
             code: CloseCode::ABNORMAL,
@@ -710,5 +714,452 @@ fn error_detail(e: frame::FrameError) -> &'static str {
         frame::FrameError::ControlTooLong => "control frame over 125 bytes",
         frame::FrameError::Unmasked => "unmasked client frame",
         frame::FrameError::LengthOverflow => "64-bit length with the top bit set",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame, as a browser would send it.
+    fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![first_byte];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        frame::apply_mask(&mut out[start..], mask, 0);
+        out
+    }
+
+    fn text(s: &str) -> Vec<u8> {
+        client_frame(0x81, s.as_bytes())
+    }
+
+    fn close(code: u16, reason: &[u8]) -> Vec<u8> {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason);
+        client_frame(0x88, &payload)
+    }
+
+    /// What the tests compare: events with their data owned.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Seen {
+        Opened(Option<String>),
+        Http(String),
+        Refused(&'static str),
+        Text(String),
+        Binary(Vec<u8>),
+        Closed(u16, bool),
+    }
+
+    fn feed(conn: &mut Connection, bytes: &[u8], settings: &Settings) -> Vec<Seen> {
+        let mut copy = bytes.to_vec();
+        let mut input = Input::new(&mut copy);
+        let mut seen = Vec::new();
+        while let Some(event) = conn.next_event(&mut input, settings) {
+            seen.push(match event {
+                Event::Opened(u) => Seen::Opened(u.protocol),
+                Event::Http(r) => Seen::Http(r.target),
+                Event::Refused(why) => Seen::Refused(why),
+                Event::Message(Message::Text(t)) => Seen::Text(t.into_owned()),
+                Event::Message(Message::Binary(b)) => Seen::Binary(b.into_owned()),
+                Event::Closed(c) => Seen::Closed(c.code.0, c.by_peer),
+            });
+        }
+        assert!(input.is_empty(), "every byte is consumed");
+        seen
+    }
+
+    /// Feeds `bytes` split at every position, and byte by byte, checking
+    /// the events are the same as when fed whole.
+    fn feed_split_everywhere(bytes: &[u8], fresh: impl Fn() -> Connection) -> Vec<Seen> {
+        let settings = Settings::default();
+        let whole = feed(&mut fresh(), bytes, &settings);
+        for cut in 0..=bytes.len() {
+            let mut conn = fresh();
+            let mut seen = feed(&mut conn, &bytes[..cut], &settings);
+            seen.extend(feed(&mut conn, &bytes[cut..], &settings));
+            assert_eq!(seen, whole, "split at {cut}");
+        }
+        let mut conn = fresh();
+        let bytewise: Vec<Seen> = bytes
+            .iter()
+            .flat_map(|b| feed(&mut conn, &[*b], &settings))
+            .collect();
+        assert_eq!(bytewise, whole, "byte by byte");
+        whole
+    }
+
+    /// The frames a connection queued, as bytes.
+    fn sent(conn: &mut Connection) -> Vec<u8> {
+        let mut out = Vec::new();
+        conn.outbox_mut().write_to(&mut out).unwrap();
+        out
+    }
+
+    /// Feeds one frame to an open connection and returns what it said
+    /// back and the events.
+    fn exchange(bytes: &[u8]) -> (Vec<Seen>, Vec<u8>, Phase) {
+        let mut conn = Connection::open();
+        let seen = feed(&mut conn, bytes, &Settings::default());
+        (seen, sent(&mut conn), conn.phase())
+    }
+
+    fn close_reply(code: u16) -> Vec<u8> {
+        let mut reply = vec![0x88, 0x02];
+        reply.extend_from_slice(&code.to_be_bytes());
+        reply
+    }
+
+    /// The code of the Close frame a connection sent (the last frame).
+    fn sent_close_code(out: &[u8]) -> u16 {
+        let at = out.iter().rposition(|&b| b == 0x88).expect("a close frame");
+        u16::from_be_bytes([out[at + 2], out[at + 3]])
+    }
+
+    const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: localhost:8080\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn rfc_masked_hello_is_lent_without_copy() {
+        let frame = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        let mut bytes = frame;
+        let mut conn = Connection::open();
+        let mut input = Input::new(&mut bytes);
+        match conn.next_event(&mut input, &Settings::default()) {
+            Some(Event::Message(Message::Text(Cow::Borrowed("Hello")))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn handshake_then_frames_in_the_same_bytes_at_every_split() {
+        let mut bytes = UPGRADE.as_bytes().to_vec();
+        bytes.extend(text("Hello"));
+        bytes.extend(client_frame(0x82, &[1, 2, 3]));
+        let seen = feed_split_everywhere(&bytes, Connection::new);
+        assert_eq!(
+            seen,
+            [
+                Seen::Opened(None),
+                Seen::Text("Hello".into()),
+                Seen::Binary(vec![1, 2, 3])
+            ]
+        );
+    }
+
+    #[test]
+    fn handshake_reply_is_the_101() {
+        let mut conn = Connection::new();
+        feed(&mut conn, UPGRADE.as_bytes(), &Settings::default());
+        let reply = String::from_utf8(sent(&mut conn)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(reply.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert_eq!(conn.phase(), Phase::Open);
+    }
+
+    #[test]
+    fn plain_http_and_refusals_end_the_connection() {
+        let mut conn = Connection::new();
+        let seen = feed(
+            &mut conn,
+            b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n",
+            &Settings::default(),
+        );
+        assert_eq!(seen, [Seen::Http("/x".into())]);
+        conn.respond(&HttpResponse::text(426, "use a WebSocket"));
+        assert!(String::from_utf8(sent(&mut conn))
+            .unwrap()
+            .starts_with("HTTP/1.1 426"));
+        assert!(conn.is_finished());
+
+        let mut conn = Connection::new();
+        let seen = feed(
+            &mut conn,
+            b"POST / HTTP/1.1\r\nHost: h\r\n\r\ntrailing",
+            &Settings::default(),
+        );
+        assert_eq!(seen, [Seen::Refused("method not allowed")]);
+        assert!(String::from_utf8(sent(&mut conn))
+            .unwrap()
+            .starts_with("HTTP/1.1 405"));
+        assert!(conn.is_finished());
+    }
+
+    #[test]
+    fn oversized_head_gets_431_however_it_trickles_in() {
+        let settings = Settings::default();
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
+        let mut conn = Connection::new();
+        let mut seen = Vec::new();
+        for chunk in big.as_bytes().chunks(7) {
+            seen.extend(feed(&mut conn, chunk, &settings));
+        }
+        assert_eq!(seen, [Seen::Refused("request head too large")]);
+        assert!(String::from_utf8(sent(&mut conn))
+            .unwrap()
+            .starts_with("HTTP/1.1 431"));
+    }
+
+    #[test]
+    fn fragmented_text_with_interleaved_ping_at_every_split() {
+        // §5.4: "Control frames MAY be injected in the middle of a fragmented message."
+        let mut bytes = client_frame(0x01, "Hé".as_bytes()); // text, FIN clear
+        bytes.extend(client_frame(0x89, b"are you there")); // ping
+        bytes.extend(client_frame(0x00, &[0xC3])); // half of "é"
+        bytes.extend(client_frame(0x80, &[0xA9, b'!'])); // the rest, FIN
+        let seen = feed_split_everywhere(&bytes, Connection::open);
+        assert_eq!(seen, [Seen::Text("Héé!".into())]);
+    }
+
+    #[test]
+    fn ping_is_answered_with_identical_pong() {
+        let (seen, out, phase) = exchange(&client_frame(0x89, b"Hello"));
+        assert!(seen.is_empty());
+        assert_eq!(out, [0x8a, 0x05, b'H', b'e', b'l', b'l', b'o']);
+        assert_eq!(phase, Phase::Open);
+        let (_, out, _) = exchange(&client_frame(0x8A, b"unsolicited pong"));
+        assert!(out.is_empty(), "a pong needs no answer");
+    }
+
+    #[test]
+    fn large_messages_use_extended_lengths() {
+        let payload = vec![b'x'; 70_000];
+        let mut settings = Settings::default();
+        settings.max_message_size = 100_000;
+        let mut conn = Connection::open();
+        let frame = client_frame(0x81, &payload);
+        assert_eq!(frame[1], 0xFF, "64-bit length form");
+        let mut seen = Vec::new();
+        for chunk in frame.chunks(4096) {
+            seen.extend(feed(&mut conn, chunk, &settings));
+        }
+        assert_eq!(seen, [Seen::Text("x".repeat(70_000))]);
+        let (seen, _, _) = exchange(&client_frame(0x82, &[7; 300]));
+        assert_eq!(seen, [Seen::Binary(vec![7; 300])]);
+    }
+
+    #[test]
+    fn empty_messages() {
+        let (seen, _, _) = exchange(&client_frame(0x81, b""));
+        assert_eq!(seen, [Seen::Text(String::new())]);
+        let (seen, _, _) = exchange(&client_frame(0x82, b""));
+        assert_eq!(seen, [Seen::Binary(vec![])]);
+        let mut bytes = client_frame(0x02, b"");
+        bytes.extend(client_frame(0x80, b""));
+        let (seen, _, _) = exchange(&bytes);
+        assert_eq!(seen, [Seen::Binary(vec![])]);
+    }
+
+    #[test]
+    fn close_handshake_echoes_the_code() {
+        let (seen, out, phase) = exchange(&close(1000, b"bye"));
+        assert_eq!(seen, [Seen::Closed(1000, true)]);
+        assert_eq!(out, close_reply(1000));
+        assert_eq!(phase, Phase::Done);
+        let (seen, out, _) = exchange(&close(4001, b""));
+        assert_eq!(seen, [Seen::Closed(4001, true)]);
+        assert_eq!(out, close_reply(4001));
+    }
+
+    #[test]
+    fn empty_close_is_reported_as_1005_and_answered_with_1000() {
+        let (seen, out, _) = exchange(&client_frame(0x88, b""));
+        assert_eq!(seen, [Seen::Closed(1005, true)]);
+        assert_eq!(out, close_reply(1000), "1005 is never sent on the wire");
+    }
+
+    #[test]
+    fn close_code_rules() {
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000,
+        ] {
+            let (seen, out, phase) = exchange(&close(code, b""));
+            assert_eq!(seen, [Seen::Closed(1002, false)], "code {code}");
+            assert_eq!(sent_close_code(&out), 1002);
+            assert_eq!(phase, Phase::Done);
+        }
+        let (seen, _, _) = exchange(&client_frame(0x88, &[0x03]));
+        assert_eq!(seen, [Seen::Closed(1002, false)], "one-byte close payload");
+        let (seen, out, _) = exchange(&close(1000, &[0xCE, 0xBA, 0xE1, 0xBD]));
+        assert_eq!(seen, [Seen::Closed(1007, false)], "close reason not UTF-8");
+        assert_eq!(sent_close_code(&out), 1007);
+    }
+
+    #[test]
+    fn frame_rules_fail_with_the_rfc_codes() {
+        let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+            ("unmasked", vec![0x81, 0x02, b'h', b'i'], 1002),
+            ("RSV1 without extension", client_frame(0xC1, b"x"), 1002),
+            ("RSV3", client_frame(0x91, b"x"), 1002),
+            ("reserved opcode 3", client_frame(0x83, b""), 1002),
+            ("reserved control opcode 0xB", client_frame(0x8B, b""), 1002),
+            ("fragmented ping", client_frame(0x09, b""), 1002),
+            ("ping over 125 bytes", client_frame(0x89, &[0; 126]), 1002),
+            ("continuation first", client_frame(0x80, b"x"), 1002),
+            (
+                "new message mid-fragments",
+                [client_frame(0x01, b"a"), text("b")].concat(),
+                1002,
+            ),
+            (
+                "invalid UTF-8",
+                client_frame(0x81, &[0xCE, 0xBA, 0xFF]),
+                1007,
+            ),
+            ("UTF-8 cut at the end", client_frame(0x81, &[0xCE]), 1007),
+            (
+                "surrogate half",
+                client_frame(0x81, &[0xED, 0xA0, 0x80]),
+                1007,
+            ),
+            ("too big", client_frame(0x82, &vec![0; (1 << 20) + 1]), 1009),
+            (
+                "64-bit length top bit",
+                vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+                1002,
+            ),
+        ];
+        for (name, bytes, code) in cases {
+            let (seen, out, phase) = exchange(&bytes);
+            assert_eq!(seen, [Seen::Closed(code, false)], "{name}");
+            assert_eq!(sent_close_code(&out), code, "{name}");
+            assert_eq!(phase, Phase::Done, "{name}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_fails_fast_before_the_message_ends() {
+        // The first fragment is already invalid: no need to wait for FIN.
+        let mut conn = Connection::open();
+        let seen = feed(
+            &mut conn,
+            &client_frame(0x01, &[b'a', 0xFF]),
+            &Settings::default(),
+        );
+        assert_eq!(seen, [Seen::Closed(1007, false)]);
+        // Inside one frame arriving in pieces, too.
+        let frame = client_frame(0x81, &[b'a', b'b', 0xC0, 0x80, b'c', b'd', b'e', b'f']);
+        let mut conn = Connection::open();
+        let seen = feed(&mut conn, &frame[..9], &Settings::default());
+        assert_eq!(seen, [Seen::Closed(1007, false)]);
+    }
+
+    #[test]
+    fn size_is_checked_against_the_declared_length_before_buffering() {
+        let mut settings = Settings::default();
+        settings.max_message_size = 10;
+        // Only the header of a 2^40-byte frame: refused at once.
+        let header = [0x82, 0xFF, 0, 0, 0x01, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+        let mut conn = Connection::open();
+        assert_eq!(
+            feed(&mut conn, &header, &settings),
+            [Seen::Closed(1009, false)]
+        );
+        // Fragments adding up past the limit.
+        let mut bytes = client_frame(0x01, b"123456");
+        bytes.extend(client_frame(0x80, b"7890x"));
+        let mut conn = Connection::open();
+        assert_eq!(
+            feed(&mut conn, &bytes, &settings),
+            [Seen::Closed(1009, false)]
+        );
+    }
+
+    #[test]
+    fn fragment_count_is_capped() {
+        let mut settings = Settings::default();
+        settings.max_fragments = 3;
+        let mut bytes = client_frame(0x01, b"a");
+        for _ in 0..3 {
+            bytes.extend(client_frame(0x00, b""));
+        }
+        let mut conn = Connection::open();
+        assert_eq!(
+            feed(&mut conn, &bytes, &settings),
+            [Seen::Closed(1008, false)]
+        );
+    }
+
+    #[test]
+    fn close_mid_message_drops_the_fragments() {
+        let mut bytes = client_frame(0x01, b"part");
+        bytes.extend(close(1000, b""));
+        bytes.extend(client_frame(0x80, b"after"));
+        let (seen, out, phase) = exchange(&bytes);
+        assert_eq!(seen, [Seen::Closed(1000, true)]);
+        assert_eq!(out, close_reply(1000));
+        assert_eq!(phase, Phase::Done);
+    }
+
+    #[test]
+    fn messages_before_a_bad_frame_are_delivered_first() {
+        let mut bytes = text("ok");
+        bytes.extend(client_frame(0xC1, b"bad"));
+        let (seen, _, _) = exchange(&bytes);
+        assert_eq!(seen, [Seen::Text("ok".into()), Seen::Closed(1002, false)]);
+    }
+
+    #[test]
+    fn server_initiated_close_waits_for_the_peer() {
+        let settings = Settings::default();
+        let mut conn = Connection::open();
+        let closure = conn.close(CloseCode::GOING_AWAY, "bye").expect("was open");
+        assert_eq!(
+            (closure.code, closure.by_peer),
+            (CloseCode::GOING_AWAY, false)
+        );
+        assert_eq!(conn.phase(), Phase::CloseSent);
+        assert_eq!(sent_close_code(&sent(&mut conn)), 1001);
+        // Data after our Close is discarded, pings unanswered.
+        assert!(feed(&mut conn, &text("late"), &settings).is_empty());
+        assert!(feed(&mut conn, &client_frame(0x89, b""), &settings).is_empty());
+        assert!(sent(&mut conn).is_empty());
+        // Their Close completes the handshake without another report.
+        assert!(feed(&mut conn, &close(1001, b""), &settings).is_empty());
+        assert!(conn.is_finished());
+        assert!(sent(&mut conn).is_empty(), "no second Close");
+    }
+
+    #[test]
+    fn sends_respect_phase_and_outbox_limit() {
+        let mut settings = Settings::default();
+        settings.max_outbox_bytes = 10;
+        let frame = SharedFrame::from(vec![0u8; 8]);
+        let mut conn = Connection::new();
+        assert_eq!(conn.send(&frame, &settings), Err(SendError::NotOpen));
+        let mut conn = Connection::open();
+        assert_eq!(conn.send(&frame, &settings), Ok(()));
+        assert_eq!(
+            conn.send(&frame, &settings),
+            Ok(()),
+            "one frame may overshoot"
+        );
+        assert_eq!(conn.send(&frame, &settings), Err(SendError::Overflow));
+        assert_eq!(conn.outbox().queued_bytes(), 16);
+    }
+
+    #[test]
+    fn abort_reports_1006_once() {
+        let mut conn = Connection::open();
+        let closure = conn.abort("reset").expect("was open");
+        assert_eq!((closure.code, closure.by_peer), (CloseCode::ABNORMAL, true));
+        assert_eq!(conn.abort("again"), None);
+        assert_eq!(Connection::new().abort("early"), None);
     }
 }
