@@ -940,8 +940,10 @@ mod tests {
     #[test]
     fn large_messages_use_extended_lengths() {
         let payload = vec![b'x'; 70_000];
-        let mut settings = Settings::default();
-        settings.max_message_size = 100_000;
+        let settings = Settings {
+            max_message_size: 100_000,
+            ..Settings::default()
+        };
         let mut conn = Connection::open();
         let frame = client_frame(0x81, &payload);
         assert_eq!(frame[1], 0xFF, "64-bit length form");
@@ -1062,8 +1064,10 @@ mod tests {
 
     #[test]
     fn size_is_checked_against_the_declared_length_before_buffering() {
-        let mut settings = Settings::default();
-        settings.max_message_size = 10;
+        let settings = Settings {
+            max_message_size: 10,
+            ..Settings::default()
+        };
         // Only the header of a 2^40-byte frame: refused at once.
         let header = [0x82, 0xFF, 0, 0, 0x01, 0, 0, 0, 0, 0, 1, 2, 3, 4];
         let mut conn = Connection::open();
@@ -1083,8 +1087,10 @@ mod tests {
 
     #[test]
     fn fragment_count_is_capped() {
-        let mut settings = Settings::default();
-        settings.max_fragments = 3;
+        let settings = Settings {
+            max_fragments: 3,
+            ..Settings::default()
+        };
         let mut bytes = client_frame(0x01, b"a");
         for _ in 0..3 {
             bytes.extend(client_frame(0x00, b""));
@@ -1138,8 +1144,10 @@ mod tests {
 
     #[test]
     fn sends_respect_phase_and_outbox_limit() {
-        let mut settings = Settings::default();
-        settings.max_outbox_bytes = 10;
+        let settings = Settings {
+            max_outbox_bytes: 10,
+            ..Settings::default()
+        };
         let frame = SharedFrame::from(vec![0u8; 8]);
         let mut conn = Connection::new();
         assert_eq!(conn.send(&frame, &settings), Err(SendError::NotOpen));
