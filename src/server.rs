@@ -293,6 +293,8 @@ impl<S: Service> Server<S> {
     }
 
     fn admit(&mut self, mut socket: TcpStream, remote: SocketAddr) {
+        // IPv4 clients of the dual-stack listener arrive as ::ffff:a.b.c.d.
+        let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
         if self.hub.peers.len() >= self.max_connections {
             warn!(
                 "{remote} refused: at the connection limit ({})",
