@@ -83,7 +83,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$BIN" --echo --listen 127.0.0.1:0 --max-message-size 64MiB --max-fragments 100000 --max-outbox 64MiB >"$SERVER_LOG" 2>&1 &
+"$BIN" --echo --listen 127.0.0.1:0 --max-message-size 64MiB --max-fragments 100000 --max-outbox 64MiB --max-message-rate 0 >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
 
 ADDR=

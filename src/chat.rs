@@ -13,6 +13,7 @@
 use crate::connection::Message;
 use crate::frame::CloseCode;
 use crate::handshake::{HttpRequest, HttpResponse};
+use crate::metrics;
 use crate::service::{Kind, Opened, Outbound, PeerId, Service};
 
 /// How messages are routed.
@@ -159,6 +160,23 @@ impl Service for Chat {
         if self.mode == Mode::Broadcast {
             self.announce(id, user.port, " left", out);
         }
+    }
+
+    fn on_throttled(&mut self, id: PeerId, out: &mut impl Outbound) {
+        let frame = out.encode(
+            Kind::Text,
+            &[b"wschat: you are sending too fast; messages are being dropped"],
+        );
+        out.deliver(id, &frame);
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        metrics::gauge(
+            out,
+            "wschat_chat_users",
+            "Users in the chat.",
+            self.members.len(),
+        );
     }
 
     fn on_http(&mut self, _request: &HttpRequest) -> HttpResponse {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::connection::Settings;
+use crate::flood::FloodLimits;
 use crate::handshake::Policy;
 
 /// A realtime WebSocket chat server: every message a user sends goes to
@@ -70,6 +71,18 @@ pub struct Config {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// Messages per second one connection may send on average (0: no
+    /// limit). Excess messages are dropped and the sender is told; a
+    /// sender that keeps flooding is closed with 1008. 100/s is far above
+    /// anything typed and far below what floods the fan-out.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub max_message_rate: u32,
+
+    /// Messages one connection may send at once after a quiet spell; also
+    /// how many dropped messages within 10 s count as flooding.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub message_burst: u32,
+
     /// Seconds a client has to complete its upgrade request (then 408).
     #[arg(long, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
     pub handshake_timeout: Duration,
@@ -110,6 +123,13 @@ impl Config {
             max_message_size: self.max_message_size,
             max_fragments: self.max_fragments,
             max_outbox_bytes: self.max_outbox,
+        }
+    }
+
+    pub fn flood(&self) -> FloodLimits {
+        FloodLimits {
+            rate: self.max_message_rate,
+            burst: self.message_burst,
         }
     }
 

@@ -11,6 +11,8 @@
 //! | [`handshake`] | RFC 6455 §4 opening handshake: parse, check, `101` or 4xx |
 //! | [`connection`] | one peer's state machine: bytes in, events out |
 //! | [`outbox`] | a peer's queue of shared frames, written with `writev` |
+//! | [`flood`] | per-connection flood control: a token bucket on messages |
+//! | [`metrics`] | counters for `/metrics`, Prometheus text format |
 //! | [`service`] | the seam between the loop and the application |
 //! | [`chat`] | the chat policy: names, announcements, who gets what |
 //! | [`server`] | the `mio` loop: sockets, tokens, timers, signals |
@@ -19,8 +21,10 @@
 pub mod chat;
 pub mod config;
 pub mod connection;
+pub mod flood;
 pub mod frame;
 pub mod handshake;
+pub mod metrics;
 pub mod outbox;
 pub mod server;
 pub mod service;

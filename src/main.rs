@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         listen: config.listen,
         settings: config.settings(),
         timing: config.timing(),
+        flood: config.flood(),
         max_connections,
     };
     let mut server = match Server::bind(server_config, Chat::new(mode)) {

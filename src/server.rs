@@ -28,9 +28,11 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::Timing;
-use crate::connection::{Closure, Connection, Event, Input, Phase, SendError, Settings};
+use crate::connection::{Closure, Connection, Event, Input, Message, Phase, SendError, Settings};
+use crate::flood::{FloodGuard, FloodLimits, Verdict};
 use crate::frame::{self, CloseCode, OpCode};
-use crate::handshake::HttpResponse;
+use crate::handshake::{HttpRequest, HttpResponse, Refusal};
+use crate::metrics::{Gauges, Metrics};
 use crate::outbox::{Flush, SharedFrame};
 use crate::service::{Kind, Opened, Outbound, PeerId, Service};
 
@@ -56,6 +58,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub settings: Settings,
     pub timing: Timing,
+    pub flood: FloodLimits,
     pub max_connections: usize,
 }
 
@@ -85,6 +88,7 @@ struct Peer {
     awaiting_writable: bool,
     /// Queued in `Hub::dirty` for the end-of-batch flush.
     dirty: bool,
+    flood: FloodGuard,
 }
 
 /// The peers and what the service needs to reach them.
@@ -95,6 +99,7 @@ struct Hub {
     dirty: Vec<PeerId>,
     /// Peers whose outbox overflowed in this batch.
     overflowed: Vec<PeerId>,
+    metrics: Metrics,
 }
 
 impl Hub {
@@ -115,6 +120,7 @@ impl Outbound for Hub {
             Kind::Binary => OpCode::Binary,
         };
         let len = parts.iter().map(|p| p.len()).sum();
+        self.metrics.messages_out += 1;
         let mut header = [0u8; frame::MAX_SERVER_HEADER_LEN];
         SharedFrame::concat(frame::encode_header(true, opcode, len, &mut header), parts)
     }
@@ -125,6 +131,7 @@ impl Outbound for Hub {
         };
         match peer.conn.send(frame, &self.settings) {
             Ok(()) => {
+                self.metrics.deliveries += 1;
                 if !peer.dirty {
                     peer.dirty = true;
                     self.dirty.push(to);
@@ -144,9 +151,14 @@ pub struct Server<S: Service> {
     hub: Hub,
     service: S,
     timing: Timing,
+    flood: FloodLimits,
     max_connections: usize,
+    /// A descriptor held back so that, when the process runs out, one can
+    /// be freed to accept and refuse a waiting connection (as nginx does).
+    reserve_fd: Option<std::fs::File>,
     read_buf: Vec<u8>,
     to_remove: Vec<PeerId>,
+    started: Instant,
     now: Instant,
     next_sweep: Instant,
     accept_paused_until: Option<Instant>,
@@ -174,12 +186,16 @@ impl<S: Service> Server<S> {
                 settings: config.settings,
                 dirty: Vec::new(),
                 overflowed: Vec::new(),
+                metrics: Metrics::default(),
             },
             service,
             timing: config.timing,
+            flood: config.flood,
             max_connections: config.max_connections.min(MAX_PEER_KEY),
+            reserve_fd: open_reserve(),
             read_buf: vec![0; READ_BUFFER],
             to_remove: Vec::new(),
+            started: now,
             now,
             next_sweep: now + SWEEP_EVERY,
             accept_paused_until: None,
@@ -281,8 +297,11 @@ impl<S: Service> Server<S> {
                 Ok((socket, remote)) => self.admit(socket, remote),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_out_of_descriptors(&e) => {
-                    // The pending connection stays in the backlog; try again
-                    // shortly rather than spin on the same error.
+                    if self.refuse_with_reserve(index) {
+                        continue;
+                    }
+                    // No descriptor to spare: leave the backlog alone for a
+                    // moment rather than spin on the same error.
                     warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
                     self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
                     return;
@@ -292,17 +311,37 @@ impl<S: Service> Server<S> {
         }
     }
 
+    /// Out of descriptors: frees the reserve one to take a waiting
+    /// connection off the backlog and refuse it with 503, then takes the
+    /// reserve back. Returns whether a connection was refused.
+    fn refuse_with_reserve(&mut self, index: usize) -> bool {
+        if self.reserve_fd.take().is_none() {
+            return false;
+        }
+        let refused = match self.listeners.get(index).map(TcpListener::accept) {
+            Some(Ok((socket, remote))) => {
+                warn!("{remote} refused: out of file descriptors");
+                self.hub.metrics.refusal("out of file descriptors");
+                refuse_now(socket, 503, "server out of file descriptors");
+                true
+            }
+            _ => false,
+        };
+        self.reserve_fd = open_reserve();
+        refused
+    }
+
     fn admit(&mut self, mut socket: TcpStream, remote: SocketAddr) {
         // IPv4 clients of the dual-stack listener arrive as ::ffff:a.b.c.d.
         let remote = SocketAddr::new(remote.ip().to_canonical(), remote.port());
+        self.hub.metrics.connections_accepted += 1;
         if self.hub.peers.len() >= self.max_connections {
             warn!(
                 "{remote} refused: at the connection limit ({})",
                 self.max_connections
             );
-            let response = HttpResponse::text(503, "server at its connection limit").to_bytes();
-            // Best effort: a fresh socket's send buffer takes this at once.
-            let _ = socket.write(&response);
+            self.hub.metrics.refusal("connection limit");
+            refuse_now(socket, 503, "server at its connection limit");
             return;
         }
         if let Err(e) = socket.set_nodelay(true) {
@@ -329,6 +368,7 @@ impl<S: Service> Server<S> {
             pinged: false,
             awaiting_writable: false,
             dirty: false,
+            flood: FloodGuard::default(),
         });
         debug!("{remote} accepted as {key}");
     }
@@ -388,6 +428,7 @@ impl<S: Service> Server<S> {
         let remote = peer.remote;
         match event {
             Event::Opened(upgrade) => {
+                self.hub.metrics.websockets_opened += 1;
                 info!(
                     "{remote} connected to {}{}",
                     upgrade.target,
@@ -405,16 +446,95 @@ impl<S: Service> Server<S> {
                 self.service.on_open(key, opened, &mut self.hub);
             }
             Event::Http(request) => {
-                let response = self.service.on_http(&request);
+                self.hub.metrics.http_requests += 1;
+                let response = self.answer_http(&request);
                 info!(
                     "{remote} HTTP GET {} -> {}",
                     request.target, response.status
                 );
-                peer.conn.respond(&response);
+                if let Some(peer) = self.hub.peers.get_mut(key) {
+                    peer.conn.respond(&response);
+                }
             }
-            Event::Refused(reason) => info!("{remote} handshake refused: {reason}"),
-            Event::Message(message) => self.service.on_message(key, message, &mut self.hub),
+            Event::Refused(reason) => {
+                self.hub.metrics.refusal(reason);
+                info!("{remote} handshake refused: {reason}");
+            }
+            Event::Message(message) => self.on_message(key, message),
             Event::Closed(closure) => self.report_closure(key, remote, closure),
+        }
+    }
+
+    /// A message passes flood control before the service sees it.
+    fn on_message(&mut self, key: PeerId, message: Message<'_>) {
+        let Some(peer) = self.hub.peers.get_mut(key) else {
+            return;
+        };
+        let len = match &message {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        };
+        self.hub.metrics.messages_in += 1;
+        self.hub.metrics.bytes_in += len as u64;
+        let now_ms = self.now.duration_since(self.started).as_millis() as u32;
+        match peer.flood.check(now_ms, self.flood) {
+            Verdict::Allow => self.service.on_message(key, message, &mut self.hub),
+            Verdict::Drop { warn } => {
+                self.hub.metrics.flood_drops += 1;
+                if warn {
+                    warn!(
+                        "{} is over the message rate ({}/s): dropping its messages",
+                        peer.remote, self.flood.rate
+                    );
+                    self.service.on_throttled(key, &mut self.hub);
+                }
+            }
+            Verdict::Close => {
+                let remote = peer.remote;
+                if let Some(closure) = peer
+                    .conn
+                    .close(CloseCode::POLICY_VIOLATION, "message rate over the limit")
+                {
+                    self.hub.metrics.flood_closes += 1;
+                    warn!("{remote} kept flooding: closing");
+                    self.report_closure(key, remote, closure);
+                }
+            }
+        }
+    }
+
+    /// The loop's own endpoints; anything else is the service's.
+    fn answer_http(&mut self, request: &HttpRequest) -> HttpResponse {
+        let path = request.target.split('?').next().unwrap_or_default();
+        match path {
+            "/healthz" => HttpResponse::text(200, "ok"),
+            "/metrics" => {
+                let mut body = String::with_capacity(4096);
+                let gauges = Gauges {
+                    connections: self.hub.peers.len(),
+                    open: self
+                        .hub
+                        .peers
+                        .iter()
+                        .filter(|(_, p)| p.conn.phase() == Phase::Open)
+                        .count(),
+                    queued_bytes: self
+                        .hub
+                        .peers
+                        .iter()
+                        .map(|(_, p)| p.conn.outbox().queued_bytes())
+                        .sum(),
+                };
+                self.hub.metrics.render(gauges, &mut body);
+                self.service.render_metrics(&mut body);
+                HttpResponse {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    headers: Vec::new(),
+                    body: body.into_bytes(),
+                }
+            }
+            _ => self.service.on_http(request),
         }
     }
 
@@ -440,6 +560,7 @@ impl<S: Service> Server<S> {
                 .conn
                 .close(CloseCode::POLICY_VIOLATION, "slow consumer")
             {
+                self.hub.metrics.slow_consumer_closes += 1;
                 warn!("{remote} is a slow consumer ({queued} bytes queued): closing");
                 self.hub.mark_dirty(key);
                 self.report_closure(key, remote, closure);
@@ -499,7 +620,9 @@ impl<S: Service> Server<S> {
         if peer.transport != Transport::Live {
             return;
         }
+        let before = peer.conn.outbox().queued_bytes();
         let result = peer.conn.outbox_mut().write_to(&mut peer.socket);
+        self.hub.metrics.bytes_out += (before - peer.conn.outbox().queued_bytes()) as u64;
         let blocked = match result {
             Ok(Flush::Done) => false,
             Ok(Flush::Blocked) => true,
@@ -596,8 +719,10 @@ impl<S: Service> Server<S> {
         };
         match expiry {
             Expiry::Handshake => {
-                info!("{} handshake refused: timed out", peer.remote);
-                peer.conn.refuse(&crate::handshake::Refusal::timed_out());
+                let refusal = Refusal::timed_out();
+                info!("{} handshake refused: {}", peer.remote, refusal.reason);
+                self.hub.metrics.refusal(refusal.reason);
+                peer.conn.refuse(&refusal);
                 self.hub.mark_dirty(key);
             }
             Expiry::Idle => {
@@ -605,7 +730,10 @@ impl<S: Service> Server<S> {
                 peer.conn.ping(b"");
                 self.hub.mark_dirty(key);
             }
-            Expiry::Silent => self.lost(key, "no answer to ping"),
+            Expiry::Silent => {
+                self.hub.metrics.idle_timeouts += 1;
+                self.lost(key, "no answer to ping");
+            }
             Expiry::Closing => self.lost(key, "close handshake timed out"),
             Expiry::Linger => {
                 peer.transport = Transport::Gone;
@@ -663,6 +791,21 @@ enum Expiry {
     Silent,
     Closing,
     Linger,
+}
+
+/// Answers a connection we will not keep, then closes it: write the
+/// response into the fresh socket's empty send buffer, half-close, and
+/// read what already arrived so the close is a FIN, not a reset that could
+/// destroy the response in flight.
+fn refuse_now(mut socket: TcpStream, status: u16, reason: &str) {
+    let _ = socket.write(&HttpResponse::text(status, reason).to_bytes());
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 1024];
+    while matches!(socket.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {

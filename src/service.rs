@@ -57,6 +57,13 @@ pub trait Service {
     /// An open connection ended (called once per `on_open`).
     fn on_close(&mut self, id: PeerId, code: CloseCode, out: &mut impl Outbound);
 
-    /// A plain HTTP request arrived on the WebSocket port.
+    /// Flood control started dropping `id`'s messages: tell the sender.
+    fn on_throttled(&mut self, id: PeerId, out: &mut impl Outbound);
+
+    /// A plain HTTP request arrived on the WebSocket port (other than the
+    /// loop's own `/healthz` and `/metrics`).
     fn on_http(&mut self, request: &HttpRequest) -> HttpResponse;
+
+    /// Appends the application's own gauges to a `/metrics` scrape.
+    fn render_metrics(&self, out: &mut String);
 }
