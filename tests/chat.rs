@@ -1,0 +1,88 @@
+//! The chat semantics end to end: joins, relayed text and binary messages,
+//! UTF-8, the close handshake and abrupt disconnects.
+
+mod common;
+
+use common::Server;
+
+#[test]
+fn three_users_chat_join_and_leave() {
+    let server = Server::start(&[]);
+
+    let mut a = server.client();
+    let mut b = server.client();
+    assert_eq!(a.next_text(), format!("User {} joined", b.port));
+
+    let mut c = server.client();
+    let c_joined = format!("User {} joined", c.port);
+    assert_eq!(a.next_text(), c_joined);
+    assert_eq!(b.next_text(), c_joined);
+
+    // A's text reaches the others, prefixed with A's name.
+    a.send_text("hello");
+    let from_a = format!("User {}: hello", a.port);
+    assert_eq!(b.next_text(), from_a);
+    assert_eq!(c.next_text(), from_a);
+
+    // A does not hear itself: the next thing A gets is B's follow-up.
+    b.send_text("hi A");
+    let from_b = format!("User {}: hi A", b.port);
+    assert_eq!(a.next_text(), from_b);
+    assert_eq!(c.next_text(), from_b);
+
+    // Binary goes to the others unchanged (no name prefix).
+    let blob = [0u8, 159, 255, 1, 2, 3, 0x81, 0x80];
+    c.send_binary(&blob);
+    assert_eq!(a.next_binary(), blob);
+    assert_eq!(b.next_binary(), blob);
+
+    // Multi-byte UTF-8 arrives intact.
+    a.send_text("héllo 🎉");
+    let utf8 = format!("User {}: héllo 🎉", a.port);
+    assert_eq!(b.next_text(), utf8);
+    assert_eq!(c.next_text(), utf8);
+
+    // C closes with 1000: the server answers with its own Close 1000, ends
+    // the TCP connection, and the others learn that C left.
+    c.close(1000);
+    assert_eq!(c.next_close_code(), 1000);
+    c.expect_connection_closed();
+    let c_left = format!("User {} left", c.port);
+    assert_eq!(a.next_text(), c_left);
+    assert_eq!(b.next_text(), c_left);
+
+    // D joins, then vanishes without a Close frame: A and B learn D left.
+    let d = server.client();
+    let d_joined = format!("User {} joined", d.port);
+    assert_eq!(a.next_text(), d_joined);
+    assert_eq!(b.next_text(), d_joined);
+    let d_left = format!("User {} left", d.port);
+    drop(d);
+    assert_eq!(a.next_text(), d_left);
+    assert_eq!(b.next_text(), d_left);
+
+    // The room still works for those who stayed.
+    b.send_text("still here");
+    assert_eq!(a.next_text(), format!("User {}: still here", b.port));
+}
+
+/// With two users, the one who stays must hear that the other left.
+#[test]
+#[ignore = "server bug: Chat::broadcast skips when fewer than 2 members remain, so the last user is never told `User <port> left`"]
+fn last_remaining_user_hears_the_other_leave() {
+    let server = Server::start(&[]);
+    let mut a = server.client();
+    let mut b = server.client();
+    assert_eq!(a.next_text(), format!("User {} joined", b.port));
+
+    b.close(1000);
+    assert_eq!(b.next_close_code(), 1000);
+    assert_eq!(a.next_text(), format!("User {} left", b.port));
+
+    // The same after an abrupt disconnect.
+    let c = server.client();
+    assert_eq!(a.next_text(), format!("User {} joined", c.port));
+    let c_port = c.port;
+    drop(c);
+    assert_eq!(a.next_text(), format!("User {c_port} left"));
+}
