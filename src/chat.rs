@@ -66,7 +66,8 @@ impl Chat {
 
     /// Delivers one frame made of `parts` to everyone but `except`.
     fn broadcast(&self, except: PeerId, kind: Kind, parts: &[&[u8]], out: &mut impl Outbound) {
-        if self.members.len() < 2 {
+        // Encode nothing when nobody would receive it.
+        if self.members.iter().all(|&m| m == except) {
             return;
         }
         let frame = out.encode(kind, parts);
@@ -304,6 +305,19 @@ mod tests {
             got,
             [(2, "User 7000: y".into()), (3, "User 7000: y".into())]
         );
+    }
+
+    #[test]
+    fn the_last_user_hears_the_other_leave() {
+        let mut chat = Chat::new(Mode::Broadcast);
+        let mut out = Recorder::default();
+        open(&mut chat, 0, 5000, &mut out);
+        open(&mut chat, 1, 5001, &mut out);
+        out.take();
+        chat.on_close(1, CloseCode::NORMAL, &mut out);
+        assert_eq!(out.take(), [(0, "User 5001 left".to_string())]);
+        chat.on_message(0, text("alone"), &mut out);
+        assert_eq!(out.encoded, 2, "nothing encoded for nobody");
     }
 
     #[test]

@@ -68,7 +68,6 @@ fn three_users_chat_join_and_leave() {
 
 /// With two users, the one who stays must hear that the other left.
 #[test]
-#[ignore = "server bug: Chat::broadcast skips when fewer than 2 members remain, so the last user is never told `User <port> left`"]
 fn last_remaining_user_hears_the_other_leave() {
     let server = Server::start(&[]);
     let mut a = server.client();
