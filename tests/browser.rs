@@ -1,0 +1,126 @@
+//! The chat page in a real browser: starts the real binary and runs
+//! `tests/browser/e2e.mjs`, which drives Debian's Chromium through
+//! playwright-core (two pages speaking `wschat.v1.json` plus a plain-text
+//! Node client in one room: names, nicknames, commands, HTML shown as text,
+//! resuming after a drop). The screenshot lands in `target/browser/chat.png`.
+//!
+//! Needs `/usr/bin/chromium` (or `$CHROMIUM`), `node` and
+//! `tests/browser/node_modules` (`npm ci` there); `.ci/run` installs them.
+//! Without them the test is skipped locally and fails under CI (`CI` set),
+//! where it must run.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// The bound on the whole browser run (the script bounds itself at 120 s
+/// and every single wait at 8 s; this is the backstop).
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// What the browser test needs that is not there.
+fn missing(repo: &Path, chromium: &Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !chromium.is_file() {
+        missing.push(format!("{} (apt-get install chromium)", chromium.display()));
+    }
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !node_ok {
+        missing.push("node".into());
+    }
+    let playwright = repo.join("tests/browser/node_modules/playwright-core");
+    if !playwright.is_dir() {
+        missing.push(format!(
+            "{} (cd tests/browser && npm ci)",
+            playwright.display()
+        ));
+    }
+    missing
+}
+
+#[test]
+fn chat_page_in_chromium() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    let missing = missing(repo, &chromium);
+    if !missing.is_empty() {
+        let list = missing.join(", ");
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            panic!("CI must run the browser test, but these are missing: {list}; .ci/run should install them");
+        }
+        eprintln!("skipping the browser test: missing {list}");
+        return;
+    }
+
+    let server = Server::start(&[]);
+    let url = format!("http://{}", server.addr);
+    let mut child = Command::new("node")
+        .arg(repo.join("tests/browser/e2e.mjs"))
+        .arg(&url)
+        .current_dir(repo)
+        .env("CHROMIUM", &chromium)
+        .env("NODE_NO_WARNINGS", "1")
+        .env_remove("NODE_OPTIONS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node tests/browser/e2e.mjs");
+
+    // Drain both pipes on threads so a chatty run never blocks on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for node") {
+            break Some(status);
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    println!("{out}");
+    if !err.is_empty() {
+        println!("stderr:\n{err}");
+    }
+    let report = format!(
+        "browser e2e against {url} took {:.1} s\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
+        started.elapsed().as_secs_f64()
+    );
+    match status {
+        None => panic!("the browser test did not finish within {LIMIT:?}\n{report}"),
+        Some(status) => assert!(status.success(), "the browser test failed ({status})\n{report}"),
+    }
+    assert!(
+        out.lines().any(|l| l.starts_with("browser e2e: ") && l.ends_with(" passed, 0 failed")),
+        "no passing summary line\n{report}"
+    );
+    let shot = repo.join("target/browser/chat.png");
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 0, "no screenshot at {}", shot.display());
+}

@@ -1,0 +1,375 @@
+// Browser end-to-end test of wschat's chat page (src/page.html).
+//
+//   node tests/browser/e2e.mjs http://127.0.0.1:PORT      (or WSCHAT_URL=...)
+//
+// Against a running server: two Chromium pages in a fresh room /e2e-... (the JSON
+// subprotocol, through the real page) and one Node client speaking plain
+// text like the README's REPL walkthrough. Debian's Chromium is driven by
+// playwright-core, which downloads no browser. Every wait is bounded; the
+// first failure stops the run with a non-zero exit code.
+
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+// Node 20 has WebSocket only behind a flag (Node 22 by default): re-run
+// this script with it rather than ask every caller to remember.
+if (typeof globalThis.WebSocket === "undefined") {
+  const run = spawnSync(process.execPath, ["--experimental-websocket", ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: "inherit",
+    env: { ...process.env, NODE_NO_WARNINGS: "1" },
+  });
+  process.exit(run.status ?? 1);
+}
+
+const { chromium } = await import("playwright-core");
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const SCREENSHOT = path.join(REPO, "target/browser/chat.png");
+const PHONE_SCREENSHOT = path.join(REPO, "target/browser/chat-phone.png");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const TIMEOUT = 8000;          // the bound on every single wait, in ms
+const OVERALL = 120_000;       // the bound on the whole run
+// A room of its own per run, so that a rerun against the same server does
+// not see the previous run's history.
+const ROOM_NAME = `e2e-${Date.now().toString(36)}`;
+const ROOM = `/${ROOM_NAME}`;
+const EVIL = `<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">`;
+
+const base = (process.argv[2] || process.env.WSCHAT_URL || "").replace(/\/+$/, "");
+if (!/^http:\/\/[^/]+$/.test(base)) {
+  console.error("usage: node tests/browser/e2e.mjs http://HOST:PORT  (or set WSCHAT_URL)");
+  process.exit(2);
+}
+const origin = new URL(base).origin;
+const wsBase = base.replace(/^http/, "ws");
+
+// A hung browser or server must fail the run, never hang it.
+setTimeout(() => {
+  console.error(`browser e2e: FAILED: the whole run took over ${OVERALL / 1000} s`);
+  process.exit(1);
+}, OVERALL).unref();
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `probe` until it returns a truthy value (returned), at most `ms`. */
+async function waitFor(what, probe, detail = async () => "", ms = TIMEOUT) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${ms / 1000} s waiting for ${what}${await detail()}`);
+    }
+    await sleep(25);
+  }
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+// ----- the plain-text client: the README's Node REPL user -----
+
+class Plain {
+  constructor(url) {
+    this.lines = [];
+    // No protocols argument: a plain client must not offer wschat.v1.json.
+    this.ws = new WebSocket(url);
+    this.ws.onmessage = (event) => this.lines.push(String(event.data));
+  }
+  async opened() {
+    await waitFor("the plain client to connect", () => this.ws.readyState === WebSocket.OPEN);
+  }
+  async expect(line) {
+    await waitFor(`the plain client to receive ${JSON.stringify(line)}`, () => this.lines.includes(line),
+      async () => `; it received:\n  ${this.lines.map((l) => JSON.stringify(l)).join("\n  ")}`);
+  }
+}
+
+// ----- reading a page -----
+
+/** The page's log as data: one entry per line, from the DOM. */
+function lines(page) {
+  return page.$$eval("#log li", (lis) => lis.map((li) => ({
+    type: li.dataset.type || li.className,
+    cls: li.className,
+    from: li.dataset.from ?? null,
+    seq: li.dataset.seq ?? null,
+    text: li.querySelector(".text")?.textContent ?? li.textContent,
+  })));
+}
+
+const who = (page) => page.$$eval("#users li", (lis) => lis.map((li) => li.dataset.name));
+
+async function dump(page) {
+  const all = await lines(page).catch(() => []);
+  return `; ${page.label} shows:\n  ${all.map((l) => `[${l.type}${l.from != null ? ` from ${l.from}` : ""}] ${JSON.stringify(l.text)}`).join("\n  ")}`
+    + `\n  who: ${JSON.stringify(await who(page).catch(() => null))}`;
+}
+
+/** Waits for a log line matching `match` (fields compared exactly). */
+async function expectLine(page, match) {
+  const ok = (l) => Object.entries(match).every(([k, v]) => l[k] === v);
+  return waitFor(`${page.label} to show ${JSON.stringify(match)}`, async () => (await lines(page)).find(ok), () => dump(page));
+}
+
+async function expectWho(page, present, absent = []) {
+  await waitFor(`${page.label}'s who-list to contain ${JSON.stringify(present)}${absent.length ? ` and not ${JSON.stringify(absent)}` : ""}`,
+    async () => {
+      const names = await who(page);
+      return present.every((n) => names.includes(n)) && absent.every((n) => !names.includes(n));
+    }, () => dump(page));
+}
+
+/** Types into the message field and presses Enter, as a person would. */
+async function say(page, text) {
+  const input = page.getByLabel("Message", { exact: true });
+  await input.fill(text);
+  await input.press("Enter");
+  await waitFor(`${page.label}'s message field to clear after sending`, async () => (await input.inputValue()) === "");
+}
+
+async function welcome(page) {
+  await page.goto(base + ROOM, { timeout: TIMEOUT });
+  return waitFor(`${page.label} to get its welcome`, () => page.evaluate(() => window.wschat && window.wschat.you), () => dump(page));
+}
+
+// ----- the run -----
+
+// Pictures of a failed run are left for the reader; a new run starts clean.
+for (const name of ["failure-page1.png", "failure-page2.png"]) {
+  fs.rmSync(path.join(REPO, "target/browser", name), { force: true });
+}
+
+const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "wschat-e2e-chromium-"));
+let context, plain;
+const pageErrors = [];
+const requests = [];
+const sockets = { page1: [], page2: [] };
+let passed = 0;
+let failed = 0;
+const pages = [];
+
+async function step(name, body) {
+  try {
+    await body();
+    passed += 1;
+    console.log(`ok - ${name}`);
+  } catch (error) {
+    failed += 1;
+    console.log(`FAIL - ${name}\n  ${String(error.message || error).replace(/\n/g, "\n  ")}`);
+    throw error;
+  }
+}
+
+try {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,              // Playwright passes --headless
+    viewport: { width: 1000, height: 720 },
+    timeout: 30_000,
+    // No outside network here: keep Chromium from trying to reach any.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  context.setDefaultTimeout(TIMEOUT);
+  const open = async (label) => {
+    const page = await context.newPage();
+    page.label = label;
+    page.on("pageerror", (e) => pageErrors.push(`${label}: ${e.message}`));
+    page.on("request", (r) => requests.push(r.url()));
+    page.on("websocket", (ws) => sockets[label].push(ws.url()));
+    pages.push(page);
+    return page;
+  };
+  const page1 = await open("page1");
+  const page2 = await open("page2");
+  let p1, p2, plainName;
+
+  await step("the server serves the chat page for a room path", async () => {
+    const response = await fetch(base + ROOM, { signal: AbortSignal.timeout(TIMEOUT) });
+    check(response.status === 200, `GET ${ROOM}: status ${response.status}`);
+    check(/^text\/html/.test(response.headers.get("content-type") || ""), `content-type ${response.headers.get("content-type")}`);
+    const body = await response.text();
+    check(body.includes("wschat.v1.json"), "the page does not mention wschat.v1.json");
+  });
+
+  await step("a plain client connects without the JSON subprotocol", async () => {
+    plain = new Plain(wsBase + ROOM);
+    await plain.opened();
+    check(plain.ws.protocol === "", `a subprotocol was selected: ${JSON.stringify(plain.ws.protocol)}`);
+  });
+
+  await step("page 1 connects with wschat.v1.json and gets a welcome with the room and its users", async () => {
+    p1 = await welcome(page1);
+    check(/^User \d+$/.test(p1), `page 1 is named ${JSON.stringify(p1)}`);
+    const protocol = await page1.evaluate(() => window.wschat.socket.protocol);
+    check(protocol === "wschat.v1.json", `page 1's socket has protocol ${JSON.stringify(protocol)}`);
+    await waitFor("page 1 to show the welcome line naming it", async () =>
+      (await lines(page1)).some((l) => l.type === "system" && l.text.includes(p1)), () => dump(page1));
+    const room = await page1.textContent("#room");
+    check(room === `#${ROOM_NAME}`, `the room shown is ${JSON.stringify(room)}`);
+    const names = await who(page1);
+    const others = names.filter((n) => n !== p1);
+    check(names.includes(p1) && others.length === 1, `page 1's who-list is ${JSON.stringify(names)}`);
+    plainName = others[0];
+    check(/^User \d+$/.test(plainName), `the plain client is listed as ${JSON.stringify(plainName)}`);
+  });
+
+  await step("the plain client sees page 1 join", () => plain.expect(`${p1} joined`));
+
+  await step("page 2 joins: page 1 and the plain client see it, both who-lists are complete", async () => {
+    p2 = await welcome(page2);
+    check(p2 !== p1 && /^User \d+$/.test(p2), `page 2 is named ${JSON.stringify(p2)}`);
+    await expectLine(page1, { type: "join", text: `${p2} joined` });
+    await plain.expect(`${p2} joined`);
+    await expectWho(page1, [p1, p2, plainName]);
+    await expectWho(page2, [p1, p2, plainName]);
+  });
+
+  await step("each page shows the other's messages with the right names", async () => {
+    await say(page1, "hello from page one");
+    await expectLine(page2, { type: "message", from: p1, text: "hello from page one" });
+    await expectLine(page1, { type: "message", from: p1, text: "hello from page one" });
+    await plain.expect(`${p1}: hello from page one`);
+    await say(page2, "hello from page two");
+    await expectLine(page1, { type: "message", from: p2, text: "hello from page two" });
+    await plain.expect(`${p2}: hello from page two`);
+  });
+
+  await step("page 1 takes the nickname alice; the others see alice's messages as alice", async () => {
+    const field = page1.getByLabel("Nickname", { exact: true });
+    await field.fill("alice");
+    await page1.getByRole("button", { name: "Set" }).click();
+    await expectLine(page2, { type: "nick", text: `${p1} is now alice` });
+    await plain.expect(`${p1} is now alice`);
+    await expectWho(page2, ["alice", p2, plainName], [p1]);
+    await expectWho(page1, ["alice"], [p1]);
+    await waitFor("page 1 to know it is alice", () => page1.evaluate(() => window.wschat.you === "alice"));
+    await say(page1, "alice speaking");
+    await expectLine(page2, { type: "message", from: "alice", text: "alice speaking" });
+    await plain.expect("alice: alice speaking");
+  });
+
+  await step("a message from the plain client appears in both pages", async () => {
+    plain.ws.send("hello from node");
+    await expectLine(page1, { type: "message", from: plainName, text: "hello from node" });
+    await expectLine(page2, { type: "message", from: plainName, text: "hello from node" });
+  });
+
+  await step("typed commands: /me, // for a leading slash, an unknown command", async () => {
+    await say(page2, "/me waves");
+    const action = await expectLine(page1, { type: "message", from: p2, text: "waves" });
+    check(action.cls.split(" ").includes("me"), `the /me line is not marked as an action: ${JSON.stringify(action)}`);
+    await plain.expect(`* ${p2} waves`);
+    await say(page2, "//not a command");
+    await expectLine(page1, { type: "message", from: p2, text: "/not a command" });
+    await say(page2, "/nosuchcommand");
+    await waitFor("page 2 to show an error for /nosuchcommand",
+      async () => (await lines(page2)).some((l) => l.type === "error" && l.text.includes("/nosuchcommand")), () => dump(page2));
+  });
+
+  await step("HTML in a message is shown as literal text and never runs", async () => {
+    await say(page2, EVIL);
+    for (const page of [page1, page2]) {
+      await expectLine(page, { type: "message", from: p2, text: EVIL });
+    }
+    await plain.expect(`${p2}: ${EVIL}`);
+    await sleep(300);  // give a broken page's <img onerror> time to fire
+    for (const page of [page1, page2]) {
+      const pwned = await page.evaluate(() => window.__pwned);
+      check(pwned === undefined, `${page.label}: window.__pwned is ${pwned}`);
+      const injected = await page.$$eval("#log img, #log script", (els) => els.length);
+      check(injected === 0, `${page.label}: the log contains ${injected} img/script elements`);
+    }
+  });
+
+  await step("page 2 reconnects after a drop and shows the missed messages exactly once", async () => {
+    const before = await page2.evaluate(() => window.wschat.lastSeq);
+    check(before > 0, `page 2's last seq is ${before}`);
+    // Hold page 2 offline (DevTools network emulation, this page only) so
+    // that the two messages are certainly sent while it is away, whatever
+    // the reconnect timing; then close its socket from the page itself.
+    const cdp = await context.newCDPSession(page2);
+    await cdp.send("Network.enable");
+    const offline = (on) => cdp.send("Network.emulateNetworkConditions",
+      { offline: on, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await offline(true);
+    await page2.evaluate(() => window.wschat.socket.close());
+    await expectLine(page1, { type: "leave", text: `${p2} left` });
+    await say(page1, "missed one");
+    await say(page1, "missed two");
+    await plain.expect("alice: missed one");
+    await plain.expect("alice: missed two");
+    const missedNow = (await lines(page2)).filter((l) => l.text.startsWith("missed "));
+    check(missedNow.length === 0, `page 2 got the messages while offline: ${JSON.stringify(missedNow)}`);
+    await offline(false);
+    await cdp.detach();
+
+    const p2again = await waitFor("page 2 to reconnect (a new welcome)", () => page2.evaluate(
+      (old) => window.wschat.socket?.readyState === 1 && window.wschat.you !== old && window.wschat.you, p2), () => dump(page2));
+    const resume = sockets.page2.at(-1);
+    check(resume === `${wsBase}${ROOM}?since=${before}`, `page 2 reconnected to ${resume}, expected ?since=${before}`);
+    for (const text of ["missed one", "missed two"]) {
+      await expectLine(page2, { type: "history", from: "alice", text });
+    }
+    await sleep(200);  // a duplicate would arrive right behind
+    const all = await lines(page2);
+    for (const text of ["missed one", "missed two", "hello from page one", "hello from node", EVIL]) {
+      const n = all.filter((l) => l.text === text).length;
+      check(n === 1, `page 2 shows ${JSON.stringify(text)} ${n} times`);
+    }
+    const seqs = all.filter((l) => l.seq != null).map((l) => l.seq);
+    check(new Set(seqs).size === seqs.length, `page 2 shows a seq twice: ${seqs.join(",")}`);
+    await expectLine(page1, { type: "join", text: `${p2again} joined` });
+    await expectWho(page1, ["alice", p2again, plainName], [p2]);
+    await say(page1, "after the reconnect");
+    await expectLine(page2, { type: "message", from: "alice", text: "after the reconnect" });
+    p2 = p2again;
+  });
+
+  await step("screenshots (desktop and phone width); no horizontal overflow on a phone", async () => {
+    fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+    await page1.screenshot({ path: SCREENSHOT, fullPage: true });
+    check(fs.statSync(SCREENSHOT).size > 0, `${SCREENSHOT} is empty`);
+    await page2.setViewportSize({ width: 390, height: 760 });
+    const overflow = await page2.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 0, `at 390 px the page is ${overflow} px too wide`);
+    await page2.screenshot({ path: PHONE_SCREENSHOT, fullPage: true });
+    check(fs.statSync(PHONE_SCREENSHOT).size > 0, `${PHONE_SCREENSHOT} is empty`);
+  });
+
+  await step("no page errors, and the pages loaded nothing from anywhere else", async () => {
+    check(pageErrors.length === 0, `page errors:\n${pageErrors.join("\n")}`);
+    const foreign = requests.filter((u) => new URL(u).origin !== origin);
+    check(foreign.length === 0, `requests to other origins: ${foreign.join(", ")}`);
+    const extra = requests.filter((u) => new URL(u).pathname !== ROOM);
+    check(extra.length === 0, `requests besides the page itself: ${extra.join(", ")}`);
+    const wsForeign = [...sockets.page1, ...sockets.page2].filter((u) => !u.startsWith(wsBase + ROOM));
+    check(wsForeign.length === 0, `WebSockets elsewhere: ${wsForeign.join(", ")}`);
+  });
+} catch (error) {
+  if (failed === 0) {
+    failed += 1;
+    console.log(`FAIL - setup\n  ${error.stack || error}`);
+  }
+  // Leave a picture of what each page showed for whoever reads the log.
+  for (const page of pages) {
+    const file = path.join(REPO, `target/browser/failure-${page.label}.png`);
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      await page.screenshot({ path: file, fullPage: true, timeout: 3000 });
+      console.log(`  (screenshot of ${page.label}: ${file})`);
+    } catch {}
+  }
+} finally {
+  try { plain?.ws.close(); } catch {}
+  await context?.close().catch(() => {});
+  fs.rmSync(userDataDir, { recursive: true, force: true });
+}
+
+console.log(`browser e2e: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
