@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use wschat::chat::{Chat, Mode};
+use wschat::chat::{Chat, ChatConfig, Mode};
 use wschat::connection::{Connection, Event, Input, Settings};
 use wschat::frame::{self, OpCode};
 use wschat::outbox::SharedFrame;
@@ -76,7 +76,7 @@ fn masked_text(text: &[u8]) -> Vec<u8> {
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout_64B");
     for n in [10usize, 100, 1_000, 10_000] {
-        let mut chat = Chat::new(Mode::Broadcast);
+        let mut chat = Chat::new(ChatConfig::new(Mode::Broadcast));
         let mut peers = Peers {
             conns: (0..n).map(|_| Connection::open()).collect(),
             settings: Settings::default(),

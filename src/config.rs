@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::chat::{ChatConfig, Mode};
 use crate::connection::Settings;
 use crate::flood::FloodLimits;
 use crate::handshake::Policy;
+use crate::history::Bounds;
+use crate::render::JSON_PROTOCOL;
 
 /// A realtime WebSocket chat server: every message a user sends goes to
 /// every other connected user, as `User <port>: <text>`.
@@ -34,9 +37,10 @@ pub struct Config {
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
 
-    /// A subprotocol the server speaks (repeatable). The first one the
-    /// client offers that is listed here is selected; with no match the
-    /// connection is accepted without one.
+    /// A subprotocol the server speaks (repeatable), besides the built-in
+    /// `wschat.v1.json`. The first one the client offers that the server
+    /// speaks is selected; with no match the connection is accepted
+    /// without one.
     #[arg(long = "protocol", value_name = "NAME")]
     pub protocols: Vec<String>,
 
@@ -83,6 +87,27 @@ pub struct Config {
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub message_burst: u32,
 
+    /// Messages of each room replayed to newcomers (0 turns history off).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub history: usize,
+
+    /// Bytes of message text each room's history may hold; the oldest
+    /// messages go first. Keep it at most --max-outbox, which a replay must
+    /// fit in.
+    #[arg(long, default_value = "256KiB", value_parser = parse_size, value_name = "BYTES")]
+    pub history_bytes: usize,
+
+    /// Seconds an empty room keeps its history for clients to resume with
+    /// `?since=`; then it is forgotten.
+    #[arg(long, default_value = "600", value_parser = parse_secs, value_name = "SECS")]
+    pub room_ttl: Duration,
+
+    /// Most rooms at once (history memory is at most this times
+    /// --history-bytes); a new room beyond it gets 503 unless an empty
+    /// room can be forgotten.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_rooms: usize,
+
     /// Seconds a client has to complete its upgrade request (then 408).
     #[arg(long, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
     pub handshake_timeout: Duration,
@@ -113,16 +138,36 @@ pub struct Timing {
 
 impl Config {
     pub fn settings(&self) -> Settings {
+        let mut protocols = self.protocols.clone();
+        if !self.echo {
+            protocols.push(JSON_PROTOCOL.to_owned());
+        }
         Settings {
             handshake: Policy {
                 allowed_origins: self.allow_origins.clone(),
-                protocols: self.protocols.clone(),
+                protocols,
                 max_head_bytes: self.max_head,
                 max_headers: self.max_headers,
             },
             max_message_size: self.max_message_size,
             max_fragments: self.max_fragments,
             max_outbox_bytes: self.max_outbox,
+        }
+    }
+
+    pub fn chat(&self) -> ChatConfig {
+        ChatConfig {
+            mode: if self.echo {
+                Mode::Echo
+            } else {
+                Mode::Broadcast
+            },
+            history: Bounds {
+                max_entries: self.history,
+                max_bytes: self.history_bytes,
+            },
+            room_ttl: self.room_ttl,
+            max_rooms: self.max_rooms.max(1),
         }
     }
 

@@ -2,9 +2,9 @@
 //! out, replies queued in the connection's own [`Outbox`].
 //!
 //! ```text
-//!   Handshake ──101──> Open ──we send Close──> CloseSent ──their Close──> Done
-//!       │                │                          │
-//!       └─4xx / HTTP─────┴──their Close (echoed), or a protocol error────┴──> Done
+//!   Handshake ──valid──> Upgrading ──accept: 101──> Open ──we send Close──> CloseSent ──their Close──> Done
+//!       │                    │                        │                          │
+//!       └─4xx / HTTP─────────┴─refuse─────────────────┴─their Close (echoed), or a protocol error─┴──> Done
 //! ```
 //!
 //! The caller reads from its socket into a buffer of its own, wraps the
@@ -58,6 +58,8 @@ impl Default for Settings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Handshake,
+    /// A valid upgrade request awaits [`Connection::accept`] or a refusal.
+    Upgrading,
     Open,
     /// We sent a Close and wait for the peer's (§7.1.2).
     CloseSent,
@@ -87,8 +89,10 @@ pub struct Closure {
 /// What the caller learns from the bytes it fed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'b> {
-    /// The upgrade was accepted; the `101` is queued.
-    Opened(Upgrade),
+    /// A valid upgrade request: the caller answers it with
+    /// [`Connection::accept`] or [`Connection::respond`] before feeding
+    /// more bytes.
+    Upgrade(Upgrade),
     /// A plain HTTP request: answer it with [`Connection::respond`].
     Http(HttpRequest),
     /// The request was refused; the response is queued.
@@ -253,6 +257,8 @@ impl Connection {
             }
             let step = match self.phase {
                 Phase::Handshake => self.read_head(input, settings),
+                // Bytes after the head wait for the verdict.
+                Phase::Upgrading => return None,
                 Phase::Open | Phase::CloseSent => self.read_frame(input, settings),
                 Phase::Done => {
                     // §7.1.1: after the close, nothing the peer sends matters.
@@ -268,7 +274,16 @@ impl Connection {
         }
     }
 
-    /// Queues the answer to an [`Event::Http`] request.
+    /// Accepts an [`Event::Upgrade`]: queues the `101`; the connection is open.
+    pub fn accept(&mut self, upgrade: &Upgrade) {
+        if self.phase == Phase::Upgrading {
+            self.outbox.push(handshake::accept_response(upgrade).into());
+            self.phase = Phase::Open;
+        }
+    }
+
+    /// Queues the answer to an [`Event::Http`] request, or the refusal of an
+    /// [`Event::Upgrade`].
     pub fn respond(&mut self, response: &HttpResponse) {
         self.outbox.push(response.to_bytes().into());
         self.phase = Phase::Done;
@@ -277,7 +292,7 @@ impl Connection {
     /// Refuses the connection before or during its handshake with an HTTP
     /// response (timeouts, capacity).
     pub fn refuse(&mut self, refusal: &Refusal) {
-        if self.phase == Phase::Handshake {
+        if matches!(self.phase, Phase::Handshake | Phase::Upgrading) {
             self.outbox.push(refusal.response.to_bytes().into());
         }
         self.phase = Phase::Done;
@@ -319,7 +334,7 @@ impl Connection {
                     detail: Cow::Borrowed(reason),
                 })
             }
-            Phase::Handshake => {
+            Phase::Handshake | Phase::Upgrading => {
                 self.phase = Phase::Done;
                 None
             }
@@ -378,10 +393,8 @@ impl Connection {
         self.head = None;
         match parsed {
             Ok(Request::Upgrade(upgrade)) => {
-                self.outbox
-                    .push(handshake::accept_response(&upgrade).into());
-                self.phase = Phase::Open;
-                Step::Event(Event::Opened(upgrade))
+                self.phase = Phase::Upgrading;
+                Step::Event(Event::Upgrade(upgrade))
             }
             Ok(Request::Http(request)) => {
                 self.phase = Phase::Done;
@@ -770,7 +783,10 @@ mod tests {
         let mut seen = Vec::new();
         while let Some(event) = conn.next_event(&mut input, settings) {
             seen.push(match event {
-                Event::Opened(u) => Seen::Opened(u.protocol),
+                Event::Upgrade(u) => {
+                    conn.accept(&u);
+                    Seen::Opened(u.protocol)
+                }
                 Event::Http(r) => Seen::Http(r.target),
                 Event::Refused(why) => Seen::Refused(why),
                 Event::Message(Message::Text(t)) => Seen::Text(t.into_owned()),

@@ -128,7 +128,8 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: u16, reason: &'static str) -> Refusal {
+    /// A `text/plain` refusal whose body is the reason.
+    pub fn new(status: u16, reason: &'static str) -> Refusal {
         Refusal {
             response: HttpResponse::text(status, reason),
             reason,

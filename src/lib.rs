@@ -14,17 +14,25 @@
 //! | [`flood`] | per-connection flood control: a token bucket on messages |
 //! | [`metrics`] | counters for `/metrics`, Prometheus text format |
 //! | [`service`] | the seam between the loop and the application |
-//! | [`chat`] | the chat policy: names, announcements, who gets what |
+//! | [`chat`] | the chat policy: rooms, names, announcements, who gets what |
+//! | [`command`] | what a user typed or sent as JSON: a message or a command |
+//! | [`history`] | a room's recent messages, bounded in count and bytes |
+//! | [`render`] | chat events as plain-text lines or JSON objects |
+//! | [`target`] | the request target: room name and `since` |
 //! | [`server`] | the `mio` loop: sockets, tokens, timers, signals |
 //! | [`config`] | the command line and every limit's default |
 
 pub mod chat;
+pub mod command;
 pub mod config;
 pub mod connection;
 pub mod flood;
 pub mod frame;
 pub mod handshake;
+pub mod history;
 pub mod metrics;
 pub mod outbox;
+pub mod render;
 pub mod server;
 pub mod service;
+pub mod target;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::{error, info, warn};
 
-use wschat::chat::{Chat, Mode};
+use wschat::chat::Chat;
 use wschat::config::Config;
 use wschat::server::{Server, ServerConfig};
 
@@ -21,11 +21,6 @@ fn main() -> ExitCode {
     let max_connections = config
         .max_connections
         .unwrap_or_else(default_max_connections);
-    let mode = if config.echo {
-        Mode::Echo
-    } else {
-        Mode::Broadcast
-    };
     let server_config = ServerConfig {
         listen: config.listen,
         settings: config.settings(),
@@ -33,7 +28,8 @@ fn main() -> ExitCode {
         flood: config.flood(),
         max_connections,
     };
-    let mut server = match Server::bind(server_config, Chat::new(mode)) {
+    let chat = config.chat();
+    let mut server = match Server::bind(server_config, Chat::new(chat)) {
         Ok(server) => server,
         Err(e) => {
             error!("cannot listen on {}: {e}", config.listen);
@@ -52,8 +48,8 @@ fn main() -> ExitCode {
         Err(e) => warn!("local address: {e}"),
     }
     info!(
-        "mode {mode:?}, max {max_connections} connections, max message {} bytes",
-        config.max_message_size
+        "mode {:?}, max {max_connections} connections, max message {} bytes",
+        chat.mode, config.max_message_size
     );
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

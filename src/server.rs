@@ -86,8 +86,8 @@ struct Peer {
     phase: Phase,
     phase_since: Instant,
     last_read: Instant,
-    /// A heartbeat ping is outstanding.
-    pinged: bool,
+    /// When our heartbeat ping went out, while it is unanswered.
+    ping_sent: Option<Instant>,
     /// WRITABLE interest is registered (the outbox hit a full socket).
     awaiting_writable: bool,
     /// Queued in `Hub::dirty` for the end-of-batch flush.
@@ -163,6 +163,8 @@ pub struct Server<S: Service> {
     read_buf: Vec<u8>,
     /// Peers that still had bytes to read when their turn ended.
     read_again: Vec<PeerId>,
+    /// The dirty list being flushed (kept to reuse its allocation).
+    flush_batch: Vec<PeerId>,
     to_remove: Vec<PeerId>,
     started: Instant,
     now: Instant,
@@ -201,6 +203,7 @@ impl<S: Service> Server<S> {
             reserve_fd: open_reserve(),
             read_buf: vec![0; READ_BUFFER],
             read_again: Vec::new(),
+            flush_batch: Vec::new(),
             to_remove: Vec::new(),
             started: now,
             now,
@@ -286,6 +289,7 @@ impl<S: Service> Server<S> {
         if self.now >= self.next_sweep {
             self.next_sweep = self.now + SWEEP_EVERY;
             self.sweep();
+            self.service.on_tick(self.now);
             self.flush_dirty();
         }
         for key in self.to_remove.drain(..) {
@@ -379,7 +383,7 @@ impl<S: Service> Server<S> {
             phase: Phase::Handshake,
             phase_since: self.now,
             last_read: self.now,
-            pinged: false,
+            ping_sent: None,
             awaiting_writable: false,
             dirty: false,
             flood: FloodGuard::default(),
@@ -414,7 +418,7 @@ impl<S: Service> Server<S> {
                 }
                 Ok(n) => {
                     peer.last_read = self.now;
-                    peer.pinged = false;
+                    peer.ping_sent = None;
                     if peer.transport == Transport::Live {
                         self.feed(key, &mut buf[..n]);
                     }
@@ -455,7 +459,19 @@ impl<S: Service> Server<S> {
         };
         let remote = peer.remote;
         match event {
-            Event::Opened(upgrade) => {
+            Event::Upgrade(upgrade) => {
+                let opened = Opened {
+                    remote,
+                    target: &upgrade.target,
+                    protocol: upgrade.protocol.as_deref(),
+                };
+                if let Err(refusal) = self.service.admit(&opened) {
+                    self.hub.metrics.refusal(refusal.reason);
+                    info!("{remote} handshake refused: {}", refusal.reason);
+                    peer.conn.respond(&refusal.response);
+                    return;
+                }
+                peer.conn.accept(&upgrade);
                 self.hub.metrics.websockets_opened += 1;
                 info!(
                     "{remote} connected to {}{}",
@@ -466,11 +482,6 @@ impl<S: Service> Server<S> {
                         .map(|p| format!(" with protocol {p}"))
                         .unwrap_or_default()
                 );
-                let opened = Opened {
-                    remote,
-                    target: &upgrade.target,
-                    protocol: upgrade.protocol.as_deref(),
-                };
                 self.service.on_open(key, opened, &mut self.hub);
             }
             Event::Http(request) => {
@@ -619,18 +630,27 @@ impl<S: Service> Server<S> {
 
     // ----- writing -----
 
+    /// Writes every peer with new frames. Flushing can mark more peers
+    /// dirty (a failed write is a departure, announced to the others), so
+    /// this goes round until no one is left.
     fn flush_dirty(&mut self) {
-        let mut dirty = std::mem::take(&mut self.hub.dirty);
-        for &key in &dirty {
-            if let Some(peer) = self.hub.peers.get_mut(key) {
-                peer.dirty = false;
-                if !peer.awaiting_writable {
-                    self.flush(key);
+        let mut batch = std::mem::take(&mut self.flush_batch);
+        loop {
+            std::mem::swap(&mut batch, &mut self.hub.dirty);
+            if batch.is_empty() {
+                break;
+            }
+            for &key in &batch {
+                if let Some(peer) = self.hub.peers.get_mut(key) {
+                    peer.dirty = false;
+                    if !peer.awaiting_writable {
+                        self.flush(key);
+                    }
                 }
             }
+            batch.clear();
         }
-        dirty.clear();
-        self.hub.dirty = dirty;
+        self.flush_batch = batch;
     }
 
     fn on_writable(&mut self, key: PeerId) {
@@ -716,18 +736,16 @@ impl<S: Service> Server<S> {
             let expiry = match (peer.transport, phase) {
                 (Transport::Gone, _) => None,
                 (Transport::Lingering, _) => (in_phase >= LINGER).then_some(Expiry::Linger),
-                (Transport::Live, Phase::Handshake) => {
+                (Transport::Live, Phase::Handshake | Phase::Upgrading) => {
                     (in_phase >= timing.handshake_timeout).then_some(Expiry::Handshake)
                 }
-                (Transport::Live, Phase::Open) => {
-                    if silent >= timing.ping_interval + timing.pong_timeout {
-                        Some(Expiry::Silent)
-                    } else if silent >= timing.ping_interval && !peer.pinged {
-                        Some(Expiry::Idle)
-                    } else {
-                        None
-                    }
-                }
+                // Dropped only after a ping went unanswered for the whole
+                // pong timeout: a late sweep delays the ping, never skips it.
+                (Transport::Live, Phase::Open) => match peer.ping_sent {
+                    Some(at) => (now.saturating_duration_since(at) >= timing.pong_timeout)
+                        .then_some(Expiry::Silent),
+                    None => (silent >= timing.ping_interval).then_some(Expiry::Idle),
+                },
                 (Transport::Live, Phase::CloseSent | Phase::Done) => {
                     (in_phase >= timing.close_timeout).then_some(Expiry::Closing)
                 }
@@ -754,7 +772,7 @@ impl<S: Service> Server<S> {
                 self.hub.mark_dirty(key);
             }
             Expiry::Idle => {
-                peer.pinged = true;
+                peer.ping_sent = Some(self.now);
                 peer.conn.ping(b"");
                 self.hub.mark_dirty(key);
             }

@@ -8,10 +8,11 @@
 //! Neither side sees the other's types.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::connection::Message;
 use crate::frame::CloseCode;
-use crate::handshake::{HttpRequest, HttpResponse};
+use crate::handshake::{HttpRequest, HttpResponse, Refusal};
 use crate::outbox::SharedFrame;
 
 /// A peer's identity for the life of its connection. Identifiers are
@@ -48,7 +49,13 @@ pub trait Outbound {
 
 /// The application run by the loop.
 pub trait Service {
-    /// A WebSocket connection opened.
+    /// Decides whether a valid upgrade request is accepted (e.g. whether
+    /// its target names something that exists). No side effects: the
+    /// connection is not open yet.
+    fn admit(&mut self, opened: &Opened<'_>) -> Result<(), Refusal>;
+
+    /// A WebSocket connection opened (its `101` is queued: anything
+    /// delivered now follows it).
     fn on_open(&mut self, id: PeerId, opened: Opened<'_>, out: &mut impl Outbound);
 
     /// A complete message arrived from `id`.
@@ -66,4 +73,7 @@ pub trait Service {
 
     /// Appends the application's own gauges to a `/metrics` scrape.
     fn render_metrics(&self, out: &mut String);
+
+    /// Called about once a second, for the application's own timers.
+    fn on_tick(&mut self, now: Instant);
 }

@@ -114,10 +114,14 @@ fn chat_page_in_chromium() {
     );
     match status {
         None => panic!("the browser test did not finish within {LIMIT:?}\n{report}"),
-        Some(status) => assert!(status.success(), "the browser test failed ({status})\n{report}"),
+        Some(status) => assert!(
+            status.success(),
+            "the browser test failed ({status})\n{report}"
+        ),
     }
     assert!(
-        out.lines().any(|l| l.starts_with("browser e2e: ") && l.ends_with(" passed, 0 failed")),
+        out.lines()
+            .any(|l| l.starts_with("browser e2e: ") && l.ends_with(" passed, 0 failed")),
         "no passing summary line\n{report}"
     );
     let shot = repo.join("target/browser/chat.png");

@@ -32,15 +32,22 @@ fn upgrade_status(server: &Server, extra: &str) -> u16 {
     http_exchange(server.addr, request.as_bytes()).0.status
 }
 
+/// A plain GET of a room path is a browser: it gets the chat page.
 #[test]
-fn plain_get_gets_426_with_a_hint() {
+fn plain_get_of_a_room_gets_the_chat_page() {
     let server = Server::start(&[]);
-    let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
-    let (head, body) = http_exchange(server.addr, request.as_bytes());
-    assert_eq!(head.status, 426);
-    assert_eq!(head.get("Upgrade"), Some("websocket"));
-    assert_eq!(head.get("Sec-WebSocket-Version"), Some("13"));
-    assert!(body.contains("WebSocket"), "body: {body:?}");
+    for path in ["/", "/rust"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+        let (head, body) = http_exchange(server.addr, request.as_bytes());
+        assert_eq!(head.status, 200);
+        assert_eq!(head.get("Content-Type"), Some("text/html; charset=utf-8"));
+        assert!(
+            body.contains("wschat.v1.json"),
+            "the page speaks the JSON protocol"
+        );
+    }
+    let request = format!("GET /no/such HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+    assert_eq!(http_exchange(server.addr, request.as_bytes()).0.status, 404);
 }
 
 #[test]

@@ -1,0 +1,246 @@
+//! What a user asked for: a message to the room, or a command.
+//!
+//! Plain-text clients type commands IRC-style (`/nick alice`); a text
+//! starting with `//` is a message with one leading slash. JSON clients
+//! send objects (`{"type":"message","text":"hi"}`), whose message text is
+//! always literal, or `{"type":"command","text":"/who"}` for anything
+//! typed. Both end up as one [`Request`].
+
+use serde::Deserialize;
+
+/// The longest nickname, in characters.
+pub const MAX_NICK: usize = 24;
+
+/// One thing a user asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    Say(&'a str),
+    Me(&'a str),
+    Nick(&'a str),
+    Who,
+    Rooms,
+    Help,
+    /// Not understood: the reason goes back to the sender alone.
+    Invalid(String),
+}
+
+/// Parses a line typed by a plain-text client.
+pub fn parse_typed(text: &str) -> Request<'_> {
+    match text.strip_prefix('/') {
+        None => Request::Say(text),
+        Some(rest) if rest.starts_with('/') => Request::Say(rest),
+        Some(rest) => parse_command(rest),
+    }
+}
+
+/// Parses the part after the `/` of a typed command.
+fn parse_command(rest: &str) -> Request<'_> {
+    let (name, arg) = match rest.split_once(char::is_whitespace) {
+        Some((name, arg)) => (name, arg.trim()),
+        None => (rest, ""),
+    };
+    let no_argument = |request: Request<'static>| {
+        if arg.is_empty() {
+            request
+        } else {
+            Request::Invalid(format!("/{name} takes no argument"))
+        }
+    };
+    match name.to_ascii_lowercase().as_str() {
+        "nick" if arg.is_empty() => Request::Invalid("usage: /nick NAME".into()),
+        "nick" => Request::Nick(arg),
+        "me" if arg.is_empty() => Request::Invalid("usage: /me ACTION".into()),
+        "me" => Request::Me(arg),
+        "who" => no_argument(Request::Who),
+        "rooms" => no_argument(Request::Rooms),
+        "help" => no_argument(Request::Help),
+        _ => Request::Invalid(format!("unknown command /{name} (try /help)")),
+    }
+}
+
+/// What a JSON client may send.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum JsonRequest {
+    Message { text: String },
+    Command { text: String },
+    Nick { name: String },
+    Me { text: String },
+    Who,
+    Rooms,
+    Help,
+}
+
+/// A JSON client's request, owning its strings (they were unescaped).
+#[derive(Debug, PartialEq, Eq)]
+pub struct OwnedRequest(Kind, String);
+
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Say,
+    Typed,
+    Nick,
+    Me,
+    Who,
+    Rooms,
+    Help,
+    Invalid,
+}
+
+impl OwnedRequest {
+    /// Borrows it as a [`Request`].
+    pub fn as_request(&self) -> Request<'_> {
+        let text = self.1.as_str();
+        match self.0 {
+            Kind::Say => Request::Say(text),
+            // A command object holds what a user typed at a prompt, so
+            // `//text` is the literal `/text`, as when typed; it must start
+            // with `/`, or it would just be a message.
+            Kind::Typed if text.starts_with('/') => parse_typed(text),
+            Kind::Typed => Request::Invalid("a command starts with /".into()),
+            Kind::Nick => Request::Nick(text.trim()),
+            Kind::Me => Request::Me(text),
+            Kind::Who => Request::Who,
+            Kind::Rooms => Request::Rooms,
+            Kind::Help => Request::Help,
+            Kind::Invalid => Request::Invalid(text.to_owned()),
+        }
+    }
+}
+
+/// Parses a JSON client's message.
+pub fn parse_json(text: &str) -> OwnedRequest {
+    match serde_json::from_str::<JsonRequest>(text) {
+        Ok(JsonRequest::Message { text }) => OwnedRequest(Kind::Say, text),
+        Ok(JsonRequest::Command { text }) => OwnedRequest(Kind::Typed, text),
+        Ok(JsonRequest::Nick { name }) => OwnedRequest(Kind::Nick, name),
+        Ok(JsonRequest::Me { text }) => OwnedRequest(Kind::Me, text),
+        Ok(JsonRequest::Who) => OwnedRequest(Kind::Who, String::new()),
+        Ok(JsonRequest::Rooms) => OwnedRequest(Kind::Rooms, String::new()),
+        Ok(JsonRequest::Help) => OwnedRequest(Kind::Help, String::new()),
+        Err(e) => OwnedRequest(
+            Kind::Invalid,
+            format!(
+                "expected a JSON request such as {{\"type\":\"message\",\"text\":\"hi\"}} ({e})"
+            ),
+        ),
+    }
+}
+
+/// Checks a nickname's form (uniqueness is the room's business).
+pub fn check_nick(name: &str) -> Result<(), String> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NICK {
+        return Err(format!("a nickname is 1-{MAX_NICK} characters"));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a nickname has no spaces or control characters".into());
+    }
+    if name.starts_with('/') {
+        return Err("a nickname cannot start with /".into());
+    }
+    Ok(())
+}
+
+/// The `/help` text.
+pub const HELP: &str = "commands: /nick NAME (set your name), /who (users in this room), \
+/rooms (rooms and their users), /me ACTION (an action line), /help; \
+start a message with // to send a leading /";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_commands() {
+        assert_eq!(parse_typed("hello"), Request::Say("hello"));
+        assert_eq!(
+            parse_typed("//not a command"),
+            Request::Say("/not a command")
+        );
+        assert_eq!(parse_typed("/nick  alice "), Request::Nick("alice"));
+        assert_eq!(parse_typed("/NICK bob"), Request::Nick("bob"));
+        assert_eq!(parse_typed("/me waves hello"), Request::Me("waves hello"));
+        assert_eq!(parse_typed("/who"), Request::Who);
+        assert_eq!(parse_typed("/rooms"), Request::Rooms);
+        assert_eq!(parse_typed("/help"), Request::Help);
+        assert_eq!(parse_typed(""), Request::Say(""));
+    }
+
+    #[test]
+    fn malformed_and_unknown_commands() {
+        assert_eq!(
+            parse_typed("/nick"),
+            Request::Invalid("usage: /nick NAME".into())
+        );
+        assert_eq!(
+            parse_typed("/me "),
+            Request::Invalid("usage: /me ACTION".into())
+        );
+        assert_eq!(
+            parse_typed("/who is there"),
+            Request::Invalid("/who takes no argument".into())
+        );
+        assert_eq!(
+            parse_typed("/foo bar"),
+            Request::Invalid("unknown command /foo (try /help)".into())
+        );
+        assert!(matches!(parse_typed("/"), Request::Invalid(_)));
+    }
+
+    #[test]
+    fn json_requests() {
+        let r = |s: &str| parse_json(s);
+        assert_eq!(
+            r(r#"{"type":"message","text":"/lit"}"#).as_request(),
+            Request::Say("/lit")
+        );
+        assert_eq!(
+            r(r#"{"type":"command","text":"/nick al"}"#).as_request(),
+            Request::Nick("al")
+        );
+        assert_eq!(
+            r(r#"{"type":"command","text":"//x"}"#).as_request(),
+            Request::Say("/x")
+        );
+        assert_eq!(
+            r(r#"{"type":"nick","name":"al"}"#).as_request(),
+            Request::Nick("al")
+        );
+        assert_eq!(
+            r(r#"{"type":"me","text":"waves"}"#).as_request(),
+            Request::Me("waves")
+        );
+        assert_eq!(r(r#"{"type":"who"}"#).as_request(), Request::Who);
+        assert_eq!(r(r#"{"type":"rooms"}"#).as_request(), Request::Rooms);
+        assert_eq!(r(r#"{"type":"help"}"#).as_request(), Request::Help);
+        assert_eq!(
+            r(r#"{"type":"message","text":"a\u00e9\n"}"#).as_request(),
+            Request::Say("aé\n")
+        );
+        for bad in [
+            "hi",
+            "{}",
+            r#"{"type":"message"}"#,
+            r#"{"type":"shout","text":"x"}"#,
+            r#"{"type":"command","text":"no slash"}"#,
+            r#"{"type":"message","text":"x","extra":1}"#,
+            "[1,2]",
+        ] {
+            assert!(matches!(r(bad).as_request(), Request::Invalid(_)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nicknames() {
+        assert!(check_nick("alice").is_ok());
+        assert!(check_nick("Ünïcødé_42").is_ok());
+        assert!(check_nick(&"x".repeat(24)).is_ok());
+        assert!(check_nick(&"x".repeat(25)).is_err());
+        assert!(check_nick("").is_err());
+        assert!(check_nick("a b").is_err());
+        assert!(check_nick("tab\there").is_err());
+        assert!(check_nick("bell\u{7}").is_err());
+        assert!(check_nick("/root").is_err());
+    }
+}

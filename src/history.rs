@@ -1,0 +1,195 @@
+//! A room's recent messages, bounded in count and in bytes.
+//!
+//! Entries arrive with increasing sequence numbers; the oldest leave when
+//! either bound is passed. An entry larger than the byte bound on its own
+//! is not kept (it was delivered live; it just cannot be replayed).
+//! [`History::since`] answers a resuming client: what it missed, and
+//! whether history still holds all of it.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+/// One remembered message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// The sender's name when it was said (shared with the sender).
+    pub from: Rc<str>,
+    pub text: Box<str>,
+    /// A `/me` action.
+    pub me: bool,
+}
+
+impl Entry {
+    /// The bytes this entry is charged for.
+    fn weight(&self) -> usize {
+        self.text.len() + self.from.len()
+    }
+}
+
+/// The bounds of one room's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
+/// What a resuming client gets.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Replay<'h> {
+    /// The entries to replay, oldest first.
+    pub entries: Vec<&'h Entry>,
+    /// Set when history no longer holds everything after `since`: the
+    /// first sequence number that was missed and the first still held.
+    pub gap: Option<(u64, u64)>,
+}
+
+#[derive(Debug, Default)]
+pub struct History {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+impl History {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes of text held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Remembers `entry`, dropping the oldest past the bounds.
+    pub fn push(&mut self, entry: Entry, bounds: Bounds) {
+        let weight = entry.weight();
+        if bounds.max_entries == 0 || weight > bounds.max_bytes {
+            return;
+        }
+        while self.entries.len() >= bounds.max_entries || self.bytes + weight > bounds.max_bytes {
+            let Some(old) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= old.weight();
+        }
+        self.bytes += weight;
+        self.entries.push_back(entry);
+    }
+
+    /// Everything held, oldest first.
+    pub fn all(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// The entries after `since`, and the gap if some were dropped.
+    /// `last_seq` is the room's latest sequence number.
+    pub fn since(&self, since: u64, last_seq: u64) -> Replay<'_> {
+        let start = self.entries.partition_point(|e| e.seq <= since);
+        let entries: Vec<&Entry> = self.entries.range(start..).collect();
+        let first_held = entries.first().map_or(last_seq + 1, |e| e.seq);
+        let gap = (since < last_seq && first_held > since + 1).then_some((since + 1, first_held));
+        Replay { entries, gap }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, text: &str) -> Entry {
+        Entry {
+            seq,
+            ts: 0,
+            from: Rc::from("al"),
+            text: text.into(),
+            me: false,
+        }
+    }
+
+    const ROOMY: Bounds = Bounds {
+        max_entries: 3,
+        max_bytes: 1000,
+    };
+
+    fn seqs(h: &History) -> Vec<u64> {
+        h.all().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn keeps_the_last_n() {
+        let mut h = History::default();
+        for seq in 1..=5 {
+            h.push(entry(seq, "x"), ROOMY);
+        }
+        assert_eq!(seqs(&h), [3, 4, 5]);
+        assert_eq!(h.bytes(), 3 * 3);
+    }
+
+    #[test]
+    fn byte_bound_evicts_oldest_and_skips_giants() {
+        let bounds = Bounds {
+            max_entries: 100,
+            max_bytes: 12,
+        };
+        let mut h = History::default();
+        h.push(entry(1, "aaaa"), bounds); // weight 6
+        h.push(entry(2, "bbbb"), bounds); // 12
+        h.push(entry(3, "cc"), bounds); // would be 16: drops 1
+        assert_eq!(seqs(&h), [2, 3]);
+        h.push(entry(4, &"z".repeat(20)), bounds);
+        assert_eq!(seqs(&h), [2, 3], "too big to keep at all");
+        assert_eq!(h.bytes(), 10);
+    }
+
+    #[test]
+    fn zero_entries_turns_it_off() {
+        let mut h = History::default();
+        h.push(
+            entry(1, "x"),
+            Bounds {
+                max_entries: 0,
+                max_bytes: 100,
+            },
+        );
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn since_replays_exactly_what_was_missed() {
+        let mut h = History::default();
+        for seq in 1..=3 {
+            h.push(entry(seq, "x"), ROOMY);
+        }
+        let r = h.since(1, 3);
+        assert_eq!(r.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(r.gap, None);
+        let r = h.since(3, 3);
+        assert!(r.entries.is_empty());
+        assert_eq!(r.gap, None);
+    }
+
+    #[test]
+    fn since_reports_the_gap() {
+        let mut h = History::default();
+        for seq in 1..=6 {
+            h.push(entry(seq, "x"), ROOMY);
+        }
+        let r = h.since(1, 6);
+        assert_eq!(
+            r.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [4, 5, 6]
+        );
+        assert_eq!(r.gap, Some((2, 4)), "2 and 3 are gone");
+        // Nothing held at all but messages were said.
+        let empty = History::default();
+        assert_eq!(empty.since(2, 9).gap, Some((3, 10)));
+        // A client ahead of the room (the server restarted) gets no gap here.
+        assert_eq!(h.since(100, 6).gap, None);
+    }
+}
