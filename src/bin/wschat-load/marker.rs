@@ -1,0 +1,175 @@
+//! The timestamped marker each load message carries, and the padding
+//! around it.
+//!
+//! A message is `~L<sender>:<seq>:<sent_ns>~` followed by ASCII filler up
+//! to the requested size, where `sent_ns` counts nanoseconds since the
+//! tool started (one process, one monotonic clock, so receive time minus
+//! `sent_ns` is the latency). Servers prepend their own prefix
+//! (`User 40312: `), so receivers look for the marker near the start of
+//! the text instead of at a fixed offset.
+
+use std::io::Write;
+
+const OPEN: &[u8] = b"~L";
+const CLOSE: u8 = b'~';
+
+/// How far into a received message the marker may start. Prefixes are
+/// short; bounding the search keeps 64 KiB messages cheap.
+pub const SEARCH_LIMIT: usize = 256;
+
+/// The longest marker: `~L` + u32 + `:` + u64 + `:` + u64 + `~`.
+pub const MAX_MARKER_LEN: usize = 2 + 10 + 1 + 20 + 1 + 20 + 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub sender: u32,
+    pub seq: u64,
+    pub sent_ns: u64,
+}
+
+/// Replaces `out` with the message for `marker`: the marker, then filler
+/// (`abc…z` repeating, never `~`) up to `size` bytes. A `size` smaller
+/// than the marker yields the marker alone.
+pub fn write_message(out: &mut Vec<u8>, marker: Marker, size: usize) {
+    out.clear();
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "~L{}:{}:{}~",
+        marker.sender, marker.seq, marker.sent_ns
+    );
+    let filler = (0..size.saturating_sub(out.len())).map(|i| b'a' + (i % 26) as u8);
+    out.extend(filler);
+}
+
+/// Finds and parses the first well-formed marker starting within the
+/// first [`SEARCH_LIMIT`] bytes of `text`.
+pub fn find(text: &[u8]) -> Option<Marker> {
+    let window = &text[..text.len().min(SEARCH_LIMIT + OPEN.len())];
+    let mut from = 0;
+    while let Some(pos) = window[from..].windows(OPEN.len()).position(|w| w == OPEN) {
+        let start = from + pos;
+        if let Some(marker) = parse_at(&text[start + OPEN.len()..]) {
+            return Some(marker);
+        }
+        from = start + 1;
+    }
+    None
+}
+
+/// Parses `<sender>:<seq>:<sent_ns>~` at the start of `rest`.
+fn parse_at(rest: &[u8]) -> Option<Marker> {
+    let (sender, rest) = number(rest, b':')?;
+    let (seq, rest) = number(rest, b':')?;
+    let (sent_ns, _) = number(rest, CLOSE)?;
+    Some(Marker {
+        sender: u32::try_from(sender).ok()?,
+        seq,
+        sent_ns,
+    })
+}
+
+/// A decimal u64 of at least one digit, then `end`; returns the value
+/// and what follows `end`.
+fn number(bytes: &[u8], end: u8) -> Option<(u64, &[u8])> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || bytes.get(digits) != Some(&end) {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &b in &bytes[..digits] {
+        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some((value, &bytes[digits + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: Marker = Marker {
+        sender: 7,
+        seq: 12345,
+        sent_ns: 987_654_321,
+    };
+
+    #[test]
+    fn format_is_as_documented_and_padded_to_size() {
+        let mut out = Vec::new();
+        write_message(&mut out, M, 64);
+        assert_eq!(out.len(), 64);
+        assert!(out.starts_with(b"~L7:12345:987654321~abc"));
+        assert_eq!(out.iter().filter(|&&b| b == b'~').count(), 2);
+        assert!(out.is_ascii());
+    }
+
+    #[test]
+    fn size_below_marker_length_gives_marker_only() {
+        let mut out = vec![1, 2, 3];
+        write_message(&mut out, M, 4);
+        assert_eq!(out, b"~L7:12345:987654321~");
+    }
+
+    #[test]
+    fn round_trip_with_and_without_prefix() {
+        let mut out = Vec::new();
+        write_message(&mut out, M, 100);
+        assert_eq!(find(&out), Some(M));
+        let mut prefixed = b"User 40312: ".to_vec();
+        prefixed.extend_from_slice(&out);
+        assert_eq!(find(&prefixed), Some(M));
+    }
+
+    #[test]
+    fn extreme_values_round_trip() {
+        let m = Marker {
+            sender: u32::MAX,
+            seq: u64::MAX,
+            sent_ns: u64::MAX,
+        };
+        let mut out = Vec::new();
+        write_message(&mut out, m, 0);
+        assert_eq!(out.len(), MAX_MARKER_LEN);
+        assert_eq!(find(&out), Some(m));
+    }
+
+    #[test]
+    fn announcements_and_garbage_have_no_marker() {
+        for text in [
+            &b"User 40312 joined"[..],
+            b"",
+            b"~",
+            b"~L",
+            b"~L1:2:3",
+            b"~L1:2~",
+            b"~Lx:2:3~",
+            b"~L1::3~",
+            b"~L99999999999:1:1~",
+            b"~L1:99999999999999999999999:1~",
+        ] {
+            assert_eq!(find(text), None, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn a_broken_marker_does_not_hide_a_later_good_one() {
+        assert_eq!(
+            find(b"~L~Lx ~L1:2:3~"),
+            Some(Marker {
+                sender: 1,
+                seq: 2,
+                sent_ns: 3
+            })
+        );
+    }
+
+    #[test]
+    fn marker_beyond_the_search_limit_is_ignored() {
+        let mut text = vec![b' '; SEARCH_LIMIT + 1];
+        text.extend_from_slice(b"~L1:2:3~");
+        assert_eq!(find(&text), None);
+        let mut text = vec![b' '; SEARCH_LIMIT];
+        text.extend_from_slice(b"~L1:2:3~");
+        assert!(find(&text).is_some());
+    }
+}
