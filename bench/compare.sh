@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Runs the benchmark scenarios against wschat and the servers users would
+# otherwise pick (bench/peers: the seed's Node + websocket stack, Node + ws,
+# tokio-tungstenite), all with the same chat semantics, on loopback, and
+# writes a Markdown table of medians with ratios to tokio-tungstenite.
+#
+# Usage: bench/compare.sh [RUNS]        (default 3 runs of every cell)
+# Env:   SERVERS="wschat tokio-tungstenite node-ws node-websocket"
+#        SCENARIOS="S1 S2W S3 S4-2k S4-10k S5"
+#        DURATION=10 (seconds measured per run)
+#        OUT=target/compare (results.jsonl, table.md, logs)
+#
+# Each run starts a fresh server pinned to CPU 0 and the load tool pinned to
+# CPU 1 (the machine has two cores), so neither steals the other's core.
+# wschat runs with its defaults except --max-message-rate 0: the saturating
+# scenarios send far more per user than flood control allows a chat user,
+# and the other servers have no flood control.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+RUNS=${1:-3}
+SERVERS=${SERVERS:-"wschat tokio-tungstenite node-ws node-websocket"}
+SCENARIOS=${SCENARIOS:-"S1 S2W S3 S4-2k S4-10k S5"}
+DURATION=${DURATION:-10}
+OUT=${OUT:-target/compare}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+
+echo "== building"
+cargo build --release --locked --bin wschat --bin wschat-load
+bash bench/peers/setup.sh >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log"; exit 1; }
+LOAD=target/release/wschat-load
+
+server_cmd() {
+    case $1 in
+        wschat) echo "target/release/wschat --listen 127.0.0.1:0 --max-message-rate 0" ;;
+        tokio-tungstenite) echo "bench/peers/tokio-tungstenite/target/release/peer-tokio-tungstenite 0" ;;
+        node-ws) echo "node bench/peers/node-ws/server.js 0" ;;
+        node-websocket) echo "node bench/peers/node-websocket/server.js 0" ;;
+        *) echo "unknown server $1" >&2; exit 2 ;;
+    esac
+}
+
+scenario_args() {
+    case $1 in
+        S1) echo "-c 100 -s 10 --rate 1000 --duration $DURATION" ;;
+        S2W) echo "-c 100 -s 10 --window 16 --duration $DURATION" ;;
+        S3) echo "-c 1000 -s 2 --rate 200 --duration $DURATION" ;;
+        S4-2k) echo "-c 2000 --idle --duration 2 --connect-timeout 120" ;;
+        S4-10k) echo "-c 10000 --idle --duration 2 --connect-timeout 120" ;;
+        S5) echo "-c 20 -s 2 --window 4 --payload 65536 --duration $DURATION" ;;
+        *) echo "unknown scenario $1" >&2; exit 2 ;;
+    esac
+}
+
+run_one() { # server scenario run
+    local server=$1 scenario=$2 run=$3 log=$OUT/$1-$2-$3
+    local pid addr
+    # shellcheck disable=SC2046
+    RUST_LOG=error taskset -c 0 $(server_cmd "$server") >"$log.server.out" 2>"$log.server.err" &
+    pid=$!
+    for _ in $(seq 100); do
+        addr=$(grep -o 'listening on [^ ]*' "$log.server.out" 2>/dev/null | head -1 | awk '{print $3}') || true
+        [[ -n "$addr" ]] && break
+        sleep 0.1
+    done
+    if [[ -z "$addr" ]]; then
+        echo "  $server did not start" >&2
+        kill "$pid" 2>/dev/null || true
+        return
+    fi
+    # shellcheck disable=SC2046
+    if timeout 300 taskset -c 1 "$LOAD" --url "ws://$addr/" --server-pid "$pid" \
+        --label "$server $scenario" --json $(scenario_args "$scenario") \
+        >"$log.json" 2>"$log.load.err"; then
+        python3 - "$server" "$scenario" "$run" "$log.json" >>"$RESULTS" <<'PY'
+import json, sys
+server, scenario, run, path = sys.argv[1:5]
+data = json.load(open(path))
+data.update(server=server, scenario=scenario, run=int(run))
+print(json.dumps(data))
+PY
+        echo "  $server $scenario run $run: ok"
+    else
+        echo "  $server $scenario run $run: failed (see $log.load.err)"
+    fi
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+for run in $(seq "$RUNS"); do
+    for scenario in $SCENARIOS; do
+        for server in $SERVERS; do
+            run_one "$server" "$scenario" "$run"
+        done
+    done
+done
+
+python3 bench/table.py "$RESULTS" >"$OUT/table.md"
+cat "$OUT/table.md"

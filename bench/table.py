@@ -1,0 +1,98 @@
+"""Turns bench/compare.sh's results.jsonl into a Markdown report: the median
+of every run of each (scenario, server) cell, and its ratio to
+tokio-tungstenite's median, checked against the targets of the benchmark
+plan. Usage: python3 bench/table.py results.jsonl > table.md"""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+BASELINE = "tokio-tungstenite"
+ORDER = ["wschat", "tokio-tungstenite", "node-ws", "node-websocket"]
+
+# scenario -> (title, [(field, header, format, better)], [(field, comparator, target, against)])
+SCENARIOS = {
+    "S1": ("S1 latency: 100 clients, 10 senders, 1,000 msg/s, 64 B",
+           [("p50_us", "p50 µs", "{:.0f}", "low"), ("p99_us", "p99 µs", "{:.0f}", "low"),
+            ("max_us", "max µs", "{:.0f}", "low"), ("lost", "lost", "{:.0f}", "low")],
+           [("p99_us", "<=", 0.6, BASELINE)]),
+    "S2W": ("S2W saturation: 100 clients, 10 senders, closed loop ≤16 per sender, 64 B",
+            [("deliveries_per_sec", "deliveries/s", "{:,.0f}", "high"),
+             ("server_cpu_s_per_million", "server CPU-s per million", "{:.3f}", "low"),
+             ("lost", "lost", "{:.0f}", "low")],
+            [("deliveries_per_sec", ">=", 1.5, BASELINE), ("deliveries_per_sec", ">=", 15, "node-ws"),
+             ("server_cpu_s_per_million", "abs<=", 0.25, None)]),
+    "S3": ("S3 fan-out: 1,000 clients, 2 senders, 200 msg/s, 64 B",
+           [("deliveries_per_sec", "deliveries/s", "{:,.0f}", "high"), ("lost", "lost", "{:.0f}", "low"),
+            ("p50_us", "p50 µs", "{:.0f}", "low"), ("p99_us", "p99 µs", "{:.0f}", "low")],
+           [("p99_us", "<=", 0.25, BASELINE), ("lost", "abs<=", 0, None)]),
+    "S4-2k": ("S4 idle: 2,000 connections, joins announced to all",
+              [("rss_kib_per_conn", "RSS KiB per connection", "{:.2f}", "low"),
+               ("handshakes_per_sec", "handshakes/s", "{:,.0f}", "high")],
+              [("rss_kib_per_conn", "abs<=", 0.5, None), ("handshakes_per_sec", ">=", 2, BASELINE)]),
+    "S4-10k": ("S4 idle: 10,000 connections, joins announced to all",
+               [("rss_kib_per_conn", "RSS KiB per connection", "{:.2f}", "low"),
+                ("handshakes_per_sec", "handshakes/s", "{:,.0f}", "high")],
+               [("rss_kib_per_conn", "abs<=", 0.5, None), ("handshakes_per_sec", ">=", 2, BASELINE)]),
+    "S5": ("S5 large: 20 clients, 2 senders, closed loop ≤4 per sender, 64 KiB",
+           [("mb_per_sec", "delivered MB/s", "{:,.1f}", "high"), ("lost", "lost", "{:.0f}", "low")],
+           [("mb_per_sec", ">=", 1.6, BASELINE)]),
+}
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def main(path):
+    cells = defaultdict(list)
+    for line in open(path):
+        if line.strip():
+            row = json.loads(line)
+            cells[(row["scenario"], row["server"])].append(row)
+    print("Medians of each cell's runs (runs per cell in brackets); ratios are to tokio-tungstenite's median.\n")
+    for scenario, (title, fields, targets) in SCENARIOS.items():
+        servers = [s for s in ORDER if (scenario, s) in cells]
+        if not servers:
+            continue
+        med = {s: {f: median([r.get(f) for r in cells[(scenario, s)]]) for f, *_ in fields} for s in servers}
+        print(f"### {title}\n")
+        header = ["server (runs)"] + [h for _, h, _, _ in fields] + [f"{h} vs tokio" for f, h, _, _ in fields[:1]]
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for s in servers:
+            row = [f"{s} ({len(cells[(scenario, s)])})"]
+            for f, _, fmt, _ in fields:
+                v = med[s][f]
+                row.append("n/a" if v is None else fmt.format(v))
+            f0 = fields[0][0]
+            base = med.get(BASELINE, {}).get(f0)
+            v = med[s][f0]
+            row.append(f"{v / base:.2f}×" if v is not None and base else "n/a")
+            print("| " + " | ".join(row) + " |")
+        if "wschat" in med:
+            checks = []
+            for f, op, target, against in targets:
+                v = med["wschat"].get(f)
+                if v is None:
+                    checks.append(f"{f}: no data")
+                    continue
+                if op.startswith("abs"):
+                    ok = v <= target
+                    checks.append(f"{f} = {v:.3g} (target ≤ {target}): {'met' if ok else 'NOT met'}")
+                    continue
+                base = med.get(against, {}).get(f)
+                if not base:
+                    checks.append(f"{f} vs {against}: no data")
+                    continue
+                ratio = v / base
+                ok = ratio <= target if op == "<=" else ratio >= target
+                checks.append(f"{f} {ratio:.2f}× {against} (target {op} {target}×): {'met' if ok else 'NOT met'}")
+            print("\nwschat: " + "; ".join(checks))
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
