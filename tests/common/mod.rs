@@ -44,8 +44,16 @@ impl Server {
 
     /// Starts the binary with exactly `args` (pass your own `--listen`).
     pub fn start_raw(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wschat"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wschat"));
+        command.args(args);
+        Server::start_command(command, args)
+    }
+
+    /// Starts `command`, which must end up running the binary (e.g. a
+    /// shell that sets a limit and `exec`s it, so that the child's pid is
+    /// the server's); `args` are only for messages.
+    pub fn start_command(mut command: Command, args: &[&str]) -> Server {
+        let mut child = command
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -504,4 +512,427 @@ impl RawClient {
             Err(e) => panic!("raw client {}: expected EOF, got {e}", self.port),
         }
     }
+}
+
+// ----- the server process, seen from /proc -----
+
+impl Server {
+    /// A field of `/proc/<pid>/status` in kB (e.g. `VmRSS`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {path}"))
+    }
+
+    /// The server's resident set size in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS")
+    }
+
+    /// How many descriptors the server holds (`/proc/<pid>/fd`).
+    pub fn fd_count(&self) -> usize {
+        let path = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .count()
+    }
+
+    /// CPU time the server used so far, user plus system
+    /// (`/proc/<pid>/stat` fields 14 and 15).
+    pub fn cpu_time(&self) -> Duration {
+        let path = format!("/proc/{}/stat", self.pid());
+        let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // The command name may hold spaces: fields are counted after it.
+        let (_, rest) = stat.rsplit_once(')').expect("stat has (comm)");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // `rest` starts at field 3 (state): utime is field 14, stime 15.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no memory effects.
+        let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let per_sec = u64::try_from(per_sec)
+            .ok()
+            .filter(|&t| t > 0)
+            .unwrap_or(100);
+        Duration::from_millis(ticks * 1000 / per_sec)
+    }
+
+    /// `GET path` on a fresh connection; the whole response.
+    pub fn get(&self, path: &str) -> (Head, String) {
+        http_get(self.addr, path)
+    }
+
+    /// Scrapes `GET /metrics`, checks it is well-formed Prometheus text
+    /// and returns the samples.
+    pub fn metrics(&self) -> Scrape {
+        scrape_metrics(self.addr)
+    }
+}
+
+/// `GET path` to `addr` on a fresh connection; the whole response.
+pub fn http_get(addr: SocketAddr, path: &str) -> (Head, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    http_exchange(addr, request.as_bytes())
+}
+
+/// Scrapes `GET /metrics` at `addr` (usable from any thread), checks it is
+/// well-formed Prometheus text and returns the samples.
+pub fn scrape_metrics(addr: SocketAddr) -> Scrape {
+    let (head, body) = http_get(addr, "/metrics");
+    assert_eq!(head.status, 200, "/metrics status; body {body:?}");
+    let content_type = head.get("Content-Type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/plain"),
+        "/metrics Content-Type {content_type:?}"
+    );
+    Scrape::parse(&body).unwrap_or_else(|e| panic!("/metrics is not Prometheus text: {e}\n{body}"))
+}
+
+// ----- Prometheus text -----
+
+/// One scrape of `/metrics`: every sample by its series (`name` or
+/// `name{labels}` exactly as exposed).
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    pub samples: Vec<(String, f64)>,
+    /// `# TYPE` of each metric family.
+    pub types: std::collections::HashMap<String, String>,
+}
+
+impl Scrape {
+    /// Parses the text exposition format 0.0.4, strictly: every sample
+    /// line is `name{labels} value` with a numeric value, and every family
+    /// has `# HELP` and `# TYPE` lines before its first sample.
+    pub fn parse(text: &str) -> Result<Scrape, String> {
+        use std::collections::{HashMap, HashSet};
+        let mut helps = HashSet::new();
+        let mut types = HashMap::new();
+        let mut samples = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let n = n + 1;
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(comment) = line.strip_prefix('#') {
+                let mut words = comment.trim_start().splitn(3, ' ');
+                match (words.next(), words.next(), words.next()) {
+                    (Some("HELP"), Some(name), Some(_)) => {
+                        check_metric_name(name).map_err(|e| format!("line {n}: {e}"))?;
+                        if !helps.insert(name.to_string()) {
+                            return Err(format!("line {n}: second HELP for {name}"));
+                        }
+                    }
+                    (Some("TYPE"), Some(name), Some(kind)) => {
+                        check_metric_name(name).map_err(|e| format!("line {n}: {e}"))?;
+                        let kind = kind.trim();
+                        if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind)
+                        {
+                            return Err(format!("line {n}: unknown type {kind:?}"));
+                        }
+                        if types.insert(name.to_string(), kind.to_string()).is_some() {
+                            return Err(format!("line {n}: second TYPE for {name}"));
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let (series, value) = line
+                .rsplit_once(' ')
+                .ok_or_else(|| format!("line {n}: no value in {line:?}"))?;
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v
+                    .parse()
+                    .map_err(|_| format!("line {n}: value {v:?} is not a number"))?,
+            };
+            let name = match series.split_once('{') {
+                None => series,
+                Some((name, labels)) => {
+                    let labels = labels
+                        .strip_suffix('}')
+                        .ok_or_else(|| format!("line {n}: unterminated labels in {line:?}"))?;
+                    check_labels(labels).map_err(|e| format!("line {n}: {e}"))?;
+                    name
+                }
+            };
+            check_metric_name(name).map_err(|e| format!("line {n}: {e}"))?;
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|s| name.strip_suffix(s))
+                .find(|f| types.contains_key(*f))
+                .unwrap_or(name);
+            if !types.contains_key(family) || !helps.contains(family) {
+                return Err(format!(
+                    "line {n}: sample of {name} without # HELP and # TYPE before it"
+                ));
+            }
+            samples.push((series.to_string(), value));
+        }
+        Ok(Scrape { samples, types })
+    }
+
+    /// The value of `series` (`name` or `name{labels}` as exposed), if any.
+    pub fn value(&self, series: &str) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|(s, _)| s == series)
+            .map(|&(_, v)| v)
+    }
+
+    /// The value of `series`; panics if it is missing.
+    pub fn get(&self, series: &str) -> f64 {
+        self.value(series)
+            .unwrap_or_else(|| panic!("no {series} in /metrics: {:?}", self.samples))
+    }
+
+    /// The value of `series` as a count.
+    pub fn count(&self, series: &str) -> u64 {
+        let v = self.get(series);
+        assert!(
+            v >= 0.0 && v.fract() == 0.0,
+            "{series} = {v} is not a count"
+        );
+        v as u64
+    }
+}
+
+fn check_metric_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("bad metric name {name:?}"))
+    }
+}
+
+/// `key="value",...` with `\\`, `\"` and `\n` escapes in values.
+fn check_labels(labels: &str) -> Result<(), String> {
+    let mut rest = labels;
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once("=\"")
+            .ok_or_else(|| format!("bad labels {labels:?}"))?;
+        check_metric_name(key).map_err(|_| format!("bad label name {key:?}"))?;
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return Err(format!("unterminated label value in {labels:?}")),
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '\\' | '"' | 'n')) => {}
+                    _ => return Err(format!("bad escape in {labels:?}")),
+                },
+                Some((i, '"')) => break i,
+                Some(_) => {}
+            }
+        };
+        rest = &after[end + 1..];
+        if let Some(more) = rest.strip_prefix(',') {
+            rest = more;
+        } else if !rest.is_empty() {
+            return Err(format!("junk after a label value in {labels:?}"));
+        }
+    }
+    Ok(())
+}
+
+// ----- more raw-frame helpers -----
+
+/// A masked Close frame with `code` and `reason`.
+pub fn close_frame(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason);
+    frame(0x88, &payload, true)
+}
+
+/// A masked frame *header* (no payload follows) declaring `len` bytes with
+/// the 64-bit length form, whatever `len` is.
+pub fn header_64(first: u8, len: u64) -> Vec<u8> {
+    let mut out = vec![first, 0x80 | 127];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&[0x37, 0xfa, 0x21, 0x3d]);
+    out
+}
+
+impl RawClient {
+    /// Completes the upgrade on an already connected `stream` (e.g. one
+    /// with socket options set before connecting).
+    pub fn upgrade(mut stream: TcpStream, addr: SocketAddr) -> RawClient {
+        let port = stream.local_addr().unwrap().port();
+        stream
+            .write_all(upgrade_request(addr, "").as_bytes())
+            .unwrap();
+        let head = read_head(&mut stream);
+        assert_eq!(head.status, 101, "upgrade refused: {head:?}");
+        RawClient { stream, port }
+    }
+
+    /// Reads frames until a Close, within [`TIMEOUT`] in all. Returns the
+    /// frames before it (`(first byte, payload)`: chat traffic from the
+    /// room) and the Close's code.
+    pub fn read_until_close(&mut self) -> (Vec<(u8, Vec<u8>)>, u16) {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut before = Vec::new();
+        loop {
+            let (first, payload) = self.read_frame();
+            if first & 0x0F == 0x8 {
+                assert_eq!(first, 0x88, "Close frame with FIN/RSV bits {first:#x}");
+                assert!(payload.len() >= 2, "Close without a code");
+                std::str::from_utf8(&payload[2..]).expect("Close reason must be UTF-8");
+                return (before, u16::from_be_bytes([payload[0], payload[1]]));
+            }
+            before.push((first, payload));
+            assert!(
+                Instant::now() < deadline,
+                "raw client {}: no Close within {TIMEOUT:?}",
+                self.port
+            );
+        }
+    }
+}
+
+// ----- two users chatting in the background -----
+
+/// Two well-behaved tungstenite users exchanging numbered messages on a
+/// thread of their own, in lock step: each message is awaited by its
+/// recipient before the next is sent, so every message is checked to
+/// arrive, in order. Anything else they receive is recorded.
+pub struct Chatters {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    rounds: Arc<std::sync::atomic::AtomicUsize>,
+    handle: Option<thread::JoinHandle<ChatLog>>,
+    /// The two users' ports (their chat names).
+    pub ports: [u16; 2],
+}
+
+/// What the chatters saw.
+#[derive(Debug)]
+pub struct ChatLog {
+    /// Rounds completed; each round both users sent one message and the
+    /// other received it.
+    pub rounds: usize,
+    /// Per user, in order, every text that was not the partner's expected
+    /// next message (joins, leaves, ...).
+    pub foreign: [Vec<String>; 2],
+}
+
+impl Chatters {
+    /// Connects two users and starts them chatting, one round per
+    /// `period` (mind `--max-message-rate`: each user sends one message a
+    /// round).
+    pub fn start(server: &Server, period: Duration) -> Chatters {
+        let mut a = server.client();
+        let b = server.client();
+        assert_eq!(a.next_text(), format!("User {} joined", b.port));
+        let ports = [a.port, b.port];
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop2, rounds2) = (Arc::clone(&stop), Arc::clone(&rounds));
+        let handle = thread::spawn(move || {
+            use std::sync::atomic::Ordering::SeqCst;
+            let mut users = [a, b];
+            let mut foreign: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+            let mut round = 0;
+            loop {
+                let last = stop2.load(SeqCst);
+                for from in 0..2 {
+                    let to = 1 - from;
+                    let text = format!("round {round} from {from}");
+                    users[from].send_text(&text);
+                    let prefix = format!("User {}: ", users[from].port);
+                    let expected = format!("{prefix}{text}");
+                    loop {
+                        let got = users[to].next_text();
+                        if got == expected {
+                            break;
+                        }
+                        assert!(
+                            !got.starts_with(&prefix),
+                            "user {to} got {got:?} while waiting for {expected:?}"
+                        );
+                        foreign[to].push(got);
+                    }
+                }
+                round += 1;
+                rounds2.store(round, SeqCst);
+                if last {
+                    return ChatLog {
+                        rounds: round,
+                        foreign,
+                    };
+                }
+                thread::sleep(period);
+            }
+        });
+        Chatters {
+            stop,
+            rounds,
+            handle: Some(handle),
+            ports,
+        }
+    }
+
+    /// Rounds completed so far.
+    pub fn rounds(&self) -> usize {
+        self.rounds.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Panics (with the chatters' own failure) if they stopped.
+    pub fn check_alive(&mut self) {
+        if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+            let result = self.handle.take().unwrap().join();
+            match result {
+                Err(panic) => panic!("the chatters failed: {}", panic_text(&panic)),
+                Ok(log) => panic!("the chatters stopped early: {log:?}"),
+            }
+        }
+    }
+
+    /// Waits until `more` further rounds are done (the server still
+    /// relays promptly), at most `limit`.
+    pub fn wait_rounds(&mut self, more: usize, limit: Duration) {
+        let target = self.rounds() + more;
+        let deadline = Instant::now() + limit;
+        while self.rounds() < target {
+            self.check_alive();
+            assert!(
+                Instant::now() < deadline,
+                "the chatters did {} of {more} rounds in {limit:?}",
+                more + self.rounds() - target
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops after one last round and returns what they saw.
+    pub fn finish(mut self) -> ChatLog {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let handle = self.handle.take().expect("running");
+        match handle.join() {
+            Ok(log) => log,
+            Err(panic) => panic!("the chatters failed: {}", panic_text(&panic)),
+        }
+    }
+}
+
+impl Drop for Chatters {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(non-text panic)".into())
 }
