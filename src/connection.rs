@@ -163,6 +163,19 @@ struct Assembly {
     fragments: usize,
 }
 
+impl Assembly {
+    /// Room for what the first frame announced, up to a cap: the rest
+    /// grows with what actually arrives.
+    fn start(first: &InFrame) -> Box<Assembly> {
+        Box::new(Assembly {
+            binary: first.opcode == OpCode::Binary,
+            data: Vec::with_capacity(first.len.min(64 * 1024)),
+            checked: 0,
+            fragments: 1,
+        })
+    }
+}
+
 /// A header whose bytes are split across reads.
 #[derive(Clone, Copy, Debug, Default)]
 struct HeaderStash {
@@ -193,7 +206,9 @@ pub struct Connection {
     head: Option<Box<HeadState>>,
     stash: HeaderStash,
     frame: Option<InFrame>,
-    message: Option<Assembly>,
+    /// Boxed: most connections never need one, and an idle connection's
+    /// state should stay a few words.
+    message: Option<Box<Assembly>>,
     /// A control frame's payload split across reads (at most 125 bytes).
     control: Vec<u8>,
     outbox: Outbox,
@@ -437,7 +452,7 @@ impl Connection {
         progress.read += chunk.len();
         if progress.opcode.is_control() {
             self.control.extend_from_slice(chunk);
-        } else if let Err(step) = self.append(chunk, false) {
+        } else if let Err(step) = self.gather(&progress).append(chunk, false) {
             return step;
         }
         if progress.read < progress.len {
@@ -529,26 +544,14 @@ impl Connection {
             len: header.payload_len as usize,
             read: 0,
         };
-        match header.opcode {
-            OpCode::Text | OpCode::Binary => {
-                if !header.fin || progress.len > 0 {
-                    // Room for what has been announced, up to a cap: the rest
-                    // grows with what actually arrives.
-                    self.message = Some(Assembly {
-                        binary: header.opcode == OpCode::Binary,
-                        data: Vec::with_capacity(progress.len.min(64 * 1024)),
-                        checked: 0,
-                        fragments: 0,
-                    });
-                }
-            }
-            OpCode::Continuation => {}
-            _ => self.control.clear(),
-        }
-        if let Some(message) = &mut self.message {
-            if !header.opcode.is_control() {
-                message.fragments += 1;
-            }
+        if header.opcode.is_control() {
+            self.control.clear();
+        } else if let Some(message) = &mut self.message {
+            message.fragments += 1;
+        } else if !header.fin {
+            // A fragmented message starts: it needs somewhere to gather. A
+            // single frame gets one only if it spans reads (`gather`).
+            self.message = Some(Assembly::start(&progress));
         }
         self.frame = Some(progress);
         Ok(progress)
@@ -559,14 +562,8 @@ impl Connection {
         if progress.opcode.is_control() {
             return self.control_frame(progress.opcode, payload);
         }
-        let lone = progress.fin
-            && self
-                .message
-                .as_ref()
-                .is_none_or(|m| m.fragments == 1 && m.data.is_empty());
-        if lone && progress.opcode != OpCode::Continuation {
+        if progress.fin && self.message.is_none() {
             // The common case: one frame, one message, no copy.
-            self.message = None;
             return self.deliver(match progress.opcode {
                 OpCode::Binary => Ok(Message::Binary(Cow::Borrowed(payload))),
                 _ => match std::str::from_utf8(payload) {
@@ -579,6 +576,15 @@ impl Connection {
             return step;
         }
         self.end_data_frame(progress.fin)
+    }
+
+    /// A single frame whose payload spans reads is gathered like a
+    /// fragmented message; one that arrives whole never needs this.
+    fn gather(&mut self, progress: &InFrame) -> &mut Self {
+        if self.message.is_none() && !progress.opcode.is_control() {
+            self.message = Some(Assembly::start(progress));
+        }
+        self
     }
 
     /// Adds payload bytes to the message being assembled, checking UTF-8

@@ -92,6 +92,11 @@ impl Outbox {
         self.frames.is_empty()
     }
 
+    /// Frames waiting (a partly written one included).
+    pub fn frames(&self) -> usize {
+        self.frames.len()
+    }
+
     /// Drops everything queued (the peer is gone).
     pub fn clear(&mut self) {
         *self = Outbox::default();
@@ -126,6 +131,15 @@ impl Outbox {
             self.frames.shrink_to(4);
         }
         Ok(Flush::Done)
+    }
+
+    /// Frees the queue's memory if it is empty: an idle connection then
+    /// holds no buffer at all. Called for connections that went quiet, not
+    /// after every write, so busy ones keep reusing theirs.
+    pub fn release_if_empty(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
+        }
     }
 
     /// Marks `n` bytes from the front as written.

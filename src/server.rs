@@ -46,6 +46,9 @@ const MAX_PEER_KEY: usize = usize::MAX - 1024;
 /// enough that a 64 KiB message usually arrives whole and is lent out
 /// without a copy; there is one such buffer for the whole server.
 const READ_BUFFER: usize = 256 * 1024;
+/// Frames a peer may collect during one pass before they are written
+/// early: bounds the queues (and the memory) of a long batch of events.
+const EARLY_FLUSH_FRAMES: usize = 32;
 /// Reads one peer gets per pass before the others have their turn.
 const READS_PER_PASS: usize = 8;
 /// How often deadlines are checked.
@@ -55,6 +58,23 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a closed connection may drain the peer's last bytes, so that
 /// closing with unread input does not reset away our final frames.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// Milliseconds since the server started, in 32 bits to keep per-peer
+/// state small. It wraps after 49 days; only differences are taken, with
+/// wrapping arithmetic, and every deadline is far shorter than that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tick(u32);
+
+impl Tick {
+    fn since_start(started: Instant, now: Instant) -> Tick {
+        Tick(now.duration_since(started).as_millis() as u32)
+    }
+
+    /// The time from `earlier` to `self`.
+    fn since(self, earlier: Tick) -> Duration {
+        Duration::from_millis(u64::from(self.0.wrapping_sub(earlier.0)))
+    }
+}
 
 /// What the loop needs beyond the per-connection settings.
 #[derive(Clone, Debug)]
@@ -84,10 +104,10 @@ struct Peer {
     transport: Transport,
     /// The protocol phase as of the last sweep, and since when.
     phase: Phase,
-    phase_since: Instant,
-    last_read: Instant,
+    phase_since: Tick,
+    last_read: Tick,
     /// When our heartbeat ping went out, while it is unanswered.
-    ping_sent: Option<Instant>,
+    ping_sent: Option<Tick>,
     /// WRITABLE interest is registered (the outbox hit a full socket).
     awaiting_writable: bool,
     /// Queued in `Hub::dirty` for the end-of-batch flush.
@@ -140,6 +160,16 @@ impl Outbound for Hub {
                     peer.dirty = true;
                     self.dirty.push(to);
                 }
+                let outbox = peer.conn.outbox_mut();
+                if outbox.frames() >= EARLY_FLUSH_FRAMES && !peer.awaiting_writable {
+                    // A long batch: hand the kernel what is queued now rather
+                    // than let every queue grow until the batch ends. Errors
+                    // and a full socket are dealt with by the end-of-batch
+                    // flush, which sees them again (the peer stays dirty).
+                    let before = outbox.queued_bytes();
+                    let _ = outbox.write_to(&mut peer.socket);
+                    self.metrics.bytes_out += (before - outbox.queued_bytes()) as u64;
+                }
             }
             Err(SendError::NotOpen) => {}
             Err(SendError::Overflow) => self.overflowed.push(to),
@@ -168,6 +198,8 @@ pub struct Server<S: Service> {
     to_remove: Vec<PeerId>,
     started: Instant,
     now: Instant,
+    /// `now` as a [`Tick`].
+    tick: Tick,
     next_sweep: Instant,
     accept_paused_until: Option<Instant>,
     /// Set once a signal asked us to stop: the time we give up waiting.
@@ -207,6 +239,7 @@ impl<S: Service> Server<S> {
             to_remove: Vec::new(),
             started: now,
             now,
+            tick: Tick(0),
             next_sweep: now + SWEEP_EVERY,
             accept_paused_until: None,
             shutdown_deadline: None,
@@ -231,6 +264,7 @@ impl<S: Service> Server<S> {
                 return Err(e);
             }
             self.now = Instant::now();
+            self.tick = Tick::since_start(self.started, self.now);
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signal(),
@@ -381,8 +415,8 @@ impl<S: Service> Server<S> {
             conn: Connection::new(),
             transport: Transport::Live,
             phase: Phase::Handshake,
-            phase_since: self.now,
-            last_read: self.now,
+            phase_since: self.tick,
+            last_read: self.tick,
             ping_sent: None,
             awaiting_writable: false,
             dirty: false,
@@ -417,7 +451,7 @@ impl<S: Service> Server<S> {
                     break;
                 }
                 Ok(n) => {
-                    peer.last_read = self.now;
+                    peer.last_read = self.tick;
                     peer.ping_sent = None;
                     if peer.transport == Transport::Live {
                         self.feed(key, &mut buf[..n]);
@@ -515,8 +549,7 @@ impl<S: Service> Server<S> {
         };
         self.hub.metrics.messages_in += 1;
         self.hub.metrics.bytes_in += len as u64;
-        let now_ms = self.now.duration_since(self.started).as_millis() as u32;
-        match peer.flood.check(now_ms, self.flood) {
+        match peer.flood.check(self.tick.0, self.flood) {
             Verdict::Allow => self.service.on_message(key, message, &mut self.hub),
             Verdict::Drop { warn } => {
                 self.hub.metrics.flood_drops += 1;
@@ -715,14 +748,14 @@ impl<S: Service> Server<S> {
             return;
         }
         peer.transport = Transport::Lingering;
-        peer.phase_since = self.now;
+        peer.phase_since = self.tick;
     }
 
     // ----- timers -----
 
     /// Enforces every deadline: handshake, heartbeat, close and linger.
     fn sweep(&mut self) {
-        let now = self.now;
+        let now = self.tick;
         let timing = self.timing;
         let mut expired: Vec<(PeerId, Expiry)> = Vec::new();
         for (key, peer) in self.hub.peers.iter_mut() {
@@ -731,8 +764,11 @@ impl<S: Service> Server<S> {
                 peer.phase = phase;
                 peer.phase_since = now;
             }
-            let in_phase = now.saturating_duration_since(peer.phase_since);
-            let silent = now.saturating_duration_since(peer.last_read);
+            let in_phase = now.since(peer.phase_since);
+            let silent = now.since(peer.last_read);
+            if !peer.dirty {
+                peer.conn.outbox_mut().release_if_empty();
+            }
             let expiry = match (peer.transport, phase) {
                 (Transport::Gone, _) => None,
                 (Transport::Lingering, _) => (in_phase >= LINGER).then_some(Expiry::Linger),
@@ -742,8 +778,7 @@ impl<S: Service> Server<S> {
                 // Dropped only after a ping went unanswered for the whole
                 // pong timeout: a late sweep delays the ping, never skips it.
                 (Transport::Live, Phase::Open) => match peer.ping_sent {
-                    Some(at) => (now.saturating_duration_since(at) >= timing.pong_timeout)
-                        .then_some(Expiry::Silent),
+                    Some(at) => (now.since(at) >= timing.pong_timeout).then_some(Expiry::Silent),
                     None => (silent >= timing.ping_interval).then_some(Expiry::Idle),
                 },
                 (Transport::Live, Phase::CloseSent | Phase::Done) => {
@@ -772,7 +807,7 @@ impl<S: Service> Server<S> {
                 self.hub.mark_dirty(key);
             }
             Expiry::Idle => {
-                peer.ping_sent = Some(self.now);
+                peer.ping_sent = Some(self.tick);
                 peer.conn.ping(b"");
                 self.hub.mark_dirty(key);
             }
