@@ -15,6 +15,7 @@
 //! unchanged, and nothing else happens. Nothing here knows about sockets
 //! or frame bytes.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -73,13 +74,36 @@ impl ChatConfig {
 
 #[derive(Debug)]
 struct User {
-    /// `User <port>`, or the nickname.
-    name: Rc<str>,
+    /// The remote port: the default name is `User <port>`.
+    port: u16,
+    /// The nickname, or the default name once it was needed as a shared
+    /// string (history entries hold it). Most idle users never need one,
+    /// and holding no small allocation per user keeps their memory in a
+    /// few dense vectors.
+    name: Option<Rc<str>>,
     room: usize,
     /// Where this user sits in its room's `members`.
     slot: usize,
     /// Speaks the JSON subprotocol.
     json: bool,
+}
+
+impl User {
+    fn name(&self) -> Cow<'_, str> {
+        match &self.name {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(format!("User {}", self.port)),
+        }
+    }
+
+    /// The name as a shared string, made once.
+    fn shared_name(&mut self) -> Rc<str> {
+        let port = self.port;
+        Rc::clone(
+            self.name
+                .get_or_insert_with(|| Rc::from(format!("User {port}"))),
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -287,10 +311,10 @@ impl Chat {
 
     /// A message or `/me` action: numbered, remembered, delivered.
     fn say(&mut self, id: PeerId, text: &str, me: bool, out: &mut impl Outbound) {
-        let Some(user) = self.users.get(id).and_then(Option::as_ref) else {
+        let Some(user) = self.users.get_mut(id).and_then(Option::as_mut) else {
             return;
         };
-        let (room, from) = (user.room, Rc::clone(&user.name));
+        let (room, from) = (user.room, user.shared_name());
         let bounds = self.config.history;
         let Some(r) = self.rooms.get_mut(room) else {
             return;
@@ -325,7 +349,7 @@ impl Chat {
             return;
         };
         let room = user.room;
-        if &*user.name == wanted {
+        if user.name() == wanted {
             return self.error(id, &format!("you are already {wanted}"), out);
         }
         let taken = self.rooms.get(room).is_some_and(|r| {
@@ -333,7 +357,7 @@ impl Chat {
                 m != id
                     && self
                         .user(m)
-                        .is_some_and(|u| u.name.to_lowercase() == wanted.to_lowercase())
+                        .is_some_and(|u| u.name().to_lowercase() == wanted.to_lowercase())
             })
         });
         if taken {
@@ -343,7 +367,8 @@ impl Chat {
         let Some(user) = self.users.get_mut(id).and_then(Option::as_mut) else {
             return;
         };
-        let old = std::mem::replace(&mut user.name, Rc::clone(&new));
+        let old = user.name().into_owned();
+        user.name = Some(Rc::clone(&new));
         let line = Line::Nick {
             from: &old,
             to: &new,
@@ -355,12 +380,13 @@ impl Chat {
         let Some(r) = self.user(id).and_then(|u| self.rooms.get(u.room)) else {
             return;
         };
-        let names: Vec<&str> = r
+        let names: Vec<Cow<'_, str>> = r
             .members
             .iter()
             .filter_map(|&m| self.user(m))
-            .map(|u| &*u.name)
+            .map(User::name)
             .collect();
+        let names: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
         let text = format!(
             "Users in {} ({}): {}",
             r.name,
@@ -422,7 +448,8 @@ impl Service for Chat {
             return;
         };
         let user = User {
-            name: Rc::from(format!("User {}", opened.remote.port())),
+            port: opened.remote.port(),
+            name: None,
             room,
             slot: r.members.len(),
             json: opened.protocol == Some(JSON_PROTOCOL),
@@ -432,19 +459,20 @@ impl Service for Chat {
         if self.users.len() <= id {
             self.users.resize_with(id + 1, || None);
         }
-        let (name, json) = (Rc::clone(&user.name), user.json);
+        let (name, json) = (user.name().into_owned(), user.json);
         self.users[id] = Some(user);
         if self.config.mode == Mode::Echo {
             return;
         }
         if json {
             let r = &self.rooms[room];
-            let users: Vec<&str> = r
+            let users: Vec<Cow<'_, str>> = r
                 .members
                 .iter()
                 .filter_map(|&m| self.user(m))
-                .map(|u| &*u.name)
+                .map(User::name)
                 .collect();
+            let users: Vec<&str> = users.iter().map(|n| n.as_ref()).collect();
             let text = format!("You are {name} in {}", r.name);
             let extra = Extra::Welcome {
                 you: &name,
@@ -515,7 +543,7 @@ impl Service for Chat {
         if self.config.mode == Mode::Broadcast {
             self.to_room(
                 user.room,
-                &Line::Leave { from: &user.name },
+                &Line::Leave { from: &user.name() },
                 Audience::Others(id),
                 out,
             );

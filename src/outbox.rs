@@ -126,20 +126,10 @@ impl Outbox {
                 Err(e) => return Err(e),
             }
         }
-        if self.frames.capacity() > 16 {
-            // A burst is over: give back what it needed.
-            self.frames.shrink_to(4);
-        }
+        // Drained: an idle connection holds no buffer at all (a busy one
+        // pays one small allocation per loop pass for this).
+        self.frames = VecDeque::new();
         Ok(Flush::Done)
-    }
-
-    /// Frees the queue's memory if it is empty: an idle connection then
-    /// holds no buffer at all. Called for connections that went quiet, not
-    /// after every write, so busy ones keep reusing theirs.
-    pub fn release_if_empty(&mut self) {
-        if self.frames.is_empty() && self.frames.capacity() > 0 {
-            self.frames = VecDeque::new();
-        }
     }
 
     /// Marks `n` bytes from the front as written.

@@ -49,6 +49,9 @@ const READ_BUFFER: usize = 256 * 1024;
 /// Frames a peer may collect during one pass before they are written
 /// early: bounds the queues (and the memory) of a long batch of events.
 const EARLY_FLUSH_FRAMES: usize = 32;
+/// How long the loop must have nothing to do, after handling events,
+/// before it hands freed memory back to the kernel.
+const TRIM_WHEN_IDLE_FOR: Duration = Duration::from_millis(50);
 /// Reads one peer gets per pass before the others have their turn.
 const READS_PER_PASS: usize = 8;
 /// How often deadlines are checked.
@@ -202,6 +205,8 @@ pub struct Server<S: Service> {
     tick: Tick,
     next_sweep: Instant,
     accept_paused_until: Option<Instant>,
+    /// Events were handled since memory was last handed back.
+    busy_since_trim: bool,
     /// Set once a signal asked us to stop: the time we give up waiting.
     shutdown_deadline: Option<Instant>,
 }
@@ -243,6 +248,7 @@ impl<S: Service> Server<S> {
             next_sweep: now + SWEEP_EVERY,
             accept_paused_until: None,
             shutdown_deadline: None,
+            busy_since_trim: false,
         })
     }
 
@@ -265,6 +271,12 @@ impl<S: Service> Server<S> {
             }
             self.now = Instant::now();
             self.tick = Tick::since_start(self.started, self.now);
+            if events.is_empty() && self.busy_since_trim {
+                // A burst is over: what it freed goes back to the kernel.
+                release_freed_memory();
+                self.busy_since_trim = false;
+            }
+            self.busy_since_trim |= !events.is_empty();
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signal(),
@@ -300,6 +312,9 @@ impl<S: Service> Server<S> {
     fn poll_timeout(&self) -> Duration {
         if !self.read_again.is_empty() {
             return Duration::ZERO;
+        }
+        if self.busy_since_trim {
+            return TRIM_WHEN_IDLE_FOR;
         }
         let mut wake = self.next_sweep;
         if let Some(resume) = self.accept_paused_until {
@@ -766,9 +781,6 @@ impl<S: Service> Server<S> {
             }
             let in_phase = now.since(peer.phase_since);
             let silent = now.since(peer.last_read);
-            if !peer.dirty {
-                peer.conn.outbox_mut().release_if_empty();
-            }
             let expiry = match (peer.transport, phase) {
                 (Transport::Gone, _) => None,
                 (Transport::Lingering, _) => (in_phase >= LINGER).then_some(Expiry::Linger),
@@ -792,6 +804,7 @@ impl<S: Service> Server<S> {
         for (key, expiry) in expired {
             self.expire(key, expiry);
         }
+        release_freed_memory();
     }
 
     fn expire(&mut self, key: PeerId, expiry: Expiry) {
@@ -884,6 +897,21 @@ fn refuse_now(mut socket: TcpStream, status: u16, reason: &str) {
     let mut sink = [0u8; 1024];
     while matches!(socket.read(&mut sink), Ok(n) if n > 0) {}
 }
+
+/// Gives memory freed after a burst back to the kernel. glibc keeps freed
+/// chunks in the middle of the heap mapped, so the queues of a join storm
+/// or a flood would otherwise stay in the resident set for good.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_freed_memory() {
+    // SAFETY: malloc_trim has no preconditions; it only hands whole free
+    // pages back to the kernel and leaves every live allocation alone.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory() {}
 
 fn open_reserve() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
