@@ -34,7 +34,8 @@ pub struct Settings {
     /// The most fragments one message may have (floods of tiny fragments
     /// cost per-frame work without adding bytes).
     pub max_fragments: usize,
-    /// Queued outgoing bytes past which a peer counts as a slow consumer.
+    /// Queued outgoing bytes (each frame charged 16 more for its handle)
+    /// past which a peer counts as a slow consumer.
     pub max_outbox_bytes: usize,
 }
 
@@ -319,7 +320,7 @@ impl Connection {
         if self.phase != Phase::Open {
             return Err(SendError::NotOpen);
         }
-        if self.outbox.queued_bytes() > settings.max_outbox_bytes {
+        if self.outbox.footprint() > settings.max_outbox_bytes {
             return Err(SendError::Overflow);
         }
         self.outbox.push(frame.clone());
@@ -1167,7 +1168,8 @@ mod tests {
     #[test]
     fn sends_respect_phase_and_outbox_limit() {
         let settings = Settings {
-            max_outbox_bytes: 10,
+            // Each 8-byte frame is charged 8 + 16 (its handle): 24, then 48.
+            max_outbox_bytes: 40,
             ..Settings::default()
         };
         let frame = SharedFrame::from(vec![0u8; 8]);

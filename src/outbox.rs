@@ -58,6 +58,9 @@ impl From<Vec<u8>> for SharedFrame {
 /// past a few dozen the gain is nil).
 const MAX_IOVECS: usize = 64;
 
+/// Queue slots kept after draining; a larger buffer (a backlog) is freed.
+const KEEP_SLOTS: usize = 1024;
+
 /// What a write attempt achieved.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Flush {
@@ -126,10 +129,25 @@ impl Outbox {
                 Err(e) => return Err(e),
             }
         }
-        // Drained: an idle connection holds no buffer at all (a busy one
-        // pays one small allocation per loop pass for this).
-        self.frames = VecDeque::new();
+        if self.frames.capacity() > KEEP_SLOTS {
+            // What a slow reader's backlog needed is not kept.
+            self.frames = VecDeque::new();
+        }
         Ok(Flush::Done)
+    }
+
+    /// Frees the queue's buffer if nothing is queued (for quiet times:
+    /// a busy connection reuses its buffer from pass to pass).
+    pub fn release_if_empty(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
+        }
+    }
+
+    /// Memory the queue holds for its peer: the bytes plus a handle per
+    /// frame, so that a limit on it bounds memory even for tiny frames.
+    pub fn footprint(&self) -> usize {
+        self.queued + self.frames.len() * std::mem::size_of::<SharedFrame>()
     }
 
     /// Marks `n` bytes from the front as written.
@@ -243,6 +261,27 @@ mod tests {
             assert_eq!(outbox.write_to(&mut sink).unwrap(), Flush::Done);
             assert_eq!(sink.out, b"abcdefghijklm", "per_call {per_call}");
         }
+    }
+
+    #[test]
+    fn footprint_charges_each_frame_and_idle_queues_hold_nothing() {
+        let mut outbox = outbox_of(&[b"ab", b"cde"]);
+        assert_eq!(
+            outbox.footprint(),
+            5 + 2 * std::mem::size_of::<SharedFrame>()
+        );
+        outbox.release_if_empty();
+        assert!(outbox.frames.capacity() > 0, "not empty: kept");
+        let mut sink = Trickle {
+            out: vec![],
+            per_call: 100,
+            budget: 100,
+            calls: 0,
+        };
+        outbox.write_to(&mut sink).unwrap();
+        assert_eq!(outbox.footprint(), 0);
+        outbox.release_if_empty();
+        assert_eq!(outbox.frames.capacity(), 0);
     }
 
     #[test]

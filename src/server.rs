@@ -272,8 +272,7 @@ impl<S: Service> Server<S> {
             self.now = Instant::now();
             self.tick = Tick::since_start(self.started, self.now);
             if events.is_empty() && self.busy_since_trim {
-                // A burst is over: what it freed goes back to the kernel.
-                release_freed_memory();
+                self.shed_memory();
                 self.busy_since_trim = false;
             }
             self.busy_since_trim |= !events.is_empty();
@@ -803,6 +802,16 @@ impl<S: Service> Server<S> {
         }
         for (key, expiry) in expired {
             self.expire(key, expiry);
+        }
+    }
+
+    /// The loop went quiet after a burst: empty queues give back their
+    /// buffers and the heap hands its free pages back to the kernel, so
+    /// what a join storm or a flood needed does not stay resident. Busy
+    /// connections keep their buffers while traffic lasts.
+    fn shed_memory(&mut self) {
+        for (_, peer) in self.hub.peers.iter_mut() {
+            peer.conn.outbox_mut().release_if_empty();
         }
         release_freed_memory();
     }
