@@ -48,7 +48,7 @@ const MAX_PEER_KEY: usize = usize::MAX - 1024;
 const READ_BUFFER: usize = 256 * 1024;
 /// Frames a peer may collect during one pass before they are written
 /// early: bounds the queues (and the memory) of a long batch of events.
-const EARLY_FLUSH_FRAMES: usize = 32;
+const EARLY_FLUSH_FRAMES: usize = 256;
 /// How long the loop must have nothing to do, after handling events,
 /// before it hands freed memory back to the kernel.
 const TRIM_WHEN_IDLE_FOR: Duration = Duration::from_millis(50);
