@@ -64,12 +64,8 @@ impl Write for Sink {
 }
 
 fn masked_text(text: &[u8]) -> Vec<u8> {
-    let mask = [9, 8, 7, 6];
-    let mut frame = vec![0x81, 0x80 | text.len() as u8];
-    frame.extend_from_slice(&mask);
-    let start = frame.len();
-    frame.extend_from_slice(text);
-    frame::apply_mask(&mut frame[start..], mask, 0);
+    let mut frame = Vec::new();
+    frame::encode_client_frame_into(&mut frame, 0x81, text, [9, 8, 7, 6]);
     frame
 }
 

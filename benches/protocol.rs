@@ -15,23 +15,9 @@ const SIZES: [usize; 4] = [16, 125, 4 * 1024, 64 * 1024];
 
 /// A masked client text frame of `len` ASCII bytes.
 fn client_frame(len: usize) -> Vec<u8> {
-    let mut payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-    let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut out = vec![0x81];
-    match len {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    frame::apply_mask(&mut payload, mask, 0);
-    out.extend_from_slice(&payload);
+    let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut out = Vec::new();
+    frame::encode_client_frame_into(&mut out, 0x81, &payload, [0x12, 0x34, 0x56, 0x78]);
     out
 }
 

@@ -743,23 +743,8 @@ mod tests {
 
     /// A masked client frame, as a browser would send it.
     fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![first_byte];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        let start = out.len();
-        out.extend_from_slice(payload);
-        frame::apply_mask(&mut out[start..], mask, 0);
+        let mut out = Vec::new();
+        frame::encode_client_frame_into(&mut out, first_byte, payload, [0x37, 0xfa, 0x21, 0x3d]);
         out
     }
 

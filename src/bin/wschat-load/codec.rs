@@ -9,9 +9,7 @@
 
 use std::fmt;
 
-use wschat::frame::{
-    apply_mask, encode_header, OpCode, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER_LEN,
-};
+use wschat::frame::{OpCode, MAX_CONTROL_PAYLOAD};
 
 /// What a client refuses to accept from a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,21 +237,13 @@ impl Decoder {
 /// Appends one masked, unfragmented client frame to `out` (§5.3: every
 /// client frame is masked).
 pub fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
-    let mut header = [0u8; MAX_SERVER_HEADER_LEN];
-    let head = encode_header(true, opcode, payload.len(), &mut header);
-    out.push(head[0]);
-    out.push(head[1] | 0x80);
-    out.extend_from_slice(&head[2..]);
-    out.extend_from_slice(&mask);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    apply_mask(&mut out[start..], mask, 0);
+    wschat::frame::encode_client_frame_into(out, 0x80 | opcode.bits(), payload, mask);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wschat::frame::decode_header;
+    use wschat::frame::{apply_mask, decode_header};
 
     /// Feeds `input` in the given pieces and records what comes out.
     fn run(pieces: &[&[u8]]) -> Result<Vec<(char, Vec<u8>)>, ProtocolError> {
