@@ -59,6 +59,8 @@ impl From<Vec<u8>> for SharedFrame {
 /// peer per pass; each system call saved is worth far more than the 8 KiB
 /// of stack this takes.
 const MAX_IOVECS: usize = 512;
+/// The slice array used when only a few frames wait.
+const FEW_IOVECS: usize = 16;
 
 /// Queue slots kept after draining; a larger buffer (a backlog) is freed.
 const KEEP_SLOTS: usize = 1024;
@@ -112,18 +114,14 @@ impl Outbox {
     /// block. Other errors are returned; the queue stays consistent.
     pub fn write_to(&mut self, sink: &mut impl Write) -> io::Result<Flush> {
         while !self.frames.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (i, frame) in self.frames.iter().take(MAX_IOVECS).enumerate() {
-                let bytes = if i == 0 {
-                    &frame.as_bytes()[self.written..]
-                } else {
-                    frame.as_bytes()
-                };
-                slices[i] = IoSlice::new(bytes);
-                count += 1;
-            }
-            match sink.write_vectored(&slices[..count]) {
+            // The slice array is built on the stack for every call: size it
+            // to the queue, as most peers have a few frames, not hundreds.
+            let result = if self.frames.len() <= FEW_IOVECS {
+                self.write_once::<FEW_IOVECS>(sink)
+            } else {
+                self.write_once::<MAX_IOVECS>(sink)
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
@@ -150,6 +148,22 @@ impl Outbox {
     /// frame, so that a limit on it bounds memory even for tiny frames.
     pub fn footprint(&self) -> usize {
         self.queued + self.frames.len() * std::mem::size_of::<SharedFrame>()
+    }
+
+    /// One vectored write of up to `N` frames from the front.
+    fn write_once<const N: usize>(&self, sink: &mut impl Write) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); N];
+        let mut count = 0;
+        for (slot, frame) in slices.iter_mut().zip(&self.frames) {
+            let bytes = if count == 0 {
+                &frame.as_bytes()[self.written..]
+            } else {
+                frame.as_bytes()
+            };
+            *slot = IoSlice::new(bytes);
+            count += 1;
+        }
+        sink.write_vectored(&slices[..count])
     }
 
     /// Marks `n` bytes from the front as written.
