@@ -342,8 +342,10 @@ impl Connection {
             Phase::Open => {
                 self.outbox
                     .push(frame::encode_close(Some(code), reason).into());
+                // Frames the peer already started keep being read by the
+                // rules (a fragmented message may still be finishing), so
+                // partial state stays; only what they carry is discarded.
                 self.phase = Phase::CloseSent;
-                self.drop_partial_input();
                 Some(Closure {
                     code,
                     by_peer: false,
@@ -446,7 +448,7 @@ impl Connection {
             let payload = input.take(remaining);
             frame::apply_mask(payload, progress.mask, 0);
             self.frame = None;
-            return self.whole_frame(progress, payload);
+            return self.whole_frame(progress, payload, settings);
         }
         let chunk = input.take(remaining.min(input.len()));
         frame::apply_mask(chunk, progress.mask, progress.read);
@@ -463,7 +465,7 @@ impl Connection {
         self.frame = None;
         if progress.opcode.is_control() {
             let payload = std::mem::take(&mut self.control);
-            return self.control_frame(progress.opcode, &payload);
+            return self.control_frame(progress.opcode, &payload, settings);
         }
         self.end_data_frame(progress.fin)
     }
@@ -559,9 +561,14 @@ impl Connection {
     }
 
     /// A frame whose whole payload arrived in one read.
-    fn whole_frame<'b>(&mut self, progress: InFrame, payload: &'b mut [u8]) -> Step<'b> {
+    fn whole_frame<'b>(
+        &mut self,
+        progress: InFrame,
+        payload: &'b mut [u8],
+        settings: &Settings,
+    ) -> Step<'b> {
         if progress.opcode.is_control() {
-            return self.control_frame(progress.opcode, payload);
+            return self.control_frame(progress.opcode, payload, settings);
         }
         if progress.fin && self.message.is_none() {
             // The common case: one frame, one message, no copy.
@@ -651,12 +658,22 @@ impl Connection {
         }
     }
 
-    fn control_frame<'b>(&mut self, opcode: OpCode, payload: &[u8]) -> Step<'b> {
+    fn control_frame<'b>(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        settings: &Settings,
+    ) -> Step<'b> {
         match opcode {
             OpCode::Ping => {
                 // §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a
-                // Pong frame in response ... with identical Application data".
-                if self.phase == Phase::Open {
+                // Pong frame in response ... with identical Application data",
+                // but §5.5.3: "an endpoint MAY elect to send a Pong frame for
+                // only the most recently processed Ping frame". A peer that
+                // pings without reading gets no more pongs once its queue is
+                // over the limit, so pings cannot grow our memory.
+                if self.phase == Phase::Open && self.outbox.footprint() <= settings.max_outbox_bytes
+                {
                     self.outbox
                         .push(frame::encode_frame(OpCode::Pong, payload).into());
                 }
@@ -1148,6 +1165,42 @@ mod tests {
         assert!(feed(&mut conn, &close(1001, b""), &settings).is_empty());
         assert!(conn.is_finished());
         assert!(sent(&mut conn).is_empty(), "no second Close");
+    }
+
+    /// Found by the `connection_close` fuzz target: closing dropped the
+    /// message being reassembled, so its next fragment was taken for a
+    /// continuation without a start and failed the connection.
+    #[test]
+    fn a_message_mid_fragments_may_finish_after_our_close() {
+        let settings = Settings::default();
+        let mut conn = Connection::open();
+        assert!(feed(&mut conn, &client_frame(0x01, b"Hel"), &settings).is_empty());
+        conn.close(CloseCode::GOING_AWAY, "bye");
+        assert!(feed(&mut conn, &client_frame(0x80, b"lo"), &settings).is_empty());
+        assert_eq!(conn.phase(), Phase::CloseSent, "no failure");
+        assert!(feed(&mut conn, &close(1001, b""), &settings).is_empty());
+        assert_eq!(conn.phase(), Phase::Done);
+    }
+
+    /// Found by the `connection` fuzz target: every Ping queued a Pong, so
+    /// a peer pinging without reading grew our memory without bound.
+    #[test]
+    fn pongs_stop_when_the_peer_does_not_read() {
+        let settings = Settings {
+            max_outbox_bytes: 1024,
+            ..Settings::default()
+        };
+        let mut conn = Connection::open();
+        let ping = client_frame(0x89, &[b'p'; 125]);
+        for _ in 0..1000 {
+            feed(&mut conn, &ping, &settings);
+        }
+        assert!(conn.outbox().footprint() <= 1024 + 127 + 16);
+        assert_eq!(conn.phase(), Phase::Open);
+        // Once it reads, pings are answered again.
+        sent(&mut conn);
+        feed(&mut conn, &ping, &settings);
+        assert_eq!(sent(&mut conn).len(), 127);
     }
 
     #[test]

@@ -159,33 +159,44 @@ impl Refusal {
     }
 }
 
-/// Finds the `\r\n\r\n` that ends a request head as it arrives in pieces.
+/// Finds the empty line that ends a request head as it arrives in pieces.
 ///
-/// Each call looks only at the new bytes (plus the last three already
-/// seen), so total work is linear in the bytes received.
+/// Line endings are read as `httparse` reads them (RFC 7230 §3.5: "a
+/// recipient MAY recognize a single LF as a line terminator and ignore any
+/// preceding CR"), so `\r\n\r\n`, `\n\n`, `\r\n\n` and `\n\r\n` all end
+/// a head, and the scanner and the parser always agree on where the head
+/// stops and the first frame starts. Each byte is looked at once, so total
+/// work is linear in the bytes received however they are split.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HeadScanner {
-    /// How many of the trailing bytes seen so far match a prefix of
-    /// `\r\n\r\n`.
-    matched: u8,
+    state: LineState,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum LineState {
+    /// Inside a line (or before any byte).
+    #[default]
+    InLine,
+    /// Just after a line's LF: an empty line may follow.
+    LineStart,
+    /// A CR at the start of a line: its LF ends the head.
+    EmptyLineCr,
 }
 
 impl HeadScanner {
     /// Returns the index just past the terminator within `chunk`, if the
     /// head ends there.
     pub fn scan(&mut self, chunk: &[u8]) -> Option<usize> {
-        const END: &[u8; 4] = b"\r\n\r\n";
         for (i, &byte) in chunk.iter().enumerate() {
-            self.matched = if byte == END[usize::from(self.matched)] {
-                self.matched + 1
-            } else if byte == b'\r' {
-                1
-            } else {
-                0
+            self.state = match (self.state, byte) {
+                (LineState::LineStart | LineState::EmptyLineCr, b'\n') => {
+                    self.state = LineState::InLine;
+                    return Some(i + 1);
+                }
+                (_, b'\n') => LineState::LineStart,
+                (LineState::LineStart, b'\r') => LineState::EmptyLineCr,
+                _ => LineState::InLine,
             };
-            if self.matched == 4 {
-                return Some(i + 1);
-            }
         }
         None
     }
@@ -204,7 +215,12 @@ pub fn parse_request(head: &[u8], policy: &Policy) -> Result<Request, Refusal> {
     let mut storage = vec![httparse::EMPTY_HEADER; policy.max_headers.max(1)];
     let mut req = httparse::Request::new(&mut storage);
     match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
+        // The scanner and httparse agree on where a head ends; should they
+        // ever not, refuse rather than drop the bytes in between.
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        Ok(httparse::Status::Complete(_)) => {
+            return Err(Refusal::new(400, "malformed HTTP request"))
+        }
         Ok(httparse::Status::Partial) => return Err(Refusal::new(400, "incomplete request head")),
         Err(httparse::Error::TooManyHeaders) => {
             return Err(Refusal::new(431, "too many header fields"))
@@ -610,12 +626,41 @@ mod tests {
         assert_eq!(end, Some(bytes.len() - 1));
     }
 
+    /// Found by the `handshake` fuzz target: a head ending in `\n\r\n`
+    /// (bare LF line endings, which httparse accepts) used to be scanned on
+    /// to a later `\r\n\r\n`, and the frames in between were lost.
+    #[test]
+    fn bare_lf_line_endings_end_the_head_where_httparse_does() {
+        let lf = request("").replace("\r\n", "\n");
+        for ending in ["\n", "\r\n"] {
+            let head = format!("{}{ending}", lf.trim_end_matches('\n').to_owned() + "\n");
+            let mut bytes = head.clone().into_bytes();
+            bytes.extend_from_slice(b"\r\n\r\n\x81\x80");
+            let end = HeadScanner::default().scan(&bytes).expect("head ends");
+            assert_eq!(end, head.len(), "{ending:?}");
+            assert!(matches!(
+                parse_request(&bytes[..end], &policy()),
+                Ok(Request::Upgrade(_))
+            ));
+        }
+        let mut scanner = HeadScanner::default();
+        assert_eq!(scanner.scan(b"GET / HTTP/1.1\nHost: a\n\n"), Some(24));
+        let mut scanner = HeadScanner::default();
+        assert_eq!(scanner.scan(b"GET / HTTP/1.1\r\nHost: a\r\n\n"), Some(26));
+    }
+
     #[test]
     fn scanner_handles_near_misses() {
         let mut scanner = HeadScanner::default();
         assert_eq!(scanner.scan(b"a\r\n\r\r\n\r\n"), Some(8));
         let mut scanner = HeadScanner::default();
-        assert_eq!(scanner.scan(b"a\r\n\n\r\n"), None);
+        assert_eq!(scanner.scan(b"a\r\n\n\r\n"), Some(4), "LF ends a line too");
+        let mut scanner = HeadScanner::default();
+        assert_eq!(
+            scanner.scan(b"a\r\nb\r\r\nc"),
+            None,
+            "CR CR LF is no empty line"
+        );
     }
 
     #[test]
