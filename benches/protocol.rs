@@ -105,7 +105,8 @@ fn handshake(c: &mut Criterion) {
     });
 }
 
-/// std's validator on ASCII chat text and on mixed multi-byte text.
+/// UTF-8 validation of ASCII chat text and of mixed multi-byte text:
+/// std's validator against simdutf8's (the one the connection uses).
 fn utf8(c: &mut Criterion) {
     let mut group = c.benchmark_group("utf8_validate");
     let mixed: String = "héllo wörld — чат 🎉 "
@@ -123,6 +124,20 @@ fn utf8(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("mixed", size), &multi, |b, bytes| {
             b.iter(|| black_box(std::str::from_utf8(black_box(bytes)).is_ok()));
         });
+        group.bench_with_input(
+            BenchmarkId::new("simdutf8-ascii", size),
+            &ascii,
+            |b, bytes| {
+                b.iter(|| black_box(simdutf8::compat::from_utf8(black_box(bytes)).is_ok()));
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("simdutf8-mixed", size),
+            &multi,
+            |b, bytes| {
+                b.iter(|| black_box(simdutf8::compat::from_utf8(black_box(bytes)).is_ok()));
+            },
+        );
     }
     group.finish();
 }

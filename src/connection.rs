@@ -574,7 +574,7 @@ impl Connection {
             // The common case: one frame, one message, no copy.
             return self.deliver(match progress.opcode {
                 OpCode::Binary => Ok(Message::Binary(Cow::Borrowed(payload))),
-                _ => match std::str::from_utf8(payload) {
+                _ => match simdutf8::compat::from_utf8(payload) {
                     Ok(text) => Ok(Message::Text(Cow::Borrowed(text))),
                     Err(_) => Err(()),
                 },
@@ -608,7 +608,9 @@ impl Connection {
         if message.binary {
             return Ok(());
         }
-        match std::str::from_utf8(&message.data[message.checked..]) {
+        // simdutf8 is std's validator, vectorised: equal on short ASCII,
+        // 4-14x faster from a hundred bytes of multi-byte text (benches).
+        match simdutf8::compat::from_utf8(&message.data[message.checked..]) {
             Ok(_) => message.checked = message.data.len(),
             Err(e) if e.error_len().is_none() && !fin => message.checked += e.valid_up_to(),
             Err(_) => {
@@ -638,11 +640,11 @@ impl Connection {
                 "text message ends inside a UTF-8 sequence",
             );
         }
-        self.deliver(
-            String::from_utf8(message.data)
-                .map(|t| Message::Text(Cow::Owned(t)))
-                .map_err(|_| ()),
-        )
+        // SAFETY: `append` validated every byte of `data` as UTF-8 as it
+        // arrived (`checked` covers all of it, tested just above), and
+        // nothing else writes to `data`.
+        let text = unsafe { String::from_utf8_unchecked(message.data) };
+        self.deliver(Ok(Message::Text(Cow::Owned(text))))
     }
 
     /// Hands a complete message to the caller, unless we are closing.
