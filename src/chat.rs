@@ -82,7 +82,7 @@ struct User {
     /// few dense vectors.
     name: Option<Rc<str>>,
     room: usize,
-    /// Where this user sits in its room's `members`.
+    /// Where this user sits in its room's member list for its format.
     slot: usize,
     /// Speaks the JSON subprotocol.
     json: bool,
@@ -109,13 +109,38 @@ impl User {
 #[derive(Debug)]
 struct Room {
     name: String,
-    /// Everyone present, densely packed for fan-out.
-    members: Vec<PeerId>,
+    /// Everyone present who reads plain text, densely packed for fan-out.
+    plain: Vec<PeerId>,
+    /// Everyone present who reads JSON. Two lists, so that a broadcast is
+    /// a tight loop per format with no per-recipient lookup.
+    json: Vec<PeerId>,
     history: History,
     /// The last sequence number given out (0: none yet).
     last_seq: u64,
     /// When the last member left.
     empty_since: Option<Instant>,
+}
+
+impl Room {
+    fn members(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.plain.iter().chain(&self.json).copied()
+    }
+
+    fn len(&self) -> usize {
+        self.plain.len() + self.json.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn list_mut(&mut self, json: bool) -> &mut Vec<PeerId> {
+        if json {
+            &mut self.json
+        } else {
+            &mut self.plain
+        }
+    }
 }
 
 /// Who in a room receives an event.
@@ -198,22 +223,22 @@ impl Chat {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        let (mut plain, mut json): (Option<SharedFrame>, Option<SharedFrame>) = (None, None);
-        for &member in &r.members {
-            let Some(user) = self.user(member) else {
-                continue;
-            };
+        for (json, list) in [(false, &r.plain), (true, &r.json)] {
             let skip = match audience {
-                Audience::All => false,
-                Audience::Others(id) => member == id,
-                Audience::OthersUnlessJson(id) => member == id && !user.json,
+                Audience::All => None,
+                Audience::Others(id) => Some(id),
+                Audience::OthersUnlessJson(id) => (!json).then_some(id),
             };
-            if skip {
+            // Encode nothing when nobody would receive it.
+            if list.is_empty() || (list.len() == 1 && Some(list[0]) == skip) {
                 continue;
             }
-            let slot = if user.json { &mut json } else { &mut plain };
-            let frame = slot.get_or_insert_with(|| encode(line, &r.name, user.json, out));
-            out.deliver(member, frame);
+            let frame = encode(line, &r.name, json, out);
+            for &member in list {
+                if Some(member) != skip {
+                    out.deliver(member, &frame);
+                }
+            }
         }
     }
 
@@ -253,7 +278,8 @@ impl Chat {
         }
         let room = self.rooms.insert(Room {
             name: name.to_owned(),
-            members: Vec::new(),
+            plain: Vec::new(),
+            json: Vec::new(),
             history: History::default(),
             last_seq: 0,
             empty_since: None,
@@ -353,7 +379,7 @@ impl Chat {
             return self.error(id, &format!("you are already {wanted}"), out);
         }
         let taken = self.rooms.get(room).is_some_and(|r| {
-            r.members.iter().any(|&m| {
+            r.members().any(|m| {
                 m != id
                     && self
                         .user(m)
@@ -381,9 +407,8 @@ impl Chat {
             return;
         };
         let names: Vec<Cow<'_, str>> = r
-            .members
-            .iter()
-            .filter_map(|&m| self.user(m))
+            .members()
+            .filter_map(|m| self.user(m))
             .map(User::name)
             .collect();
         let names: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
@@ -400,7 +425,7 @@ impl Chat {
         let mut rooms: Vec<(&str, usize)> = self
             .rooms
             .iter()
-            .map(|(_, r)| (r.name.as_str(), r.members.len()))
+            .map(|(_, r)| (r.name.as_str(), r.len()))
             .collect();
         rooms.sort_unstable();
         let listed: Vec<String> = rooms
@@ -432,7 +457,7 @@ impl Service for Chat {
             Err(e) => return Err(Refusal::new(400, e.reason())),
         };
         let known = self.by_name.contains_key(&target.room);
-        let room_to_spare = self.rooms.iter().any(|(_, r)| r.members.is_empty());
+        let room_to_spare = self.rooms.iter().any(|(_, r)| r.is_empty());
         if !known && self.rooms.len() >= self.config.max_rooms && !room_to_spare {
             return Err(Refusal::new(503, "too many rooms"));
         }
@@ -447,14 +472,16 @@ impl Service for Chat {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
+        let json = opened.protocol == Some(JSON_PROTOCOL);
+        let list = r.list_mut(json);
         let user = User {
             port: opened.remote.port(),
             name: None,
             room,
-            slot: r.members.len(),
-            json: opened.protocol == Some(JSON_PROTOCOL),
+            slot: list.len(),
+            json,
         };
-        r.members.push(id);
+        list.push(id);
         r.empty_since = None;
         if self.users.len() <= id {
             self.users.resize_with(id + 1, || None);
@@ -467,9 +494,8 @@ impl Service for Chat {
         if json {
             let r = &self.rooms[room];
             let users: Vec<Cow<'_, str>> = r
-                .members
-                .iter()
-                .filter_map(|&m| self.user(m))
+                .members()
+                .filter_map(|m| self.user(m))
                 .map(User::name)
                 .collect();
             let users: Vec<&str> = users.iter().map(|n| n.as_ref()).collect();
@@ -502,12 +528,11 @@ impl Service for Chat {
                 let Some(r) = self.rooms.get(room) else {
                     return;
                 };
-                if r.members.iter().any(|&m| m != id) {
+                if r.members().any(|m| m != id) {
                     let frame = out.encode(Kind::Binary, &[&bytes]);
-                    r.members
-                        .iter()
-                        .filter(|&&m| m != id)
-                        .for_each(|&m| out.deliver(m, &frame));
+                    r.members()
+                        .filter(|&m| m != id)
+                        .for_each(|m| out.deliver(m, &frame));
                 }
             }
             (Mode::Broadcast, Message::Text(text)) if json => {
@@ -527,13 +552,14 @@ impl Service for Chat {
         let Some(r) = self.rooms.get_mut(user.room) else {
             return;
         };
-        r.members.swap_remove(user.slot);
-        if let Some(&moved) = r.members.get(user.slot) {
+        let list = r.list_mut(user.json);
+        list.swap_remove(user.slot);
+        if let Some(&moved) = list.get(user.slot) {
             if let Some(Some(other)) = self.users.get_mut(moved) {
                 other.slot = user.slot;
             }
         }
-        if r.members.is_empty() {
+        if r.is_empty() {
             if r.history.is_empty() {
                 self.forget_room(user.room);
                 return;
