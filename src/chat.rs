@@ -220,6 +220,18 @@ impl Chat {
     /// Sends `line` to the chosen members of `room`, encoding it once per
     /// format actually needed.
     fn to_room(&self, room: usize, line: &Line<'_>, audience: Audience, out: &mut impl Outbound) {
+        self.to_room_with(room, line, audience, None, out);
+    }
+
+    /// [`Chat::to_room`], with the plain-text frame already made.
+    fn to_room_with(
+        &self,
+        room: usize,
+        line: &Line<'_>,
+        audience: Audience,
+        plain: Option<&SharedFrame>,
+        out: &mut impl Outbound,
+    ) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -233,7 +245,10 @@ impl Chat {
             if list.is_empty() || (list.len() == 1 && Some(list[0]) == skip) {
                 continue;
             }
-            let frame = encode(line, &r.name, json, out);
+            let frame = match plain {
+                Some(frame) if !json => frame.clone(),
+                _ => encode(line, &r.name, json, out),
+            };
             for &member in list {
                 if Some(member) != skip {
                     out.deliver(member, &frame);
@@ -323,10 +338,16 @@ impl Chat {
             }
             None => r.history.all().collect(),
         };
+        let json = self.user(id).is_some_and(|u| u.json);
         for e in entries {
+            if !json {
+                // Plain clients get the very frame sent live.
+                out.deliver(id, &e.plain);
+                continue;
+            }
             let line = Line::Message {
                 from: &e.from,
-                text: &e.text,
+                text: e.text(),
                 seq: e.seq,
                 me: e.me,
                 history: true,
@@ -347,16 +368,6 @@ impl Chat {
         };
         r.last_seq += 1;
         let seq = r.last_seq;
-        if bounds.max_entries > 0 {
-            let entry = Entry {
-                seq,
-                ts: now_ms(),
-                from: Rc::clone(&from),
-                text: text.into(),
-                me,
-            };
-            r.history.push(entry, bounds);
-        }
         let line = Line::Message {
             from: &from,
             text,
@@ -364,7 +375,27 @@ impl Chat {
             me,
             history: false,
         };
-        self.to_room(room, &line, Audience::OthersUnlessJson(id), out);
+        // The plain-text frame is made once, for its recipients and for
+        // history alike: remembering a message copies nothing.
+        let plain = encode(&line, &r.name, false, out);
+        if bounds.max_entries > 0 {
+            let entry = Entry {
+                seq,
+                ts: now_ms(),
+                from: Rc::clone(&from),
+                plain: plain.clone(),
+                text_len: text.len(),
+                me,
+            };
+            r.history.push(entry, bounds);
+        }
+        self.to_room_with(
+            room,
+            &line,
+            Audience::OthersUnlessJson(id),
+            Some(&plain),
+            out,
+        );
     }
 
     fn nick(&mut self, id: PeerId, wanted: &str, out: &mut impl Outbound) {

@@ -9,6 +9,8 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use crate::outbox::SharedFrame;
+
 /// One remembered message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -17,15 +19,26 @@ pub struct Entry {
     pub ts: u64,
     /// The sender's name when it was said (shared with the sender).
     pub from: Rc<str>,
-    pub text: Box<str>,
+    /// The message as plain-text clients received it, the very frame they
+    /// were sent (shared, not copied); the text is its last `text_len`
+    /// bytes.
+    pub plain: SharedFrame,
+    pub text_len: usize,
     /// A `/me` action.
     pub me: bool,
 }
 
 impl Entry {
+    /// The message text.
+    pub fn text(&self) -> &str {
+        let bytes = self.plain.as_bytes();
+        let start = bytes.len().saturating_sub(self.text_len);
+        std::str::from_utf8(&bytes[start..]).unwrap_or_default()
+    }
+
     /// The bytes this entry is charged for.
     fn weight(&self) -> usize {
-        self.text.len() + self.from.len()
+        self.plain.len() + self.from.len()
     }
 }
 
@@ -107,7 +120,8 @@ mod tests {
             seq,
             ts: 0,
             from: Rc::from("al"),
-            text: text.into(),
+            plain: SharedFrame::concat(b"al: ", &[text.as_bytes()]),
+            text_len: text.len(),
             me: false,
         }
     }
@@ -128,23 +142,24 @@ mod tests {
             h.push(entry(seq, "x"), ROOMY);
         }
         assert_eq!(seqs(&h), [3, 4, 5]);
-        assert_eq!(h.bytes(), 3 * 3);
+        assert_eq!(h.bytes(), 3 * (5 + 2));
+        assert!(h.all().all(|e| e.text() == "x"));
     }
 
     #[test]
     fn byte_bound_evicts_oldest_and_skips_giants() {
         let bounds = Bounds {
             max_entries: 100,
-            max_bytes: 12,
+            max_bytes: 20,
         };
         let mut h = History::default();
-        h.push(entry(1, "aaaa"), bounds); // weight 6
-        h.push(entry(2, "bbbb"), bounds); // 12
-        h.push(entry(3, "cc"), bounds); // would be 16: drops 1
+        h.push(entry(1, "aaaa"), bounds); // weight 10
+        h.push(entry(2, "bbbb"), bounds); // 20
+        h.push(entry(3, "cc"), bounds); // would be 28: drops 1
         assert_eq!(seqs(&h), [2, 3]);
         h.push(entry(4, &"z".repeat(20)), bounds);
         assert_eq!(seqs(&h), [2, 3], "too big to keep at all");
-        assert_eq!(h.bytes(), 10);
+        assert_eq!(h.bytes(), 18);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 /// Bytes ready to be written to any number of sockets. Cloning is a
 /// reference-count increment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedFrame(Rc<[u8]>);
 
 impl SharedFrame {
@@ -24,15 +24,17 @@ impl SharedFrame {
     /// `parts`, in one allocation.
     pub fn concat(head: &[u8], parts: &[&[u8]]) -> SharedFrame {
         let len = head.len() + parts.iter().map(|p| p.len()).sum::<usize>();
-        let mut bytes: Rc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+        let mut bytes = Rc::<[u8]>::new_uninit_slice(len);
         let buf = Rc::get_mut(&mut bytes).expect("a fresh Rc is unique");
-        buf[..head.len()].copy_from_slice(head);
-        let mut at = head.len();
-        for part in parts {
-            buf[at..at + part.len()].copy_from_slice(part);
+        let mut at = 0;
+        for part in std::iter::once(&head).chain(parts) {
+            buf[at..at + part.len()].write_copy_of_slice(part);
             at += part.len();
         }
-        SharedFrame(bytes)
+        assert_eq!(at, len, "every byte written");
+        // SAFETY: the loop wrote all `len` bytes (asserted just above), so
+        // the whole slice is initialised.
+        SharedFrame(unsafe { bytes.assume_init() })
     }
 
     pub fn as_bytes(&self) -> &[u8] {
