@@ -79,18 +79,7 @@ impl Repl {
                 }
             }
         });
-        let err = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&err);
-        let mut stderr = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
+        let err = common::collect(child.stderr.take().unwrap());
         Repl {
             name,
             child,

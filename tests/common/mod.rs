@@ -61,18 +61,7 @@ impl Server {
             .spawn()
             .expect("spawn wschat");
 
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let mut stderr = child.stderr.take().expect("stderr piped");
-        let sink = Arc::clone(&log);
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
+        let log = collect(child.stderr.take().expect("stderr piped"));
 
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
@@ -449,14 +438,7 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn connect(addr: SocketAddr) -> RawClient {
-        let mut stream = tcp(addr);
-        let port = stream.local_addr().unwrap().port();
-        stream
-            .write_all(upgrade_request(addr, "").as_bytes())
-            .unwrap();
-        let head = read_head(&mut stream);
-        assert_eq!(head.status, 101, "upgrade refused: {head:?}");
-        RawClient { stream, port }
+        RawClient::upgrade(tcp(addr), addr)
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -935,4 +917,21 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "(non-text panic)".into())
+}
+
+/// Reads `source` to its end on a thread of its own, keeping every byte;
+/// the buffer can be looked at any time (a child's stderr, for a report).
+pub fn collect(mut source: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = source.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    log
 }
