@@ -16,9 +16,9 @@ use std::net::SocketAddr;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use wschat::chat::{Chat, ChatConfig, Mode};
-use wschat::connection::{Connection, Event, Input, Settings};
-use wschat::frame::{self, OpCode};
-use wschat::outbox::SharedFrame;
+use wschat::protocol::connection::{Connection, Event, Input, Settings};
+use wschat::protocol::frame::{self, OpCode};
+use wschat::protocol::outbox::SharedFrame;
 use wschat::service::{Kind, Opened, Outbound, PeerId, Service};
 
 /// In-memory peers: what the server's hub does, minus the sockets.

@@ -7,9 +7,9 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use wschat::connection::{Connection, Event, Input, Settings};
-use wschat::frame::{self, OpCode};
-use wschat::handshake::{self, HeadScanner, Policy};
+use wschat::protocol::connection::{Connection, Event, Input, Settings};
+use wschat::protocol::frame::{self, OpCode};
+use wschat::protocol::handshake::{self, HeadScanner, Policy};
 
 const SIZES: [usize; 4] = [16, 125, 4 * 1024, 64 * 1024];
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::chat::history::Bounds;
+use crate::chat::render::JSON_PROTOCOL;
 use crate::chat::{ChatConfig, Mode};
-use crate::connection::Settings;
-use crate::flood::FloodLimits;
-use crate::handshake::Policy;
-use crate::history::Bounds;
-use crate::render::JSON_PROTOCOL;
+use crate::net::flood::FloodLimits;
+use crate::protocol::connection::Settings;
+use crate::protocol::handshake::Policy;
 
 /// A realtime WebSocket chat server: every message a user sends goes to
 /// every other connected user, as `User <port>: <text>`.

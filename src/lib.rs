@@ -23,16 +23,7 @@
 //! | [`config`] | the command line and every limit's default |
 
 pub mod chat;
-pub mod command;
 pub mod config;
-pub mod connection;
-pub mod flood;
-pub mod frame;
-pub mod handshake;
-pub mod history;
-pub mod metrics;
-pub mod outbox;
-pub mod render;
-pub mod server;
+pub mod net;
+pub mod protocol;
 pub mod service;
-pub mod target;

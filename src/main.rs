@@ -8,7 +8,7 @@ use log::{error, info, warn};
 
 use wschat::chat::Chat;
 use wschat::config::Config;
-use wschat::server::{Server, ServerConfig};
+use wschat::net::server::{Server, ServerConfig};
 
 /// Descriptors kept back from `--max-connections`' default for the
 /// listener, the poll instance, the signal pipe and the process itself.

@@ -1,6 +1,6 @@
 //! The seam between the event loop and the application.
 //!
-//! The loop ([`crate::server`]) knows sockets, tokens and connections; the
+//! The loop ([`crate::net::server`]) knows sockets, tokens and connections; the
 //! application ([`crate::chat`]) knows users and what they say. They meet
 //! here: the loop calls a [`Service`] with protocol-level events, and the
 //! service answers through an [`Outbound`], which turns a message into a
@@ -10,10 +10,10 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::connection::Message;
-use crate::frame::CloseCode;
-use crate::handshake::{HttpRequest, HttpResponse, Refusal};
-use crate::outbox::SharedFrame;
+use crate::protocol::connection::Message;
+use crate::protocol::frame::CloseCode;
+use crate::protocol::handshake::{HttpRequest, HttpResponse, Refusal};
+use crate::protocol::outbox::SharedFrame;
 
 /// A peer's identity for the life of its connection. Identifiers are
 /// reused after a peer is gone, never while it is known to the service.

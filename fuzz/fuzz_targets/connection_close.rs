@@ -24,8 +24,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wschat::connection::{Connection, Event, Input, Phase};
-use wschat::frame::CloseCode;
+use wschat::protocol::connection::{Connection, Event, Input, Phase};
+use wschat::protocol::frame::CloseCode;
 use wschat_fuzz::{chunks, parse_server_frames, small_settings, split_control};
 
 /// Per chunk: the events (as debug strings) and the bytes sent.
@@ -38,7 +38,7 @@ struct Trace {
 fn feed(
     conn: &mut Connection,
     chunk: &[u8],
-    settings: &wschat::connection::Settings,
+    settings: &wschat::protocol::connection::Settings,
 ) -> Vec<String> {
     let mut copy = chunk.to_vec();
     let mut input = Input::new(&mut copy);

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wschat::connection::Connection;
+use wschat::protocol::connection::Connection;
 use wschat_fuzz::{
     check_connection, small_settings, split_control, tight_outbox_settings, Verdict,
 };

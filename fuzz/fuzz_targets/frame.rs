@@ -22,7 +22,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wschat::frame::{
+use wschat::protocol::frame::{
     apply_mask, decode_header, encode_header, FrameError, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD,
     MAX_HEADER_LEN, MAX_SERVER_HEADER_LEN,
 };

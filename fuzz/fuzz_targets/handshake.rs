@@ -20,7 +20,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wschat::handshake::{accept_response, parse_request, HeadScanner, Policy, Request};
+use wschat::protocol::handshake::{accept_response, parse_request, HeadScanner, Policy, Request};
 use wschat_fuzz::{
     accept_matches, check_plain_response, chunks, header, read_http_response, split_control,
 };

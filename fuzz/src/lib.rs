@@ -2,9 +2,9 @@
 //! a driver that feeds a `Connection` and summarises what it did, and a
 //! strict reader of what a server may put on the wire.
 
-use wschat::connection::{Connection, Event, Input, Message, Phase, Settings};
-use wschat::frame::{CloseCode, MAX_CONTROL_PAYLOAD};
-use wschat::handshake::{self, HttpResponse};
+use wschat::protocol::connection::{Connection, Event, Input, Message, Phase, Settings};
+use wschat::protocol::frame::{CloseCode, MAX_CONTROL_PAYLOAD};
+use wschat::protocol::handshake::{self, HttpResponse};
 
 /// The upgrade request the connection target puts before the fuzz bytes,
 /// so the fuzzer spends its time on frames.

@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use mio::event::Event;
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
-use wschat::frame::{CloseCode, OpCode};
+use wschat::protocol::frame::{CloseCode, OpCode};
 
 use crate::codec::{write_frame, Decoder, Frame};
 use crate::handshake::{new_key, parse_response, write_request};

@@ -1,7 +1,7 @@
 //! The client side of RFC 6455 framing: decoding what a server sends
 //! (unmasked frames, §5.1) and encoding what a client sends (masked).
 //!
-//! `wschat::frame::decode_header` is the server's decoder and refuses
+//! `wschat::protocol::frame::decode_header` is the server's decoder and refuses
 //! unmasked frames, so the small header parser here mirrors it with the
 //! mask rule reversed. [`Decoder`] takes bytes as they arrive, in pieces
 //! of any size, and hands out whole messages (reassembled from fragments)
@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use wschat::frame::{OpCode, MAX_CONTROL_PAYLOAD};
+use wschat::protocol::frame::{OpCode, MAX_CONTROL_PAYLOAD};
 
 /// What a client refuses to accept from a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,13 +237,13 @@ impl Decoder {
 /// Appends one masked, unfragmented client frame to `out` (§5.3: every
 /// client frame is masked).
 pub fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
-    wschat::frame::encode_client_frame_into(out, 0x80 | opcode.bits(), payload, mask);
+    wschat::protocol::frame::encode_client_frame_into(out, 0x80 | opcode.bits(), payload, mask);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wschat::frame::{apply_mask, decode_header};
+    use wschat::protocol::frame::{apply_mask, decode_header};
 
     /// Feeds `input` in the given pieces and records what comes out.
     fn run(pieces: &[&[u8]]) -> Result<Vec<(char, Vec<u8>)>, ProtocolError> {

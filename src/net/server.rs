@@ -28,12 +28,14 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::Timing;
-use crate::connection::{Closure, Connection, Event, Input, Message, Phase, SendError, Settings};
-use crate::flood::{FloodGuard, FloodLimits, Verdict};
-use crate::frame::{self, CloseCode, OpCode};
-use crate::handshake::{HttpRequest, HttpResponse, Refusal};
-use crate::metrics::{Gauges, Metrics};
-use crate::outbox::{Flush, SharedFrame};
+use crate::net::flood::{FloodGuard, FloodLimits, Verdict};
+use crate::net::metrics::{Gauges, Metrics};
+use crate::protocol::connection::{
+    Closure, Connection, Event, Input, Message, Phase, SendError, Settings,
+};
+use crate::protocol::frame::{self, CloseCode, OpCode};
+use crate::protocol::handshake::{HttpRequest, HttpResponse, Refusal};
+use crate::protocol::outbox::{Flush, SharedFrame};
 use crate::service::{Kind, Opened, Outbound, PeerId, Service};
 
 const SIGNALS: Token = Token(usize::MAX);

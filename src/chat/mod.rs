@@ -15,6 +15,11 @@
 //! unchanged, and nothing else happens. Nothing here knows about sockets
 //! or frame bytes.
 
+pub mod command;
+pub mod history;
+pub mod render;
+pub mod target;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -22,16 +27,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use slab::Slab;
 
-use crate::command::{self, Request};
-use crate::connection::Message;
-use crate::frame::CloseCode;
-use crate::handshake::{HttpRequest, HttpResponse, Refusal};
-use crate::history::{Bounds, Entry, History};
-use crate::metrics;
-use crate::outbox::SharedFrame;
-use crate::render::{self, Context, Extra, Line, JSON_PROTOCOL};
+use crate::net::metrics;
+use crate::protocol::connection::Message;
+use crate::protocol::frame::CloseCode;
+use crate::protocol::handshake::{HttpRequest, HttpResponse, Refusal};
+use crate::protocol::outbox::SharedFrame;
 use crate::service::{Kind, Opened, Outbound, PeerId, Service};
-use crate::target;
+use command::Request;
+use history::{Bounds, Entry, History};
+use render::{Context, Extra, Line, JSON_PROTOCOL};
 
 /// The chat page served for a room path without an upgrade.
 const PAGE: &str = include_str!("page.html");

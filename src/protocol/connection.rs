@@ -19,11 +19,11 @@
 
 use std::borrow::Cow;
 
-use crate::frame::{self, CloseCode, FrameHeader, OpCode, MAX_HEADER_LEN};
-use crate::handshake::{
+use crate::protocol::frame::{self, CloseCode, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::protocol::handshake::{
     self, HeadScanner, HttpRequest, HttpResponse, Policy, Refusal, Request, Upgrade,
 };
-use crate::outbox::{Outbox, SharedFrame};
+use crate::protocol::outbox::{Outbox, SharedFrame};
 
 /// What every connection is held to. One value is shared by all of them.
 #[derive(Clone, Debug)]

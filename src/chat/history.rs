@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use crate::outbox::SharedFrame;
+use crate::protocol::outbox::SharedFrame;
 
 /// One remembered message.
 #[derive(Clone, Debug, PartialEq, Eq)]

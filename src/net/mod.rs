@@ -1,0 +1,5 @@
+//! The only code with sockets: the `mio` loop and what it needs.
+
+pub mod flood;
+pub mod metrics;
+pub mod server;
