@@ -15,32 +15,40 @@ use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use wschat::chat::{Chat, ChatConfig, Mode};
-use wschat::protocol::connection::{Connection, Event, Input, Settings};
+use wschat::chat::{Chat, ChatConfig};
+use wschat::protocol::connection::{Connection, Event, Input, Message, Settings};
 use wschat::protocol::frame::{self, OpCode};
 use wschat::protocol::outbox::SharedFrame;
-use wschat::service::{Kind, Opened, Outbound, PeerId, Service};
+use wschat::service::{self, Clock, Context, Kind, Outgoing, PeerId, Service, Upgrade};
 
 /// In-memory peers: what the server's hub does, minus the sockets.
 struct Peers {
+    clock: Clock,
     conns: Vec<Connection>,
     settings: Settings,
     dirty: Vec<PeerId>,
 }
 
-impl Outbound for Peers {
-    fn encode(&mut self, kind: Kind, parts: &[&[u8]]) -> SharedFrame {
+impl Context for Peers {
+    fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    fn encode(&mut self, kind: Kind, parts: &[&[u8]]) -> Outgoing {
         let opcode = match kind {
             Kind::Text => OpCode::Text,
             Kind::Binary => OpCode::Binary,
         };
         let len = parts.iter().map(|p| p.len()).sum();
         let mut header = [0u8; frame::MAX_SERVER_HEADER_LEN];
-        SharedFrame::concat(frame::encode_header(true, opcode, len, &mut header), parts)
+        Outgoing::from_plain(SharedFrame::concat(
+            frame::encode_header(true, opcode, len, &mut header),
+            parts,
+        ))
     }
 
-    fn deliver(&mut self, to: PeerId, frame: &SharedFrame) {
-        if self.conns[to].send(frame, &self.settings).is_ok() {
+    fn deliver(&mut self, to: PeerId, message: &Outgoing) {
+        if self.conns[to].send(message.plain(), &self.settings).is_ok() {
             self.dirty.push(to);
         }
     }
@@ -72,23 +80,22 @@ fn masked_text(text: &[u8]) -> Vec<u8> {
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout_64B");
     for n in [10usize, 100, 1_000, 10_000] {
-        let mut chat = Chat::new(ChatConfig::new(Mode::Broadcast));
+        let mut chat = Chat::new(ChatConfig::default());
         let mut peers = Peers {
+            clock: Clock::read(),
             conns: (0..n).map(|_| Connection::open()).collect(),
             settings: Settings::default(),
             dirty: Vec::new(),
         };
         for id in 0..n {
             let remote = SocketAddr::from(([127, 0, 0, 1], 10_000 + id as u16));
-            chat.on_open(
-                id,
-                Opened {
-                    remote,
-                    target: "/",
-                    protocol: None,
-                },
-                &mut peers,
-            );
+            let upgrade = Upgrade {
+                remote,
+                target: "/",
+                protocol: None,
+            };
+            let admitted = chat.admit(&upgrade).expect("the lobby admits");
+            chat.on_open(id, &upgrade, admitted, &mut peers);
         }
         for conn in &mut peers.conns {
             conn.outbox_mut().write_to(&mut Sink).expect("sink");
@@ -101,12 +108,12 @@ fn fanout(c: &mut Criterion) {
             b.iter(|| {
                 work.copy_from_slice(&frame);
                 let mut input = Input::new(&mut work);
-                let Some(Event::Message(message)) =
+                let Some(Event::Message(Message::Text(text))) =
                     peers.conns[0].next_event(&mut input, &Settings::default())
                 else {
-                    panic!("one message");
+                    panic!("one text message");
                 };
-                chat.on_message(0, message, &mut peers);
+                chat.on_message(0, service::Message::Text(&text), &mut peers);
                 for &to in &peers.dirty {
                     peers.conns[to]
                         .outbox_mut()

@@ -1,7 +1,10 @@
 //! The command line, with every limit's default and the reason for it.
 //!
-//! `Config` is what the operator typed; [`Config::settings`] and
-//! [`Config::timing`] turn it into what the connections and the loop use.
+//! `Config` is what the operator typed. This is the one module that knows
+//! every layer: it turns the command line into each layer's own settings
+//! ([`Config::settings`] for the connections, [`Config::timing`] and
+//! [`Config::flood`] for the loop, [`Config::chat`] for the chat), and no
+//! layer imports it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,9 +12,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::chat::history::Bounds;
-use crate::chat::render::JSON_PROTOCOL;
-use crate::chat::{ChatConfig, Mode};
+use crate::chat::ChatConfig;
 use crate::net::flood::FloodLimits;
+use crate::net::timers::Timing;
 use crate::protocol::connection::Settings;
 use crate::protocol::handshake::Policy;
 
@@ -127,25 +130,14 @@ pub struct Config {
     pub close_timeout: Duration,
 }
 
-/// Timers the event loop enforces.
-#[derive(Clone, Copy, Debug)]
-pub struct Timing {
-    pub handshake_timeout: Duration,
-    pub ping_interval: Duration,
-    pub pong_timeout: Duration,
-    pub close_timeout: Duration,
-}
-
 impl Config {
+    /// What every connection is held to. The subprotocols are the
+    /// service's to declare ([`crate::service::Service::protocols`]).
     pub fn settings(&self) -> Settings {
-        let mut protocols = self.protocols.clone();
-        if !self.echo {
-            protocols.push(JSON_PROTOCOL.to_owned());
-        }
         Settings {
             handshake: Policy {
                 allowed_origins: self.allow_origins.clone(),
-                protocols,
+                protocols: Vec::new(),
                 max_head_bytes: self.max_head,
                 max_headers: self.max_headers,
             },
@@ -157,17 +149,13 @@ impl Config {
 
     pub fn chat(&self) -> ChatConfig {
         ChatConfig {
-            mode: if self.echo {
-                Mode::Echo
-            } else {
-                Mode::Broadcast
-            },
             history: Bounds {
                 max_entries: self.history,
                 max_bytes: self.history_bytes,
             },
             room_ttl: self.room_ttl,
             max_rooms: self.max_rooms.max(1),
+            extra_protocols: self.protocols.clone(),
         }
     }
 

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use log::{error, info, warn};
 
+use wschat::chat::echo::Echo;
 use wschat::chat::Chat;
 use wschat::config::Config;
 use wschat::net::server::{Server, ServerConfig};
+use wschat::service::Service;
 
 /// Descriptors kept back from `--max-connections`' default for the
 /// listener, the poll instance, the signal pipe and the process itself.
@@ -28,8 +30,24 @@ fn main() -> ExitCode {
         flood: config.flood(),
         max_connections,
     };
-    let chat = config.chat();
-    let mut server = match Server::bind(server_config, Chat::new(chat)) {
+    info!(
+        "{} mode, max {max_connections} connections, max message {} bytes",
+        if config.echo { "echo" } else { "chat" },
+        config.max_message_size
+    );
+    if config.echo {
+        let echo = Echo {
+            protocols: config.protocols.clone(),
+        };
+        run(&config, server_config, echo)
+    } else {
+        run(&config, server_config, Chat::new(config.chat()))
+    }
+}
+
+/// Binds, announces the bound addresses and runs the loop with `service`.
+fn run(config: &Config, server_config: ServerConfig, service: impl Service) -> ExitCode {
+    let mut server = match Server::bind(server_config, service) {
         Ok(server) => server,
         Err(e) => {
             error!("cannot listen on {}: {e}", config.listen);
@@ -47,10 +65,6 @@ fn main() -> ExitCode {
         }
         Err(e) => warn!("local address: {e}"),
     }
-    info!(
-        "mode {:?}, max {max_connections} connections, max message {} bytes",
-        chat.mode, config.max_message_size
-    );
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

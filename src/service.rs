@@ -1,32 +1,126 @@
 //! The seam between the event loop and the application.
 //!
-//! The loop ([`crate::net::server`]) knows sockets, tokens and connections; the
-//! application ([`crate::chat`]) knows users and what they say. They meet
-//! here: the loop calls a [`Service`] with protocol-level events, and the
-//! service answers through an [`Outbound`], which turns a message into a
-//! shared frame once and hands that frame to as many peers as it likes.
-//! Neither side sees the other's types.
+//! The loop ([`crate::net`]) knows sockets, tokens and connections; an
+//! application (the chat, or echo mode) knows users and what they say.
+//! They meet here, and only through the types of this module: the loop
+//! calls a [`Service`] with [`Message`]s, [`Goodbye`]s and [`HttpGet`]s
+//! made from its protocol events, and the service answers through a
+//! [`Context`], which turns a message into an [`Outgoing`] once and hands
+//! that handle to as many peers as it likes.
+//!
+//! [`Outgoing`] is opaque to the service: today it holds one shared plain
+//! frame; a compressed variant can sit beside it later and be chosen per
+//! recipient by the loop, while the service still encodes once per format.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::protocol::connection::Message;
-use crate::protocol::frame::CloseCode;
-use crate::protocol::handshake::{HttpRequest, HttpResponse, Refusal};
 use crate::protocol::outbox::SharedFrame;
 
 /// A peer's identity for the life of its connection. Identifiers are
 /// reused after a peer is gone, never while it is known to the service.
 pub type PeerId = usize;
 
-/// What the service learns about a newly opened connection.
-#[derive(Debug)]
-pub struct Opened<'a> {
+/// The loop's clock, read once per pass of the loop and shared by every
+/// call made in that pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// Monotonic time, for durations and deadlines.
+    pub now: Instant,
+    /// Wall-clock time in milliseconds since the Unix epoch, for
+    /// timestamps users see.
+    pub unix_ms: u64,
+}
+
+impl Clock {
+    /// Reads both clocks.
+    pub fn read() -> Clock {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Clock {
+            now: Instant::now(),
+            unix_ms,
+        }
+    }
+}
+
+/// What an upgrade request asks of the service.
+#[derive(Clone, Copy, Debug)]
+pub struct Upgrade<'a> {
     pub remote: SocketAddr,
     /// The request target, e.g. `/` or `/rust?since=12`.
     pub target: &'a str,
-    /// The subprotocol selected at the handshake.
+    /// The subprotocol selected at the handshake (one of
+    /// [`Service::protocols`] that the client offered).
     pub protocol: Option<&'a str>,
+}
+
+/// Why the service turns an upgrade down: an HTTP status and a reason
+/// that goes into the response body and the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+/// A plain HTTP `GET` (or `HEAD`) the loop does not answer itself.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpGet<'a> {
+    /// The request target in origin form, e.g. `/rust`.
+    pub target: &'a str,
+}
+
+/// The service's answer to an [`HttpGet`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    /// Extra header lines, without line endings.
+    pub headers: Vec<String>,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// A `text/plain` reply.
+    pub fn text(status: u16, text: &str) -> HttpReply {
+        HttpReply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
+            body: text.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// A complete message from a peer, lent for the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+impl Message<'_> {
+    /// The payload's length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How an open connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Goodbye {
+    /// The WebSocket close code (1006 for a lost connection).
+    pub code: u16,
+    /// The peer ended it (rather than the server).
+    pub by_peer: bool,
 }
 
 /// The kind of message a frame carries.
@@ -36,44 +130,95 @@ pub enum Kind {
     Binary,
 }
 
-/// How a service sends.
-pub trait Outbound {
-    /// Encodes a message made of `parts` (concatenated) as one frame.
-    /// Text parts must together be valid UTF-8.
-    fn encode(&mut self, kind: Kind, parts: &[&[u8]]) -> SharedFrame;
-
-    /// Queues `frame` for `to`. Peers that are gone, closing or over their
-    /// queue limit are handled by the loop; the service need not care.
-    fn deliver(&mut self, to: PeerId, frame: &SharedFrame);
+/// A message encoded for the wire, ready to be delivered to any number of
+/// peers. Cloning is a reference-count increment; the bytes are the
+/// loop's business.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    plain: SharedFrame,
 }
 
-/// The application run by the loop.
+impl Outgoing {
+    /// Wraps an encoded frame (done by the loop's [`Context::encode`]).
+    pub fn from_plain(plain: SharedFrame) -> Outgoing {
+        Outgoing { plain }
+    }
+
+    /// The uncompressed frame, for the loop to queue.
+    pub fn plain(&self) -> &SharedFrame {
+        &self.plain
+    }
+
+    /// Bytes on the wire for a recipient of the plain frame.
+    pub fn wire_len(&self) -> usize {
+        self.plain.len()
+    }
+}
+
+/// One number the service reports on `/metrics` (a Prometheus gauge).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: usize,
+}
+
+/// What a service may do while it handles an event.
+pub trait Context {
+    /// The loop's clock for this pass.
+    fn clock(&self) -> Clock;
+
+    /// Encodes a message made of `parts` (concatenated) once, for any
+    /// number of recipients. Text parts must together be valid UTF-8.
+    fn encode(&mut self, kind: Kind, parts: &[&[u8]]) -> Outgoing;
+
+    /// Queues `message` for `to`. Peers that are gone, closing or over
+    /// their queue limit are the loop's business; the service need not
+    /// care.
+    fn deliver(&mut self, to: PeerId, message: &Outgoing);
+}
+
+/// An application run by the loop.
 pub trait Service {
+    /// What [`Service::admit`] learned from an upgrade request, handed to
+    /// [`Service::on_open`] so the request is parsed once.
+    type Admitted;
+
+    /// The subprotocols this service speaks; the handshake selects the
+    /// first one the client offers.
+    fn protocols(&self) -> Vec<String>;
+
     /// Decides whether a valid upgrade request is accepted (e.g. whether
     /// its target names something that exists). No side effects: the
     /// connection is not open yet.
-    fn admit(&mut self, opened: &Opened<'_>) -> Result<(), Refusal>;
+    fn admit(&mut self, upgrade: &Upgrade<'_>) -> Result<Self::Admitted, Refusal>;
 
     /// A WebSocket connection opened (its `101` is queued: anything
     /// delivered now follows it).
-    fn on_open(&mut self, id: PeerId, opened: Opened<'_>, out: &mut impl Outbound);
+    fn on_open(
+        &mut self,
+        id: PeerId,
+        upgrade: &Upgrade<'_>,
+        admitted: Self::Admitted,
+        cx: &mut impl Context,
+    );
 
     /// A complete message arrived from `id`.
-    fn on_message(&mut self, id: PeerId, message: Message<'_>, out: &mut impl Outbound);
+    fn on_message(&mut self, id: PeerId, message: Message<'_>, cx: &mut impl Context);
 
     /// An open connection ended (called once per `on_open`).
-    fn on_close(&mut self, id: PeerId, code: CloseCode, out: &mut impl Outbound);
+    fn on_close(&mut self, id: PeerId, goodbye: Goodbye, cx: &mut impl Context);
 
     /// Flood control started dropping `id`'s messages: tell the sender.
-    fn on_throttled(&mut self, id: PeerId, out: &mut impl Outbound);
+    fn on_throttled(&mut self, id: PeerId, cx: &mut impl Context);
 
     /// A plain HTTP request arrived on the WebSocket port (other than the
     /// loop's own `/healthz` and `/metrics`).
-    fn on_http(&mut self, request: &HttpRequest) -> HttpResponse;
+    fn on_http(&mut self, request: &HttpGet<'_>) -> HttpReply;
 
-    /// Appends the application's own gauges to a `/metrics` scrape.
-    fn render_metrics(&self, out: &mut String);
+    /// The service's own gauges, for `/metrics`.
+    fn gauges(&self) -> Vec<Gauge>;
 
-    /// Called about once a second, for the application's own timers.
-    fn on_tick(&mut self, now: Instant);
+    /// Called about once a second, for the service's own timers.
+    fn on_tick(&mut self, clock: Clock);
 }

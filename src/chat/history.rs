@@ -9,36 +9,30 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use crate::protocol::outbox::SharedFrame;
+use crate::service::Outgoing;
 
-/// One remembered message.
+/// One remembered message: what was said, by whom, when, and the handle
+/// plain-text clients were sent live (replayed to them as it was, so
+/// remembering encodes nothing).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub seq: u64,
-    /// Milliseconds since the Unix epoch.
+    /// When it was said, in milliseconds since the Unix epoch.
     pub ts: u64,
     /// The sender's name when it was said (shared with the sender).
     pub from: Rc<str>,
-    /// The message as plain-text clients received it, the very frame they
-    /// were sent (shared, not copied); the text is its last `text_len`
-    /// bytes.
-    pub plain: SharedFrame,
-    pub text_len: usize,
+    pub text: Box<str>,
     /// A `/me` action.
     pub me: bool,
+    /// What plain-text recipients were sent (shared, not copied).
+    pub plain: Outgoing,
 }
 
 impl Entry {
-    /// The message text.
-    pub fn text(&self) -> &str {
-        let bytes = self.plain.as_bytes();
-        let start = bytes.len().saturating_sub(self.text_len);
-        std::str::from_utf8(&bytes[start..]).unwrap_or_default()
-    }
-
-    /// The bytes this entry is charged for.
+    /// The bytes this entry is charged for: its text and name, and the
+    /// outgoing message it shares.
     fn weight(&self) -> usize {
-        self.plain.len() + self.from.len()
+        self.text.len() + self.from.len() + self.plain.wire_len()
     }
 }
 
@@ -74,7 +68,7 @@ impl History {
         self.entries.is_empty()
     }
 
-    /// Bytes of text held.
+    /// Bytes held (text, names and the shared outgoing messages).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -115,14 +109,17 @@ impl History {
 mod tests {
     use super::*;
 
+    use crate::protocol::outbox::SharedFrame;
+
+    /// An entry of weight 2 + 2 * `text.len()` + 4.
     fn entry(seq: u64, text: &str) -> Entry {
         Entry {
             seq,
             ts: 0,
             from: Rc::from("al"),
-            plain: SharedFrame::concat(b"al: ", &[text.as_bytes()]),
-            text_len: text.len(),
+            text: text.into(),
             me: false,
+            plain: Outgoing::from_plain(SharedFrame::concat(b"al: ", &[text.as_bytes()])),
         }
     }
 
@@ -142,24 +139,24 @@ mod tests {
             h.push(entry(seq, "x"), ROOMY);
         }
         assert_eq!(seqs(&h), [3, 4, 5]);
-        assert_eq!(h.bytes(), 3 * (5 + 2));
-        assert!(h.all().all(|e| e.text() == "x"));
+        assert_eq!(h.bytes(), 3 * (2 + 1 + 5));
+        assert!(h.all().all(|e| &*e.text == "x"));
     }
 
     #[test]
     fn byte_bound_evicts_oldest_and_skips_giants() {
         let bounds = Bounds {
             max_entries: 100,
-            max_bytes: 20,
+            max_bytes: 30,
         };
         let mut h = History::default();
-        h.push(entry(1, "aaaa"), bounds); // weight 10
-        h.push(entry(2, "bbbb"), bounds); // 20
-        h.push(entry(3, "cc"), bounds); // would be 28: drops 1
+        h.push(entry(1, "aaaa"), bounds); // weight 14
+        h.push(entry(2, "bbbb"), bounds); // 28
+        h.push(entry(3, "cc"), bounds); // would be 38: drops 1
         assert_eq!(seqs(&h), [2, 3]);
         h.push(entry(4, &"z".repeat(20)), bounds);
         assert_eq!(seqs(&h), [2, 3], "too big to keep at all");
-        assert_eq!(h.bytes(), 18);
+        assert_eq!(h.bytes(), 24);
     }
 
     #[test]

@@ -10,139 +10,62 @@
 //! `wschat.v1.json` subprotocol (see README.md for the protocol).
 //!
 //! Every event is encoded at most once per format (plain, JSON), and the
-//! same frame goes to every recipient of that format. In echo mode (for
-//! conformance suites) every message goes back to its sender alone,
-//! unchanged, and nothing else happens. Nothing here knows about sockets
-//! or frame bytes.
+//! same outgoing handle goes to every recipient of that format. Nothing
+//! here knows about sockets or frame bytes: the chat sees only the
+//! [`crate::service`] types.
 
 pub mod command;
+pub mod echo;
 pub mod history;
 pub mod render;
+pub mod rooms;
 pub mod target;
+pub mod users;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use slab::Slab;
-
-use crate::net::metrics;
-use crate::protocol::connection::Message;
-use crate::protocol::frame::CloseCode;
-use crate::protocol::handshake::{HttpRequest, HttpResponse, Refusal};
-use crate::protocol::outbox::SharedFrame;
-use crate::service::{Kind, Opened, Outbound, PeerId, Service};
 use command::Request;
-use history::{Bounds, Entry, History};
-use render::{Context, Extra, Line, JSON_PROTOCOL};
+use history::{Bounds, Entry};
+use render::{Extra, Line, Stamp, JSON_PROTOCOL};
+use rooms::Rooms;
+use target::{Target, TargetError};
+use users::{User, Users};
+
+use crate::service::{
+    Clock, Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, Outgoing, PeerId, Refusal,
+    Service, Upgrade,
+};
 
 /// The chat page served for a room path without an upgrade.
 const PAGE: &str = include_str!("page.html");
 
-/// How messages are routed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// The chat: rooms, names, history.
-    Broadcast,
-    /// Each message back to its sender, unchanged.
-    Echo,
-}
-
 /// The chat's limits.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ChatConfig {
-    pub mode: Mode,
     /// Per-room history bounds (0 entries: no history).
     pub history: Bounds,
     /// How long an empty room's history is kept for clients to resume.
     pub room_ttl: Duration,
     /// Most rooms at once.
     pub max_rooms: usize,
+    /// Subprotocols accepted besides `wschat.v1.json` (their clients get
+    /// plain text).
+    pub extra_protocols: Vec<String>,
 }
 
-impl ChatConfig {
+impl Default for ChatConfig {
     /// The defaults documented in the README.
-    pub fn new(mode: Mode) -> ChatConfig {
+    fn default() -> ChatConfig {
         ChatConfig {
-            mode,
             history: Bounds {
                 max_entries: 100,
                 max_bytes: 256 * 1024,
             },
             room_ttl: Duration::from_secs(600),
             max_rooms: 1000,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct User {
-    /// The remote port: the default name is `User <port>`.
-    port: u16,
-    /// The nickname, or the default name once it was needed as a shared
-    /// string (history entries hold it). Most idle users never need one,
-    /// and holding no small allocation per user keeps their memory in a
-    /// few dense vectors.
-    name: Option<Rc<str>>,
-    room: usize,
-    /// Where this user sits in its room's member list for its format.
-    slot: usize,
-    /// Speaks the JSON subprotocol.
-    json: bool,
-}
-
-impl User {
-    fn name(&self) -> Cow<'_, str> {
-        match &self.name {
-            Some(name) => Cow::Borrowed(name),
-            None => Cow::Owned(format!("User {}", self.port)),
-        }
-    }
-
-    /// The name as a shared string, made once.
-    fn shared_name(&mut self) -> Rc<str> {
-        let port = self.port;
-        Rc::clone(
-            self.name
-                .get_or_insert_with(|| Rc::from(format!("User {port}"))),
-        )
-    }
-}
-
-#[derive(Debug)]
-struct Room {
-    name: String,
-    /// Everyone present who reads plain text, densely packed for fan-out.
-    plain: Vec<PeerId>,
-    /// Everyone present who reads JSON. Two lists, so that a broadcast is
-    /// a tight loop per format with no per-recipient lookup.
-    json: Vec<PeerId>,
-    history: History,
-    /// The last sequence number given out (0: none yet).
-    last_seq: u64,
-    /// When the last member left.
-    empty_since: Option<Instant>,
-}
-
-impl Room {
-    fn members(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.plain.iter().chain(&self.json).copied()
-    }
-
-    fn len(&self) -> usize {
-        self.plain.len() + self.json.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn list_mut(&mut self, json: bool) -> &mut Vec<PeerId> {
-        if json {
-            &mut self.json
-        } else {
-            &mut self.plain
+            extra_protocols: Vec::new(),
         }
     }
 }
@@ -163,24 +86,29 @@ enum Audience {
 #[derive(Debug)]
 pub struct Chat {
     config: ChatConfig,
-    /// Indexed by peer id.
-    users: Vec<Option<User>>,
-    rooms: Slab<Room>,
-    by_name: HashMap<String, usize>,
+    users: Users,
+    rooms: Rooms,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// The status a bad target gets, on an upgrade and a plain GET alike:
+/// a path that names no room is `404`, a malformed query `400`.
+fn refusal(e: TargetError) -> Refusal {
+    let status = match e {
+        TargetError::BadRoomName => 404,
+        TargetError::BadSince => 400,
+    };
+    Refusal {
+        status,
+        reason: e.reason(),
+    }
 }
 
-/// Encodes `line` for one format.
-fn encode(line: &Line<'_>, room: &str, json: bool, out: &mut impl Outbound) -> SharedFrame {
+/// Encodes `line` for one format; `ts` is when it happened.
+fn encode(line: &Line<'_>, room: &str, json: bool, ts: u64, cx: &mut impl Context) -> Outgoing {
     if json {
         let mut bytes = Vec::with_capacity(128);
-        render::json(line, Context { room, ts: now_ms() }, &mut bytes);
-        return out.encode(Kind::Text, &[&bytes]);
+        render::json(line, Stamp { room, ts }, &mut bytes);
+        return cx.encode(Kind::Text, &[&bytes]);
     }
     match *line {
         // The hot path: straight into the frame, no intermediate buffer.
@@ -189,11 +117,11 @@ fn encode(line: &Line<'_>, room: &str, json: bool, out: &mut impl Outbound) -> S
             text,
             me: false,
             ..
-        } => out.encode(Kind::Text, &[from.as_bytes(), b": ", text.as_bytes()]),
+        } => cx.encode(Kind::Text, &[from.as_bytes(), b": ", text.as_bytes()]),
         _ => {
             let mut bytes = Vec::with_capacity(64);
             render::plain(line, &mut bytes);
-            out.encode(Kind::Text, &[&bytes])
+            cx.encode(Kind::Text, &[&bytes])
         }
     }
 }
@@ -202,39 +130,34 @@ impl Chat {
     pub fn new(config: ChatConfig) -> Chat {
         Chat {
             config,
-            users: Vec::new(),
-            rooms: Slab::new(),
-            by_name: HashMap::new(),
+            users: Users::default(),
+            rooms: Rooms::default(),
         }
     }
 
     /// How many users are present, in all rooms.
     pub fn len(&self) -> usize {
-        self.users.iter().flatten().count()
+        self.users.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn user(&self, id: PeerId) -> Option<&User> {
-        self.users.get(id).and_then(Option::as_ref)
+        self.users.is_empty()
     }
 
     /// Sends `line` to the chosen members of `room`, encoding it once per
     /// format actually needed.
-    fn to_room(&self, room: usize, line: &Line<'_>, audience: Audience, out: &mut impl Outbound) {
-        self.to_room_with(room, line, audience, None, out);
+    fn to_room(&self, room: usize, line: &Line<'_>, audience: Audience, cx: &mut impl Context) {
+        self.to_room_with(room, line, audience, None, cx);
     }
 
-    /// [`Chat::to_room`], with the plain-text frame already made.
+    /// [`Chat::to_room`], with the plain-text message already made.
     fn to_room_with(
         &self,
         room: usize,
         line: &Line<'_>,
         audience: Audience,
-        plain: Option<&SharedFrame>,
-        out: &mut impl Outbound,
+        plain: Option<&Outgoing>,
+        cx: &mut impl Context,
     ) {
         let Some(r) = self.rooms.get(room) else {
             return;
@@ -249,74 +172,43 @@ impl Chat {
             if list.is_empty() || (list.len() == 1 && Some(list[0]) == skip) {
                 continue;
             }
-            let frame = match plain {
-                Some(frame) if !json => frame.clone(),
-                _ => encode(line, &r.name, json, out),
+            let message = match plain {
+                Some(message) if !json => message.clone(),
+                _ => encode(line, &r.name, json, cx.clock().unix_ms, cx),
             };
             for &member in list {
                 if Some(member) != skip {
-                    out.deliver(member, &frame);
+                    cx.deliver(member, &message);
                 }
             }
         }
     }
 
-    /// Sends `line` to one user, in its format.
-    fn to_user(&self, id: PeerId, line: &Line<'_>, out: &mut impl Outbound) {
-        if let Some(user) = self.user(id) {
+    /// Sends `line`, which happened at `ts`, to one user in its format.
+    fn to_user_at(&self, id: PeerId, line: &Line<'_>, ts: u64, cx: &mut impl Context) {
+        if let Some(user) = self.users.get(id) {
             let room = self.rooms.get(user.room).map_or("", |r| r.name.as_str());
-            let frame = encode(line, room, user.json, out);
-            out.deliver(id, &frame);
+            let message = encode(line, room, user.json, ts, cx);
+            cx.deliver(id, &message);
         }
     }
 
-    fn system(&self, id: PeerId, text: &str, extra: Extra<'_>, out: &mut impl Outbound) {
-        self.to_user(id, &Line::System { text, extra }, out);
+    /// Sends `line`, happening now, to one user.
+    fn to_user(&self, id: PeerId, line: &Line<'_>, cx: &mut impl Context) {
+        self.to_user_at(id, line, cx.clock().unix_ms, cx);
     }
 
-    fn error(&self, id: PeerId, text: &str, out: &mut impl Outbound) {
-        self.to_user(id, &Line::Error { text }, out);
+    fn system(&self, id: PeerId, text: &str, extra: Extra<'_>, cx: &mut impl Context) {
+        self.to_user(id, &Line::System { text, extra }, cx);
     }
 
-    /// The room called `name`, made if needed (forgetting the longest-empty
-    /// room when at the limit; `admit` made sure there is one).
-    fn room_named(&mut self, name: &str) -> usize {
-        if let Some(&room) = self.by_name.get(name) {
-            return room;
-        }
-        if self.rooms.len() >= self.config.max_rooms {
-            let oldest_empty = self
-                .rooms
-                .iter()
-                .filter_map(|(i, r)| r.empty_since.map(|t| (t, i)))
-                .min()
-                .map(|(_, i)| i);
-            if let Some(room) = oldest_empty {
-                self.forget_room(room);
-            }
-        }
-        let room = self.rooms.insert(Room {
-            name: name.to_owned(),
-            plain: Vec::new(),
-            json: Vec::new(),
-            history: History::default(),
-            last_seq: 0,
-            empty_since: None,
-        });
-        self.by_name.insert(name.to_owned(), room);
-        room
-    }
-
-    fn forget_room(&mut self, room: usize) {
-        if self.rooms.contains(room) {
-            let r = self.rooms.remove(room);
-            self.by_name.remove(&r.name);
-        }
+    fn error(&self, id: PeerId, text: &str, cx: &mut impl Context) {
+        self.to_user(id, &Line::Error { text }, cx);
     }
 
     /// Replays history to a newcomer: everything held, or what came after
     /// `since`, saying plainly when some of it is gone.
-    fn replay(&self, id: PeerId, room: usize, since: Option<u64>, out: &mut impl Outbound) {
+    fn replay(&self, id: PeerId, room: usize, since: Option<u64>, cx: &mut impl Context) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -326,7 +218,7 @@ impl Chat {
                     "seq {since} is ahead of this room (its last is {}): the server may have restarted; replaying all it holds",
                     r.last_seq
                 );
-                self.system(id, &note, Extra::None, out);
+                self.system(id, &note, Extra::None, cx);
                 r.history.all().collect()
             }
             Some(since) => {
@@ -336,33 +228,33 @@ impl Chat {
                         "history no longer holds messages {first_missed} to {}; replaying from {first_held}",
                         first_held - 1
                     );
-                    self.system(id, &note, Extra::None, out);
+                    self.system(id, &note, Extra::None, cx);
                 }
                 replay.entries
             }
             None => r.history.all().collect(),
         };
-        let json = self.user(id).is_some_and(|u| u.json);
+        let json = self.users.get(id).is_some_and(|u| u.json);
         for e in entries {
             if !json {
-                // Plain clients get the very frame sent live.
-                out.deliver(id, &e.plain);
+                // Plain clients get the very message sent live.
+                cx.deliver(id, &e.plain);
                 continue;
             }
             let line = Line::Message {
                 from: &e.from,
-                text: e.text(),
+                text: &e.text,
                 seq: e.seq,
                 me: e.me,
                 history: true,
             };
-            self.to_user(id, &line, out);
+            self.to_user_at(id, &line, e.ts, cx);
         }
     }
 
     /// A message or `/me` action: numbered, remembered, delivered.
-    fn say(&mut self, id: PeerId, text: &str, me: bool, out: &mut impl Outbound) {
-        let Some(user) = self.users.get_mut(id).and_then(Option::as_mut) else {
+    fn say(&mut self, id: PeerId, text: &str, me: bool, cx: &mut impl Context) {
+        let Some(user) = self.users.get_mut(id) else {
             return;
         };
         let (room, from) = (user.room, user.shared_name());
@@ -379,17 +271,18 @@ impl Chat {
             me,
             history: false,
         };
-        // The plain-text frame is made once, for its recipients and for
-        // history alike: remembering a message copies nothing.
-        let plain = encode(&line, &r.name, false, out);
+        let ts = cx.clock().unix_ms;
+        // The plain-text message is made once, for its recipients and for
+        // history alike.
+        let plain = encode(&line, &r.name, false, ts, cx);
         if bounds.max_entries > 0 {
             let entry = Entry {
                 seq,
-                ts: now_ms(),
+                ts,
                 from: Rc::clone(&from),
-                plain: plain.clone(),
-                text_len: text.len(),
+                text: text.into(),
                 me,
+                plain: plain.clone(),
             };
             r.history.push(entry, bounds);
         }
@@ -398,34 +291,35 @@ impl Chat {
             &line,
             Audience::OthersUnlessJson(id),
             Some(&plain),
-            out,
+            cx,
         );
     }
 
-    fn nick(&mut self, id: PeerId, wanted: &str, out: &mut impl Outbound) {
+    fn nick(&mut self, id: PeerId, wanted: &str, cx: &mut impl Context) {
         if let Err(why) = command::check_nick(wanted) {
-            return self.error(id, &why, out);
+            return self.error(id, &why, cx);
         }
-        let Some(user) = self.user(id) else {
+        let Some(user) = self.users.get(id) else {
             return;
         };
         let room = user.room;
         if user.name() == wanted {
-            return self.error(id, &format!("you are already {wanted}"), out);
+            return self.error(id, &format!("you are already {wanted}"), cx);
         }
         let taken = self.rooms.get(room).is_some_and(|r| {
             r.members().any(|m| {
                 m != id
                     && self
-                        .user(m)
+                        .users
+                        .get(m)
                         .is_some_and(|u| u.name().to_lowercase() == wanted.to_lowercase())
             })
         });
         if taken {
-            return self.error(id, &format!("the name {wanted} is taken in this room"), out);
+            return self.error(id, &format!("the name {wanted} is taken in this room"), cx);
         }
         let new: Rc<str> = Rc::from(wanted);
-        let Some(user) = self.users.get_mut(id).and_then(Option::as_mut) else {
+        let Some(user) = self.users.get_mut(id) else {
             return;
         };
         let old = user.name().into_owned();
@@ -434,18 +328,27 @@ impl Chat {
             from: &old,
             to: &new,
         };
-        self.to_room(room, &line, Audience::All, out);
+        self.to_room(room, &line, Audience::All, cx);
     }
 
-    fn who(&self, id: PeerId, out: &mut impl Outbound) {
-        let Some(r) = self.user(id).and_then(|u| self.rooms.get(u.room)) else {
+    /// The names of a room's members.
+    fn names(&self, room: usize) -> Vec<Cow<'_, str>> {
+        self.rooms.get(room).map_or_else(Vec::new, |r| {
+            r.members()
+                .filter_map(|m| self.users.get(m))
+                .map(User::name)
+                .collect()
+        })
+    }
+
+    fn who(&self, id: PeerId, cx: &mut impl Context) {
+        let Some(room) = self.users.get(id).map(|u| u.room) else {
             return;
         };
-        let names: Vec<Cow<'_, str>> = r
-            .members()
-            .filter_map(|m| self.user(m))
-            .map(User::name)
-            .collect();
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let names = self.names(room);
         let names: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
         let text = format!(
             "Users in {} ({}): {}",
@@ -453,14 +356,14 @@ impl Chat {
             names.len(),
             names.join(", ")
         );
-        self.system(id, &text, Extra::Users(&names), out);
+        self.system(id, &text, Extra::Users(&names), cx);
     }
 
-    fn list_rooms(&self, id: PeerId, out: &mut impl Outbound) {
+    fn list_rooms(&self, id: PeerId, cx: &mut impl Context) {
         let mut rooms: Vec<(&str, usize)> = self
             .rooms
             .iter()
-            .map(|(_, r)| (r.name.as_str(), r.len()))
+            .map(|r| (r.name.as_str(), r.len()))
             .collect();
         rooms.sort_unstable();
         let listed: Vec<String> = rooms
@@ -468,49 +371,57 @@ impl Chat {
             .map(|(name, n)| format!("{name} ({n})"))
             .collect();
         let text = format!("Rooms: {}", listed.join(", "));
-        self.system(id, &text, Extra::Rooms(&rooms), out);
+        self.system(id, &text, Extra::Rooms(&rooms), cx);
     }
 
-    fn handle(&mut self, id: PeerId, request: Request<'_>, out: &mut impl Outbound) {
+    fn handle(&mut self, id: PeerId, request: Request<'_>, cx: &mut impl Context) {
         match request {
-            Request::Say(text) => self.say(id, text, false, out),
-            Request::Me(text) => self.say(id, text, true, out),
-            Request::Nick(name) => self.nick(id, name, out),
-            Request::Who => self.who(id, out),
-            Request::Rooms => self.list_rooms(id, out),
-            Request::Help => self.system(id, command::HELP, Extra::None, out),
-            Request::Invalid(why) => self.error(id, &why, out),
+            Request::Say(text) => self.say(id, text, false, cx),
+            Request::Me(text) => self.say(id, text, true, cx),
+            Request::Nick(name) => self.nick(id, name, cx),
+            Request::Who => self.who(id, cx),
+            Request::Rooms => self.list_rooms(id, cx),
+            Request::Help => self.system(id, command::HELP, Extra::None, cx),
+            Request::Invalid(why) => self.error(id, &why, cx),
         }
     }
 }
 
 impl Service for Chat {
-    fn admit(&mut self, opened: &Opened<'_>) -> Result<(), Refusal> {
-        let target = match target::parse(opened.target) {
-            Ok(target) => target,
-            Err(e @ target::TargetError::BadRoomName) => return Err(Refusal::new(404, e.reason())),
-            Err(e) => return Err(Refusal::new(400, e.reason())),
-        };
-        let known = self.by_name.contains_key(&target.room);
-        let room_to_spare = self.rooms.iter().any(|(_, r)| r.is_empty());
-        if !known && self.rooms.len() >= self.config.max_rooms && !room_to_spare {
-            return Err(Refusal::new(503, "too many rooms"));
-        }
-        Ok(())
+    type Admitted = Target;
+
+    fn protocols(&self) -> Vec<String> {
+        let mut protocols = self.config.extra_protocols.clone();
+        protocols.push(JSON_PROTOCOL.to_owned());
+        protocols
     }
 
-    fn on_open(&mut self, id: PeerId, opened: Opened<'_>, out: &mut impl Outbound) {
-        let Ok(target) = target::parse(opened.target) else {
-            return;
-        };
-        let room = self.room_named(&target.room);
+    fn admit(&mut self, upgrade: &Upgrade<'_>) -> Result<Target, Refusal> {
+        let target = target::parse(upgrade.target).map_err(refusal)?;
+        if !self.rooms.has_room_for(&target.room, self.config.max_rooms) {
+            return Err(Refusal {
+                status: 503,
+                reason: "too many rooms",
+            });
+        }
+        Ok(target)
+    }
+
+    fn on_open(
+        &mut self,
+        id: PeerId,
+        upgrade: &Upgrade<'_>,
+        target: Target,
+        cx: &mut impl Context,
+    ) {
+        let room = self.rooms.named(&target.room, self.config.max_rooms);
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        let json = opened.protocol == Some(JSON_PROTOCOL);
+        let json = upgrade.protocol == Some(JSON_PROTOCOL);
         let list = r.list_mut(json);
         let user = User {
-            port: opened.remote.port(),
+            port: upgrade.remote.port(),
             name: None,
             room,
             slot: list.len(),
@@ -518,70 +429,49 @@ impl Service for Chat {
         };
         list.push(id);
         r.empty_since = None;
-        if self.users.len() <= id {
-            self.users.resize_with(id + 1, || None);
-        }
-        let (name, json) = (user.name().into_owned(), user.json);
-        self.users[id] = Some(user);
-        if self.config.mode == Mode::Echo {
-            return;
-        }
+        let name = user.name().into_owned();
+        self.users.insert(id, user);
         if json {
-            let r = &self.rooms[room];
-            let users: Vec<Cow<'_, str>> = r
-                .members()
-                .filter_map(|m| self.user(m))
-                .map(User::name)
-                .collect();
-            let users: Vec<&str> = users.iter().map(|n| n.as_ref()).collect();
-            let text = format!("You are {name} in {}", r.name);
+            let names = self.names(room);
+            let users: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
+            let text = format!("You are {name} in {}", target.room);
             let extra = Extra::Welcome {
                 you: &name,
                 users: &users,
             };
-            self.system(id, &text, extra, out);
+            self.system(id, &text, extra, cx);
         }
-        self.replay(id, room, target.since, out);
-        self.to_room(room, &Line::Join { from: &name }, Audience::Others(id), out);
+        self.replay(id, room, target.since, cx);
+        self.to_room(room, &Line::Join { from: &name }, Audience::Others(id), cx);
     }
 
-    fn on_message(&mut self, id: PeerId, message: Message<'_>, out: &mut impl Outbound) {
-        let Some(user) = self.user(id) else {
+    fn on_message(&mut self, id: PeerId, message: Message<'_>, cx: &mut impl Context) {
+        let Some(user) = self.users.get(id) else {
             return;
         };
         let (room, json) = (user.room, user.json);
-        match (self.config.mode, message) {
-            (Mode::Echo, Message::Text(text)) => {
-                let frame = out.encode(Kind::Text, &[text.as_bytes()]);
-                out.deliver(id, &frame);
-            }
-            (Mode::Echo, Message::Binary(bytes)) => {
-                let frame = out.encode(Kind::Binary, &[&bytes]);
-                out.deliver(id, &frame);
-            }
-            (Mode::Broadcast, Message::Binary(bytes)) => {
+        match message {
+            Message::Binary(bytes) => {
                 let Some(r) = self.rooms.get(room) else {
                     return;
                 };
                 if r.members().any(|m| m != id) {
-                    let frame = out.encode(Kind::Binary, &[&bytes]);
+                    let message = cx.encode(Kind::Binary, &[bytes]);
                     r.members()
                         .filter(|&m| m != id)
-                        .for_each(|m| out.deliver(m, &frame));
+                        .for_each(|m| cx.deliver(m, &message));
                 }
             }
-            (Mode::Broadcast, Message::Text(text)) if json => {
-                let request = command::parse_json(&text);
-                self.handle(id, request.as_request(), out);
+            Message::Text(text) if json => {
+                let request = command::parse_json(text);
+                self.handle(id, request.as_request(), cx);
             }
-            (Mode::Broadcast, Message::Text(text)) => {
-                self.handle(id, command::parse_typed(&text), out)
-            }
+            Message::Text(text) => self.handle(id, command::parse_typed(text), cx),
         }
     }
 
-    fn on_close(&mut self, id: PeerId, _code: CloseCode, out: &mut impl Outbound) {
-        let Some(user) = self.users.get_mut(id).and_then(Option::take) else {
+    fn on_close(&mut self, id: PeerId, _goodbye: Goodbye, cx: &mut impl Context) {
+        let Some(user) = self.users.remove(id) else {
             return;
         };
         let Some(r) = self.rooms.get_mut(user.room) else {
@@ -590,55 +480,41 @@ impl Service for Chat {
         let list = r.list_mut(user.json);
         list.swap_remove(user.slot);
         if let Some(&moved) = list.get(user.slot) {
-            if let Some(Some(other)) = self.users.get_mut(moved) {
+            if let Some(other) = self.users.get_mut(moved) {
                 other.slot = user.slot;
             }
         }
         if r.is_empty() {
             if r.history.is_empty() {
-                self.forget_room(user.room);
+                self.rooms.forget(user.room);
                 return;
             }
-            r.empty_since = Some(Instant::now());
+            r.empty_since = Some(cx.clock().now);
         }
-        if self.config.mode == Mode::Broadcast {
-            self.to_room(
-                user.room,
-                &Line::Leave { from: &user.name() },
-                Audience::Others(id),
-                out,
-            );
-        }
+        self.to_room(
+            user.room,
+            &Line::Leave { from: &user.name() },
+            Audience::Others(id),
+            cx,
+        );
     }
 
-    fn on_throttled(&mut self, id: PeerId, out: &mut impl Outbound) {
+    fn on_throttled(&mut self, id: PeerId, cx: &mut impl Context) {
         self.system(
             id,
             "you are sending too fast; messages are being dropped",
             Extra::None,
-            out,
+            cx,
         );
     }
 
-    fn on_tick(&mut self, now: Instant) {
-        let ttl = self.config.room_ttl;
-        let expired: Vec<usize> = self
-            .rooms
-            .iter()
-            .filter(|(_, r)| {
-                r.empty_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        for room in expired {
-            self.forget_room(room);
-        }
+    fn on_tick(&mut self, clock: Clock) {
+        self.rooms.expire(clock.now, self.config.room_ttl);
     }
 
-    fn on_http(&mut self, request: &HttpRequest) -> HttpResponse {
-        match target::parse(&request.target) {
-            Ok(_) => HttpResponse {
+    fn on_http(&mut self, request: &HttpGet<'_>) -> HttpReply {
+        match target::parse(request.target) {
+            Ok(_) => HttpReply {
                 status: 200,
                 content_type: "text/html; charset=utf-8",
                 headers: vec![
@@ -649,63 +525,83 @@ impl Service for Chat {
                 ],
                 body: PAGE.as_bytes().to_vec(),
             },
-            Err(e) => HttpResponse::text(404, e.reason()),
+            Err(e) => {
+                let refused = refusal(e);
+                HttpReply::text(refused.status, refused.reason)
+            }
         }
     }
 
-    fn render_metrics(&self, out: &mut String) {
-        metrics::gauge(
-            out,
-            "wschat_chat_users",
-            "Users in the chat, all rooms.",
-            self.len(),
-        );
-        metrics::gauge(
-            out,
-            "wschat_rooms",
-            "Rooms, including empty ones kept for their history.",
-            self.rooms.len(),
-        );
-        let (entries, bytes) = self.rooms.iter().fold((0, 0), |(n, b), (_, r)| {
+    fn gauges(&self) -> Vec<Gauge> {
+        let (entries, bytes) = self.rooms.iter().fold((0, 0), |(n, b), r| {
             (n + r.history.len(), b + r.history.bytes())
         });
-        metrics::gauge(
-            out,
-            "wschat_history_messages",
-            "Messages held in room histories.",
-            entries,
-        );
-        metrics::gauge(
-            out,
-            "wschat_history_bytes",
-            "Bytes of text held in room histories.",
-            bytes,
-        );
+        vec![
+            Gauge {
+                name: "wschat_chat_users",
+                help: "Users in the chat, all rooms.",
+                value: self.len(),
+            },
+            Gauge {
+                name: "wschat_rooms",
+                help: "Rooms, including empty ones kept for their history.",
+                value: self.rooms.len(),
+            },
+            Gauge {
+                name: "wschat_history_messages",
+                help: "Messages held in room histories.",
+                value: entries,
+            },
+            Gauge {
+                name: "wschat_history_bytes",
+                help: "Bytes held in room histories.",
+                value: bytes,
+            },
+        ]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::outbox::SharedFrame;
     use serde_json::Value;
-    use std::borrow::Cow;
+
+    const BYE: Goodbye = Goodbye {
+        code: 1000,
+        by_peer: true,
+    };
 
     /// Records deliveries as (recipient, payload) without framing, and
     /// counts encodings.
-    #[derive(Default)]
     struct Recorder {
+        clock: Clock,
         encoded: usize,
         sent: Vec<(PeerId, Vec<u8>)>,
     }
 
-    impl Outbound for Recorder {
-        fn encode(&mut self, _kind: Kind, parts: &[&[u8]]) -> SharedFrame {
-            self.encoded += 1;
-            SharedFrame::concat(&[], parts)
+    impl Default for Recorder {
+        fn default() -> Recorder {
+            Recorder {
+                clock: Clock::read(),
+                encoded: 0,
+                sent: Vec::new(),
+            }
+        }
+    }
+
+    impl Context for Recorder {
+        fn clock(&self) -> Clock {
+            self.clock
         }
 
-        fn deliver(&mut self, to: PeerId, frame: &SharedFrame) {
-            self.sent.push((to, frame.as_bytes().to_vec()));
+        fn encode(&mut self, _kind: Kind, parts: &[&[u8]]) -> Outgoing {
+            self.encoded += 1;
+            Outgoing::from_plain(SharedFrame::concat(&[], parts))
+        }
+
+        fn deliver(&mut self, to: PeerId, message: &Outgoing) {
+            self.sent.push((to, message.plain().as_bytes().to_vec()));
         }
     }
 
@@ -734,22 +630,22 @@ mod tests {
     }
 
     fn chat() -> Chat {
-        Chat::new(ChatConfig::new(Mode::Broadcast))
+        Chat::new(ChatConfig::default())
     }
 
     fn join(chat: &mut Chat, id: PeerId, target: &str, json: bool, out: &mut Recorder) {
         let remote = SocketAddr::from(([127, 0, 0, 1], 5000 + id as u16));
-        let opened = Opened {
+        let upgrade = Upgrade {
             remote,
             target,
             protocol: json.then_some(JSON_PROTOCOL),
         };
-        chat.admit(&opened).expect("admitted");
-        chat.on_open(id, opened, out);
+        let admitted = chat.admit(&upgrade).expect("admitted");
+        chat.on_open(id, &upgrade, admitted, out);
     }
 
     fn say(chat: &mut Chat, id: PeerId, text: &str, out: &mut Recorder) {
-        chat.on_message(id, Message::Text(Cow::Borrowed(text)), out);
+        chat.on_message(id, Message::Text(text), out);
     }
 
     use std::net::SocketAddr;
@@ -781,7 +677,7 @@ mod tests {
             [(0, "User 5001: hi".into()), (2, "User 5001: hi".into())]
         );
         assert_eq!(out.encoded, 1, "encoded once for all recipients");
-        chat.on_message(2, Message::Binary(Cow::Borrowed(&[0, 159])), &mut out);
+        chat.on_message(2, Message::Binary(&[0, 159]), &mut out);
         assert_eq!(
             {
                 let mut bin: Vec<(PeerId, Vec<u8>)> = out.sent.drain(..).collect();
@@ -790,12 +686,12 @@ mod tests {
             },
             [(0, vec![0, 159]), (1, vec![0, 159])]
         );
-        chat.on_close(0, CloseCode::NORMAL, &mut out);
+        chat.on_close(0, BYE, &mut out);
         assert_eq!(
             sorted(out.take()),
             [(1, "User 5000 left".into()), (2, "User 5000 left".into())]
         );
-        chat.on_close(2, CloseCode::NORMAL, &mut out);
+        chat.on_close(2, BYE, &mut out);
         assert_eq!(
             out.take(),
             [(1, "User 5002 left".into())],
@@ -828,12 +724,13 @@ mod tests {
         let mut chat = chat();
         let remote = SocketAddr::from(([127, 0, 0, 1], 1));
         let refuse = |chat: &mut Chat, target: &str| {
-            chat.admit(&Opened {
+            chat.admit(&Upgrade {
                 remote,
                 target,
                 protocol: None,
             })
-            .map_err(|r| r.response.status)
+            .map(|_| ())
+            .map_err(|r| r.status)
         };
         assert_eq!(refuse(&mut chat, "/no/such"), Err(404));
         assert_eq!(refuse(&mut chat, "/rust?since=x"), Err(400));
@@ -871,7 +768,7 @@ mod tests {
         );
         say(&mut chat, 0, "/nick alice", &mut out);
         assert_eq!(out.take(), [(0, "error: you are already alice".into())]);
-        chat.on_close(0, CloseCode::NORMAL, &mut out);
+        chat.on_close(0, BYE, &mut out);
         assert_eq!(out.take(), [(1, "alice left".into())]);
     }
 
@@ -917,7 +814,7 @@ mod tests {
 
     #[test]
     fn since_resumes_exactly_and_says_what_is_gone() {
-        let mut config = ChatConfig::new(Mode::Broadcast);
+        let mut config = ChatConfig::default();
         config.history.max_entries = 3;
         let (mut chat, mut out) = (Chat::new(config), Recorder::default());
         join(&mut chat, 0, "/r", false, &mut out);
@@ -1004,65 +901,78 @@ mod tests {
     fn empty_rooms_are_forgotten_after_their_ttl_or_at_once_without_history() {
         let (mut chat, mut out) = (chat(), Recorder::default());
         join(&mut chat, 0, "/quiet", false, &mut out);
-        chat.on_close(0, CloseCode::NORMAL, &mut out);
+        chat.on_close(0, BYE, &mut out);
         assert!(
-            !chat.by_name.contains_key("quiet"),
+            !chat.rooms.contains_name("quiet"),
             "no history: forgotten at once"
         );
         join(&mut chat, 0, "/talky", false, &mut out);
         say(&mut chat, 0, "x", &mut out);
-        chat.on_close(0, CloseCode::NORMAL, &mut out);
-        chat.on_tick(Instant::now());
-        assert!(chat.by_name.contains_key("talky"), "kept for resuming");
-        chat.on_tick(Instant::now() + Duration::from_secs(601));
-        assert!(!chat.by_name.contains_key("talky"));
+        chat.on_close(0, BYE, &mut out);
+        chat.on_tick(out.clock);
+        assert!(chat.rooms.contains_name("talky"), "kept for resuming");
+        out.clock.now += Duration::from_secs(601);
+        chat.on_tick(out.clock);
+        assert!(!chat.rooms.contains_name("talky"));
         assert!(chat.rooms.is_empty());
     }
 
     #[test]
     fn room_limit() {
-        let mut config = ChatConfig::new(Mode::Broadcast);
-        config.max_rooms = 2;
+        let config = ChatConfig {
+            max_rooms: 2,
+            ..ChatConfig::default()
+        };
         let (mut chat, mut out) = (Chat::new(config), Recorder::default());
         join(&mut chat, 0, "/a", false, &mut out);
         join(&mut chat, 1, "/b", false, &mut out);
         let remote = SocketAddr::from(([127, 0, 0, 1], 1));
-        let c = Opened {
+        let c = Upgrade {
             remote,
             target: "/c",
             protocol: None,
         };
-        assert_eq!(chat.admit(&c).map_err(|r| r.response.status), Err(503));
+        assert_eq!(chat.admit(&c).map_err(|r| r.status), Err(503));
         say(&mut chat, 1, "kept", &mut out);
-        chat.on_close(1, CloseCode::NORMAL, &mut out);
+        chat.on_close(1, BYE, &mut out);
         join(&mut chat, 2, "/c", false, &mut out);
-        assert!(!chat.by_name.contains_key("b"), "the empty room made way");
+        assert!(!chat.rooms.contains_name("b"), "the empty room made way");
     }
 
     #[test]
-    fn echo_mode_returns_to_sender_only() {
-        let (mut chat, mut out) = (Chat::new(ChatConfig::new(Mode::Echo)), Recorder::default());
+    fn replayed_history_carries_the_time_it_was_said() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
         join(&mut chat, 0, "/", false, &mut out);
-        join(&mut chat, 1, "/", false, &mut out);
-        assert!(out.take().is_empty());
-        say(&mut chat, 1, "/nick not-a-command-here", &mut out);
-        assert_eq!(out.take(), [(1, "/nick not-a-command-here".into())]);
-        chat.on_close(1, CloseCode::NORMAL, &mut out);
-        assert!(out.take().is_empty());
+        say(&mut chat, 0, "earlier", &mut out);
+        let said_at = out.clock.unix_ms;
+        out.clock.unix_ms += 3_000;
+        out.clock.now += Duration::from_secs(3);
+        join(&mut chat, 1, "/", true, &mut out);
+        let events = out.json_for(1);
+        let history = events
+            .iter()
+            .find(|e| e["type"] == "history")
+            .expect("a history event");
+        assert_eq!(history["ts"], said_at, "the time it was said");
+        let welcome = events
+            .iter()
+            .find(|e| e["type"] == "system")
+            .expect("welcome");
+        assert_eq!(welcome["ts"], said_at + 3_000, "live events carry now");
     }
 
     #[test]
     fn plain_http_gets_the_page_on_room_paths() {
         let mut chat = chat();
-        let page = chat.on_http(&HttpRequest {
-            target: "/rust".into(),
-        });
+        let page = chat.on_http(&HttpGet { target: "/rust" });
         assert_eq!(page.status, 200);
         assert!(page.content_type.starts_with("text/html"));
-        let missing = chat.on_http(&HttpRequest {
-            target: "/a/b".into(),
-        });
+        let missing = chat.on_http(&HttpGet { target: "/a/b" });
         assert_eq!(missing.status, 404);
+        let bad_since = chat.on_http(&HttpGet {
+            target: "/rust?since=x",
+        });
+        assert_eq!(bad_since.status, 400, "the same status as on an upgrade");
     }
 
     #[test]
@@ -1070,10 +980,10 @@ mod tests {
         let (mut chat, mut out) = (chat(), Recorder::default());
         join(&mut chat, 0, "/a", false, &mut out);
         say(&mut chat, 0, "abc", &mut out);
-        let mut text = String::new();
-        chat.render_metrics(&mut text);
-        assert!(text.contains("wschat_rooms 1\n"));
-        assert!(text.contains("wschat_history_messages 1\n"));
-        assert!(text.contains("wschat_chat_users 1\n"));
+        let gauges = chat.gauges();
+        let value = |name: &str| gauges.iter().find(|g| g.name == name).map(|g| g.value);
+        assert_eq!(value("wschat_rooms"), Some(1));
+        assert_eq!(value("wschat_history_messages"), Some(1));
+        assert_eq!(value("wschat_chat_users"), Some(1));
     }
 }

@@ -54,7 +54,7 @@ pub enum Extra<'a> {
 
 /// Where and when an event happened.
 #[derive(Clone, Copy, Debug)]
-pub struct Context<'a> {
+pub struct Stamp<'a> {
     pub room: &'a str,
     /// Milliseconds since the Unix epoch.
     pub ts: u64,
@@ -89,7 +89,7 @@ pub fn plain(line: &Line<'_>, out: &mut Vec<u8>) {
 }
 
 /// The JSON object of the `wschat.v1.json` protocol.
-pub fn json(line: &Line<'_>, context: Context<'_>, out: &mut Vec<u8>) {
+pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
     let mut obj = Object::open(out);
     match *line {
         Line::Message {
@@ -233,7 +233,7 @@ mod tests {
     use super::*;
     use serde_json::{json as j, Value};
 
-    const AT: Context<'static> = Context {
+    const AT: Stamp<'static> = Stamp {
         room: "rust",
         ts: 1_795_752_000_000,
     };

@@ -1,5 +1,21 @@
 //! The only code with sockets: the `mio` loop and what it needs.
+//!
+//! | module | responsibility |
+//! |---|---|
+//! | [`server`] | the loop: one pass per batch of readiness events |
+//! | [`accept`] | listeners, accepting, refusing at the door (limits, `EMFILE`) |
+//! | [`peers`] | each peer's stream, connection and clocks; batched writes; the service's context |
+//! | [`stream`] | one peer's socket: read, vectored write, shutdown, interest |
+//! | [`timers`] | every deadline as a pure function over ticks |
+//! | [`flood`] | per-connection flood control: a token bucket on messages |
+//! | [`metrics`] | the loop's counters, Prometheus text format |
+//! | [`ops`] | `/healthz` and `/metrics` |
 
+pub mod accept;
 pub mod flood;
 pub mod metrics;
+pub mod ops;
+pub mod peers;
 pub mod server;
+pub mod stream;
+pub mod timers;

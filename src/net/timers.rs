@@ -1,0 +1,225 @@
+//! Every per-connection deadline, decided by pure functions over ticks.
+//!
+//! The loop keeps a few [`Tick`]s per peer and, once a second, asks
+//! [`due`] whether one of them has run out; it then applies the verdict
+//! (refuse with 408, ping, drop). Nothing here reads a clock or touches a
+//! socket, so each rule is a unit test without sleeps.
+//!
+//! | stage | deadline | verdict |
+//! |---|---|---|
+//! | handshake | `handshake_timeout` after accept | [`Expiry::Handshake`]: `408` |
+//! | open | `ping_interval` of silence | [`Expiry::Idle`]: send a Ping |
+//! | open, pinged | `pong_timeout` after the ping with nothing read | [`Expiry::Silent`]: drop |
+//! | closing | `close_timeout` after our Close | [`Expiry::Closing`]: drop |
+//! | lingering | [`LINGER`] after our last byte | [`Expiry::Linger`]: drop |
+
+use std::time::{Duration, Instant};
+
+/// How long a closed connection may drain the peer's last bytes, so that
+/// closing with unread input does not reset away our final frames.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Milliseconds since the server started, in 32 bits to keep per-peer
+/// state small. It wraps after 49 days; only differences are taken, with
+/// wrapping arithmetic, and every deadline is far shorter than that.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tick(pub u32);
+
+impl Tick {
+    /// The tick of `now` for a server started at `started`.
+    pub fn since_start(started: Instant, now: Instant) -> Tick {
+        let ms = now.duration_since(started).as_millis();
+        // Truncation is the wrap-around described above.
+        Tick((ms & u128::from(u32::MAX)) as u32)
+    }
+
+    /// The time from `earlier` to `self`.
+    pub fn since(self, earlier: Tick) -> Duration {
+        Duration::from_millis(u64::from(self.0.wrapping_sub(earlier.0)))
+    }
+}
+
+/// The timers the loop enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub handshake_timeout: Duration,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub close_timeout: Duration,
+}
+
+/// Where a connection is, as far as its deadlines go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stage {
+    /// Accepted; the upgrade request is not complete or not answered.
+    #[default]
+    Handshake,
+    Open,
+    /// We sent a Close (or answered and are flushing): waiting to finish.
+    Closing,
+    /// Our last byte is out; draining what the peer still sends.
+    Lingering,
+    /// Removed at the end of the pass: no deadline applies.
+    Gone,
+}
+
+/// A peer's clocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Times {
+    /// The stage as last observed, and since when.
+    pub stage: Stage,
+    pub stage_since: Tick,
+    pub last_read: Tick,
+    /// When our heartbeat ping went out, while it is unanswered.
+    pub ping_sent: Option<Tick>,
+}
+
+impl Times {
+    /// The clocks of a connection accepted at `now`.
+    pub fn new(now: Tick) -> Times {
+        Times {
+            stage: Stage::Handshake,
+            stage_since: now,
+            last_read: now,
+            ping_sent: None,
+        }
+    }
+
+    /// Bytes arrived: the peer is alive, any ping is answered.
+    pub fn on_read(&mut self, now: Tick) {
+        self.last_read = now;
+        self.ping_sent = None;
+    }
+
+    /// Records the stage the connection is in; a new stage restarts its
+    /// clock.
+    pub fn observe(&mut self, stage: Stage, now: Tick) {
+        if stage != self.stage {
+            self.stage = stage;
+            self.stage_since = now;
+        }
+    }
+}
+
+/// A deadline that ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// The upgrade request did not arrive in time: refuse with 408.
+    Handshake,
+    /// Silent for a ping interval: ping it.
+    Idle,
+    /// Our ping went unanswered for the pong timeout: drop it.
+    Silent,
+    /// The close handshake did not finish: drop it.
+    Closing,
+    /// The linger is over: drop it.
+    Linger,
+}
+
+/// Which deadline of a peer in `times` has run out at `now`, if any.
+pub fn due(times: &Times, now: Tick, timing: &Timing) -> Option<Expiry> {
+    let in_stage = now.since(times.stage_since);
+    match times.stage {
+        Stage::Gone => None,
+        Stage::Lingering => (in_stage >= LINGER).then_some(Expiry::Linger),
+        Stage::Handshake => (in_stage >= timing.handshake_timeout).then_some(Expiry::Handshake),
+        // Dropped only after a ping went unanswered for the whole pong
+        // timeout: a late sweep delays the ping, never skips it.
+        Stage::Open => match times.ping_sent {
+            Some(at) => (now.since(at) >= timing.pong_timeout).then_some(Expiry::Silent),
+            None => (now.since(times.last_read) >= timing.ping_interval).then_some(Expiry::Idle),
+        },
+        Stage::Closing => (in_stage >= timing.close_timeout).then_some(Expiry::Closing),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMING: Timing = Timing {
+        handshake_timeout: Duration::from_secs(10),
+        ping_interval: Duration::from_secs(30),
+        pong_timeout: Duration::from_secs(30),
+        close_timeout: Duration::from_secs(5),
+    };
+
+    fn s(secs: u32) -> Tick {
+        Tick(secs * 1000)
+    }
+
+    #[test]
+    fn handshake_must_finish_in_time() {
+        let times = Times::new(s(0));
+        assert_eq!(due(&times, Tick(9_999), &TIMING), None);
+        assert_eq!(due(&times, s(10), &TIMING), Some(Expiry::Handshake));
+    }
+
+    #[test]
+    fn bytes_before_the_upgrade_do_not_extend_the_handshake() {
+        let mut times = Times::new(s(0));
+        times.on_read(s(9));
+        assert_eq!(due(&times, s(10), &TIMING), Some(Expiry::Handshake));
+    }
+
+    #[test]
+    fn silence_gets_a_ping_then_a_drop() {
+        let mut times = Times::new(s(0));
+        times.observe(Stage::Open, s(1));
+        assert_eq!(due(&times, s(29), &TIMING), None, "reading at 0");
+        assert_eq!(due(&times, s(30), &TIMING), Some(Expiry::Idle));
+        times.ping_sent = Some(s(31));
+        assert_eq!(due(&times, s(60), &TIMING), None, "the pong has 30 s");
+        assert_eq!(due(&times, s(61), &TIMING), Some(Expiry::Silent));
+    }
+
+    #[test]
+    fn any_read_answers_the_ping() {
+        let mut times = Times::new(s(0));
+        times.observe(Stage::Open, s(0));
+        times.ping_sent = Some(s(30));
+        times.on_read(s(45));
+        assert_eq!(due(&times, s(61), &TIMING), None);
+        assert_eq!(due(&times, s(75), &TIMING), Some(Expiry::Idle));
+    }
+
+    #[test]
+    fn a_late_sweep_delays_the_drop_never_skips_the_ping() {
+        let mut times = Times::new(s(0));
+        times.observe(Stage::Open, s(0));
+        // The loop was stopped for 100 s: the first verdict is a ping.
+        assert_eq!(due(&times, s(100), &TIMING), Some(Expiry::Idle));
+    }
+
+    #[test]
+    fn closing_and_lingering_have_their_own_clocks() {
+        let mut times = Times::new(s(0));
+        times.observe(Stage::Open, s(0));
+        times.observe(Stage::Closing, s(20));
+        assert_eq!(due(&times, s(24), &TIMING), None);
+        assert_eq!(due(&times, s(25), &TIMING), Some(Expiry::Closing));
+        times.observe(Stage::Lingering, s(22));
+        assert_eq!(due(&times, s(23), &TIMING), None);
+        assert_eq!(due(&times, s(24), &TIMING), Some(Expiry::Linger));
+        times.observe(Stage::Gone, s(24));
+        assert_eq!(due(&times, s(1000), &TIMING), None);
+    }
+
+    #[test]
+    fn observing_the_same_stage_keeps_its_clock() {
+        let mut times = Times::new(s(0));
+        times.observe(Stage::Handshake, s(5));
+        assert_eq!(times.stage_since, s(0));
+    }
+
+    #[test]
+    fn ticks_wrap_harmlessly() {
+        let before = Tick(u32::MAX - 499);
+        let after = Tick(500);
+        assert_eq!(after.since(before), Duration::from_millis(1000));
+        let mut times = Times::new(before);
+        times.observe(Stage::Closing, before);
+        assert_eq!(due(&times, Tick(4_499), &TIMING), None, "4,999 ms after");
+        assert_eq!(due(&times, Tick(4_500), &TIMING), Some(Expiry::Closing));
+    }
+}
