@@ -85,3 +85,39 @@ fn last_remaining_user_hears_the_other_leave() {
     drop(c);
     assert_eq!(a.next_text(), format!("User {c_port} left"));
 }
+
+/// History replayed to a JSON newcomer carries the time each message was
+/// said, not the time of the replay.
+#[test]
+fn replayed_history_keeps_the_time_it_was_said() {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let server = Server::start(&[]);
+    let mut a = server.client();
+    a.send_text("said before you came");
+    let said_by = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::thread::sleep(Duration::from_millis(1500));
+    let stream = common::tcp(server.addr);
+    let request =
+        tungstenite::ClientRequestBuilder::new(format!("ws://{}/", server.addr).parse().unwrap())
+            .with_sub_protocol("wschat.v1.json");
+    let (mut json, _) = tungstenite::client(request, stream).expect("JSON client");
+    let history = loop {
+        let message = json.read().expect("an event");
+        let event: serde_json::Value = match message {
+            tungstenite::Message::Text(t) => serde_json::from_str(&t).expect("JSON"),
+            _ => continue,
+        };
+        if event["type"] == "history" {
+            break event;
+        }
+    };
+    assert_eq!(history["text"], "said before you came");
+    let ts = history["ts"].as_u64().expect("ts");
+    assert!(
+        ts <= said_by,
+        "ts {ts} is the time it was said (by {said_by}), not of the replay"
+    );
+}

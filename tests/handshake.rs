@@ -159,3 +159,18 @@ fn frames_in_the_same_write_as_the_head_are_processed() {
     assert_eq!(listener.next_text(), format!("User {port} joined"));
     assert_eq!(listener.next_text(), format!("User {port}: early bird"));
 }
+
+/// One rule for a bad `since`, whether the request upgrades or not: a
+/// malformed query is `400`, a path that names no room `404`.
+#[test]
+fn a_bad_since_is_400_on_a_plain_get_and_on_an_upgrade() {
+    let server = Server::start(&[]);
+    let get = format!(
+        "GET /rust?since=x HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.addr
+    );
+    assert_eq!(http_exchange(server.addr, get.as_bytes()).0.status, 400);
+    let upgrade = upgrade_request(server.addr, "").replacen("GET / ", "GET /rust?since=x ", 1);
+    assert!(upgrade.starts_with("GET /rust?since=x "), "{upgrade}");
+    assert_eq!(http_exchange(server.addr, upgrade.as_bytes()).0.status, 400);
+}

@@ -23,15 +23,16 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use super::accept::{refuse_now, Accepted, Listeners};
-use super::flood::{FloodLimits, Verdict};
-use super::ops;
+use super::flood::FloodLimits;
 use super::peers::{Peer, Peers, Transport};
 use super::stream::Stream;
-use super::timers::{self, Expiry, Tick, Timing};
-use crate::protocol::connection::{Closure, Event, Input, Message, Settings};
+use super::timers::{Tick, Timing};
+use crate::protocol::connection::{Input, Settings};
 use crate::protocol::frame::CloseCode;
-use crate::protocol::handshake::{HttpRequest, Refusal, Upgrade};
-use crate::service::{self, Clock, Goodbye, HttpGet, PeerId, Service};
+use crate::service::{Clock, PeerId, Service};
+
+mod dispatch;
+mod sweep;
 
 const SIGNALS: Token = Token(usize::MAX);
 /// Listener `i` has token `LISTENER_BASE - i`.
@@ -318,203 +319,6 @@ impl<S: Service> Server<S> {
             self.settle_overflows();
         }
         self.peers.mark_dirty(key);
-    }
-
-    fn dispatch(&mut self, key: PeerId, event: Event<'_>) {
-        let Some(peer) = self.peers.slab.get(key) else {
-            return;
-        };
-        let remote = peer.remote;
-        match event {
-            Event::Upgrade(upgrade) => self.open(key, remote, &upgrade),
-            Event::Http(request) => self.answer_http(key, remote, &request),
-            Event::Refused(reason) => {
-                self.peers.metrics.refusal(reason);
-                info!("{remote} handshake refused: {reason}");
-            }
-            Event::Message(message) => self.on_message(key, message),
-            Event::Closed(closure) => self.report_closure(key, remote, closure),
-        }
-    }
-
-    /// A valid upgrade: the service admits it (or refuses with a status),
-    /// then the `101` is queued and the service told.
-    fn open(&mut self, key: PeerId, remote: SocketAddr, upgrade: &Upgrade) {
-        let request = service::Upgrade {
-            remote,
-            target: &upgrade.target,
-            protocol: upgrade.protocol.as_deref(),
-        };
-        let Some(peer) = self.peers.slab.get_mut(key) else {
-            return;
-        };
-        let admitted = match self.service.admit(&request) {
-            Ok(admitted) => admitted,
-            Err(refusal) => {
-                self.peers.metrics.refusal(refusal.reason);
-                info!("{remote} handshake refused: {}", refusal.reason);
-                peer.conn
-                    .respond(&Refusal::new(refusal.status, refusal.reason).response);
-                return;
-            }
-        };
-        peer.conn.accept(upgrade);
-        self.peers.metrics.websockets_opened += 1;
-        let with = request
-            .protocol
-            .map(|p| format!(" with protocol {p}"))
-            .unwrap_or_default();
-        info!("{remote} connected to {}{with}", request.target);
-        self.service
-            .on_open(key, &request, admitted, &mut self.peers);
-    }
-
-    fn answer_http(&mut self, key: PeerId, remote: SocketAddr, request: &HttpRequest) {
-        self.peers.metrics.http_requests += 1;
-        let path = request.target.split('?').next().unwrap_or_default();
-        let service = &self.service;
-        let response = match ops::answer(path, &self.peers, || service.gauges()) {
-            Some(response) => response,
-            None => ops::response(self.service.on_http(&HttpGet {
-                target: &request.target,
-            })),
-        };
-        info!(
-            "{remote} HTTP GET {} -> {}",
-            request.target, response.status
-        );
-        if let Some(peer) = self.peers.slab.get_mut(key) {
-            peer.conn.respond(&response);
-        }
-    }
-
-    /// A message passes flood control before the service sees it.
-    fn on_message(&mut self, key: PeerId, message: Message<'_>) {
-        let Some(peer) = self.peers.slab.get_mut(key) else {
-            return;
-        };
-        let message = match &message {
-            Message::Text(text) => service::Message::Text(text),
-            Message::Binary(bytes) => service::Message::Binary(bytes),
-        };
-        self.peers.metrics.messages_in += 1;
-        self.peers.metrics.bytes_in += message.len() as u64;
-        match peer.flood.check(self.peers.tick.0, self.flood) {
-            Verdict::Allow => self.service.on_message(key, message, &mut self.peers),
-            Verdict::Drop { warn } => {
-                self.peers.metrics.flood_drops += 1;
-                if warn {
-                    warn!(
-                        "{} is over the message rate ({}/s): dropping its messages",
-                        peer.remote, self.flood.rate
-                    );
-                    self.service.on_throttled(key, &mut self.peers);
-                }
-            }
-            Verdict::Close => {
-                let closed = self.peers.close(
-                    key,
-                    CloseCode::POLICY_VIOLATION,
-                    "message rate over the limit",
-                );
-                if let Some((remote, closure)) = closed {
-                    self.peers.metrics.flood_closes += 1;
-                    warn!("{remote} kept flooding: closing");
-                    self.report_closure(key, remote, closure);
-                }
-            }
-        }
-    }
-
-    fn report_closure(&mut self, key: PeerId, remote: SocketAddr, closure: Closure) {
-        let who = if closure.by_peer { "peer" } else { "server" };
-        info!(
-            "{remote} disconnected: code {} by {who} ({})",
-            closure.code, closure.detail
-        );
-        let goodbye = Goodbye {
-            code: closure.code.0,
-            by_peer: closure.by_peer,
-        };
-        self.service.on_close(key, goodbye, &mut self.peers);
-    }
-
-    /// Closes the peers that stopped reading (§7.4.1 1008: "a message that
-    /// violates its policy").
-    fn settle_overflows(&mut self) {
-        while let Some(key) = self.peers.next_overflowed() {
-            let queued = self.peers.slab.get(key).map_or(0, Peer::queued_bytes);
-            let closed = self
-                .peers
-                .close(key, CloseCode::POLICY_VIOLATION, "slow consumer");
-            if let Some((remote, closure)) = closed {
-                self.peers.metrics.slow_consumer_closes += 1;
-                warn!("{remote} is a slow consumer ({queued} bytes queued): closing");
-                self.report_closure(key, remote, closure);
-            }
-        }
-    }
-
-    /// The transport ended under the connection.
-    fn lost(&mut self, key: PeerId, why: &'static str) {
-        if let Some((remote, closure)) = self.peers.drop_peer(key, why) {
-            self.report_closure(key, remote, closure);
-            self.settle_overflows();
-        }
-    }
-
-    // ----- timers -----
-
-    /// Applies every deadline's verdict (see [`timers`]).
-    fn sweep(&mut self) {
-        let now = self.peers.tick;
-        let mut expired: Vec<(PeerId, Expiry)> = Vec::new();
-        for (key, peer) in self.peers.slab.iter_mut() {
-            let stage = peer.stage();
-            peer.times.observe(stage, now);
-            if let Some(expiry) = timers::due(&peer.times, now, &self.timing) {
-                expired.push((key, expiry));
-            }
-        }
-        for (key, expiry) in expired {
-            self.expire(key, expiry);
-        }
-    }
-
-    fn expire(&mut self, key: PeerId, expiry: Expiry) {
-        let Some(peer) = self.peers.slab.get_mut(key) else {
-            return;
-        };
-        match expiry {
-            Expiry::Handshake => {
-                let refusal = Refusal::timed_out();
-                info!("{} handshake refused: {}", peer.remote, refusal.reason);
-                peer.conn.refuse(&refusal);
-                self.peers.metrics.refusal(refusal.reason);
-                self.peers.mark_dirty(key);
-            }
-            Expiry::Idle => {
-                peer.times.ping_sent = Some(self.peers.tick);
-                peer.conn.ping(b"");
-                self.peers.mark_dirty(key);
-            }
-            Expiry::Silent => {
-                self.peers.metrics.idle_timeouts += 1;
-                self.lost(key, "no answer to ping");
-            }
-            Expiry::Closing => self.lost(key, "close handshake timed out"),
-            Expiry::Linger => {
-                self.peers.drop_peer(key, "linger over");
-            }
-        }
-    }
-
-    /// The loop went quiet after a burst: empty queues give back their
-    /// buffers and the heap hands its free pages back to the kernel, so
-    /// what a join storm or a flood needed does not stay resident.
-    fn shed_memory(&mut self) {
-        self.peers.release_idle_buffers();
-        release_freed_memory();
     }
 
     // ----- shutdown -----
