@@ -58,9 +58,12 @@ pub struct Config {
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub max_fragments: usize,
 
-    /// Bytes that may wait in one connection's outgoing queue. A peer that
-    /// stops reading past this is a slow consumer: it gets close 1008 and
-    /// is dropped if it has not finished closing within the close timeout.
+    /// Bytes that may wait in one connection's outgoing queue. Senders to a
+    /// reader with half of this queued are paused (not read) until it
+    /// drains to a quarter. A reader that holds senders back for
+    /// --slow-consumer-grace without draining, or whose queue passes this
+    /// limit, is a slow consumer: it gets close 1008 and is dropped if it
+    /// has not finished closing within the close timeout.
     #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "BYTES")]
     pub max_outbox: usize,
 
@@ -128,6 +131,13 @@ pub struct Config {
     /// before the connection is dropped; also the shutdown grace period.
     #[arg(long, default_value = "5", value_parser = parse_secs, value_name = "SECS")]
     pub close_timeout: Duration,
+
+    /// Seconds a reader may hold senders back (over half of --max-outbox
+    /// queued) without draining to a quarter before it is closed as a
+    /// slow consumer (1008). A reader that is slow but keeps reading
+    /// drains within it; one that stopped does not.
+    #[arg(long, default_value = "5", value_parser = parse_secs, value_name = "SECS")]
+    pub slow_consumer_grace: Duration,
 }
 
 impl Config {
@@ -172,6 +182,7 @@ impl Config {
             ping_interval: self.ping_interval,
             pong_timeout: self.pong_timeout,
             close_timeout: self.close_timeout,
+            slow_consumer_grace: self.slow_consumer_grace,
         }
     }
 }

@@ -20,6 +20,14 @@ fn main() -> ExitCode {
     let config = Config::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
+    let mut config = config;
+    if config.history_bytes > config.max_outbox {
+        warn!(
+            "--history-bytes {} lowered to --max-outbox {}: a newcomer's history replay must fit its queue",
+            config.history_bytes, config.max_outbox
+        );
+        config.history_bytes = config.max_outbox;
+    }
     let max_connections = config
         .max_connections
         .unwrap_or_else(default_max_connections);

@@ -161,6 +161,8 @@ fn slow_consumers_are_cut_off_with_1008_and_the_room_gets_everything() {
         "0",
         "--close-timeout",
         "1",
+        "--slow-consumer-grace",
+        "1",
     ]);
     let rss_before = server.rss_kib();
     let messages = messages();

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use super::render::history_json_bound;
 use crate::service::Outgoing;
 
 /// One remembered message: what was said, by whom, when, and the handle
@@ -26,13 +27,31 @@ pub struct Entry {
     pub me: bool,
     /// What plain-text recipients were sent (shared, not copied).
     pub plain: Outgoing,
+    /// The bytes it is charged for (see [`Entry::new`]).
+    weight: usize,
 }
 
 impl Entry {
-    /// The bytes this entry is charged for: its text and name, and the
-    /// outgoing message it shares.
+    /// An entry charged the larger of what it holds (text, name, the
+    /// shared outgoing message) and what replaying it as JSON can take,
+    /// so that the history's byte bound bounds both its memory and any
+    /// replay (a text of control characters is six times longer in JSON).
+    pub fn new(seq: u64, ts: u64, from: Rc<str>, text: &str, me: bool, plain: Outgoing) -> Entry {
+        let held = text.len() + from.len() + plain.wire_len();
+        let weight = held.max(history_json_bound(&from, text));
+        Entry {
+            seq,
+            ts,
+            from,
+            text: text.into(),
+            me,
+            plain,
+            weight,
+        }
+    }
+
     fn weight(&self) -> usize {
-        self.text.len() + self.from.len() + self.plain.wire_len()
+        self.weight
     }
 }
 
@@ -111,16 +130,11 @@ mod tests {
 
     use crate::protocol::outbox::SharedFrame;
 
-    /// An entry of weight 2 + 2 * `text.len()` + 4.
+    /// An entry of weight 200 + 4 + `text.len()` + 2 (its JSON bound,
+    /// for text without characters to escape).
     fn entry(seq: u64, text: &str) -> Entry {
-        Entry {
-            seq,
-            ts: 0,
-            from: Rc::from("al"),
-            text: text.into(),
-            me: false,
-            plain: Outgoing::from_plain(SharedFrame::concat(b"al: ", &[text.as_bytes()])),
-        }
+        let plain = Outgoing::from_plain(SharedFrame::concat(b"al: ", &[text.as_bytes()]));
+        Entry::new(seq, 0, Rc::from("al"), text, false, plain)
     }
 
     const ROOMY: Bounds = Bounds {
@@ -139,7 +153,7 @@ mod tests {
             h.push(entry(seq, "x"), ROOMY);
         }
         assert_eq!(seqs(&h), [3, 4, 5]);
-        assert_eq!(h.bytes(), 3 * (2 + 1 + 5));
+        assert_eq!(h.bytes(), 3 * (200 + 4 + 1 + 2));
         assert!(h.all().all(|e| &*e.text == "x"));
     }
 
@@ -147,16 +161,24 @@ mod tests {
     fn byte_bound_evicts_oldest_and_skips_giants() {
         let bounds = Bounds {
             max_entries: 100,
-            max_bytes: 30,
+            max_bytes: 430,
         };
         let mut h = History::default();
-        h.push(entry(1, "aaaa"), bounds); // weight 14
-        h.push(entry(2, "bbbb"), bounds); // 28
-        h.push(entry(3, "cc"), bounds); // would be 38: drops 1
+        h.push(entry(1, "aaaa"), bounds); // weight 210
+        h.push(entry(2, "bbbb"), bounds); // 420
+        h.push(entry(3, "cc"), bounds); // would be 628: drops 1
         assert_eq!(seqs(&h), [2, 3]);
-        h.push(entry(4, &"z".repeat(20)), bounds);
+        h.push(entry(4, &"z".repeat(300)), bounds);
         assert_eq!(seqs(&h), [2, 3], "too big to keep at all");
-        assert_eq!(h.bytes(), 24);
+        assert_eq!(h.bytes(), 418);
+    }
+
+    #[test]
+    fn control_characters_are_charged_their_json_escapes() {
+        let controls = "\u{1}".repeat(100);
+        let plain = Outgoing::from_plain(SharedFrame::concat(b"al: ", &[controls.as_bytes()]));
+        let e = Entry::new(1, 0, Rc::from("al"), &controls, false, plain);
+        assert_eq!(e.weight(), 200 + 4 + 2 + 600);
     }
 
     #[test]

@@ -276,14 +276,7 @@ impl Chat {
         // history alike.
         let plain = encode(&line, &r.name, false, ts, cx);
         if bounds.max_entries > 0 {
-            let entry = Entry {
-                seq,
-                ts,
-                from: Rc::clone(&from),
-                text: text.into(),
-                me,
-                plain: plain.clone(),
-            };
+            let entry = Entry::new(seq, ts, Rc::clone(&from), text, me, plain.clone());
             r.history.push(entry, bounds);
         }
         self.to_room_with(

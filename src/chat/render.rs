@@ -154,6 +154,30 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
     obj.close();
 }
 
+/// The most bytes [`json`] can take for a `history` event of `from` and
+/// `text` (with a frame header): every control character counted as a
+/// six-byte `\u00XX` escape. History is bounded by this, so that what a
+/// JSON newcomer is replayed never exceeds the history's byte bound.
+pub fn history_json_bound(from: &str, text: &str) -> usize {
+    /// `{"type":"history","room":"…32…","from":,"text":,"ts":…20…,"seq":…20…,"me":true}`
+    /// and a 10-byte frame header, rounded up.
+    const FIXED: usize = 200;
+    FIXED + json_string_bound(from) + json_string_bound(text)
+}
+
+/// The most bytes a JSON string of `s` takes, quotes included.
+fn json_string_bound(s: &str) -> usize {
+    let escaped: usize = s
+        .bytes()
+        .map(|b| match b {
+            0..=0x1f => 5,
+            b'"' | b'\\' => 1,
+            _ => 0,
+        })
+        .sum();
+    2 + s.len() + escaped
+}
+
 /// Writes one flat JSON object; string values are escaped by serde_json.
 struct Object<'o> {
     out: &'o mut Vec<u8>,
@@ -230,6 +254,39 @@ impl<'o> Object<'o> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_history_bound_holds_for_the_worst_text() {
+        let controls: String = (0u8..0x20).map(char::from).collect();
+        for text in [
+            "",
+            "plain words",
+            "\"quoted\" \\ slash",
+            &controls,
+            "é ✓ 😀",
+        ] {
+            for from in ["User 51234", "\u{1}\"x"] {
+                let line = Line::Message {
+                    from,
+                    text,
+                    seq: u64::MAX,
+                    me: true,
+                    history: true,
+                };
+                let stamp = Stamp {
+                    room: "a-room-name-of-32-characters-xx_",
+                    ts: u64::MAX,
+                };
+                let mut out = Vec::new();
+                json(&line, stamp, &mut out);
+                assert!(
+                    out.len() + 10 <= history_json_bound(from, text),
+                    "{} > bound for {text:?}",
+                    out.len()
+                );
+            }
+        }
+    }
+
     use super::*;
     use serde_json::{json as j, Value};
 

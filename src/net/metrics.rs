@@ -24,6 +24,8 @@ pub struct Metrics {
     /// Bytes written to sockets.
     pub bytes_out: u64,
     pub slow_consumer_closes: u64,
+    /// Times a sender was paused by backpressure.
+    pub senders_paused: u64,
     pub flood_drops: u64,
     pub flood_closes: u64,
     pub idle_timeouts: u64,
@@ -38,6 +40,8 @@ pub struct Gauges {
     pub open: usize,
     /// Bytes waiting in all outboxes together.
     pub queued_bytes: usize,
+    /// Senders paused by backpressure.
+    pub paused: usize,
 }
 
 impl Metrics {
@@ -137,6 +141,18 @@ impl Metrics {
         );
         counter(
             out,
+            "wschat_senders_paused_total",
+            "Times a sender stopped being read until its recipients drained (backpressure).",
+            self.senders_paused,
+        );
+        gauge(
+            out,
+            "wschat_senders_paused",
+            "Senders not being read right now (backpressure).",
+            gauges.paused,
+        );
+        counter(
+            out,
             "wschat_flood_dropped_messages_total",
             "Messages dropped by flood control.",
             self.flood_drops,
@@ -197,6 +213,7 @@ mod tests {
                 connections: 3,
                 open: 2,
                 queued_bytes: 10,
+                paused: 0,
             },
             &mut out,
         );

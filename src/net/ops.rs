@@ -26,6 +26,7 @@ pub fn answer(
                     .filter(|(_, p)| p.conn.phase() == Phase::Open)
                     .count(),
                 queued_bytes: peers.queued_bytes(),
+                paused: peers.slab.iter().filter(|(_, p)| p.is_paused()).count(),
             };
             peers.metrics.render(gauges, &mut body);
             for g in service_gauges() {

@@ -8,6 +8,15 @@
 //! within one pass is written early, so a long batch cannot make every
 //! queue grow until the batch ends.
 //!
+//! Backpressure: a delivery that leaves a recipient with more than
+//! [`Pressure::high`] bytes queued pauses the sender being read (its
+//! socket is not read again, so TCP flow control slows it down) until
+//! that recipient drains to [`Pressure::low`]. A recipient that holds
+//! senders back starts its slow-consumer clock (see [`super::timers`]):
+//! one that does not drain within the grace is closed, so a stopped
+//! reader cannot stall its room for long; one whose queue passes
+//! `--max-outbox` (the memory bound) is closed at once.
+//!
 //! This is also the service's [`Context`]: it encodes messages and
 //! delivers them to peers' outboxes.
 
@@ -23,12 +32,44 @@ use super::stream::Stream;
 use super::timers::{Stage, Tick, Times};
 use crate::protocol::connection::{Closure, Connection, Phase, SendError, Settings};
 use crate::protocol::frame::{self, CloseCode, OpCode};
-use crate::protocol::outbox::{Flush, SharedFrame};
+use crate::protocol::outbox::SharedFrame;
 use crate::service::{Clock, Context, Kind, Outgoing, PeerId};
 
 /// Frames a peer may collect during one pass before they are written
 /// early: bounds the queues (and the memory) of a long batch of events.
 const EARLY_FLUSH_FRAMES: usize = 256;
+/// Bytes a peer may collect during one pass before they are written early.
+const EARLY_FLUSH_BYTES: usize = 256 * 1024;
+
+/// The watermarks of backpressure, from `--max-outbox`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pressure {
+    /// Queued bytes at a recipient that pause the sender being read.
+    pub high: usize,
+    /// Queued bytes at or below which the senders it paused resume.
+    pub low: usize,
+}
+
+impl Pressure {
+    /// Pause at half the slow-consumer limit, resume at a quarter: a
+    /// healthy reader's queue stays well under the limit, with one
+    /// message per sender of overshoot.
+    pub fn for_outbox(max_outbox_bytes: usize) -> Pressure {
+        Pressure {
+            high: max_outbox_bytes / 2,
+            low: max_outbox_bytes / 4,
+        }
+    }
+}
+
+/// A peer as another peer remembers it: its key and the generation of the
+/// connection that held the key then, so a key reused by a new connection
+/// is not mistaken for the old one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PeerRef {
+    key: PeerId,
+    generation: u32,
+}
 
 /// The socket side of a peer's life, next to its protocol [`Phase`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,10 +94,18 @@ pub struct Peer {
     /// Queued in the dirty list for the end-of-batch flush.
     dirty: bool,
     pub flood: FloodGuard,
+    /// Which connection this is among those that held its key.
+    generation: u32,
+    /// Recipients holding this sender paused; it is read only at 0.
+    paused_by: u32,
+    /// Senders paused because this recipient's queue is high.
+    holding: Vec<PeerRef>,
+    /// Bytes read but not yet fed when the peer was paused mid-read.
+    pub unread: Vec<u8>,
 }
 
 impl Peer {
-    pub fn new(stream: Stream, remote: SocketAddr, now: Tick) -> Peer {
+    pub fn new(stream: Stream, remote: SocketAddr, now: Tick, generation: u32) -> Peer {
         Peer {
             stream,
             remote,
@@ -65,7 +114,16 @@ impl Peer {
             times: Times::new(now),
             dirty: false,
             flood: FloodGuard::default(),
+            generation,
+            paused_by: 0,
+            holding: Vec::new(),
+            unread: Vec::new(),
         }
+    }
+
+    /// Backpressure holds this peer: its socket is not read.
+    pub fn is_paused(&self) -> bool {
+        self.paused_by > 0
     }
 
     /// The stage its deadlines follow.
@@ -90,7 +148,12 @@ impl Peer {
 pub struct Peers {
     pub slab: Slab<Peer>,
     pub settings: Settings,
+    pub pressure: Pressure,
     pub metrics: Metrics,
+    /// The peer whose input is being handled: deliveries now are its.
+    pub sender: Option<PeerId>,
+    /// Counts connections, to tell apart those that held the same key.
+    generations: u32,
     /// The loop's clock for this pass, and the same instant as a tick.
     pub clock: Clock,
     pub tick: Tick,
@@ -104,14 +167,19 @@ pub struct Peers {
     broken: Vec<PeerId>,
     /// Peers to remove at the end of the batch.
     to_remove: Vec<PeerId>,
+    /// Senders no longer paused, to be read again.
+    resumed: Vec<PeerId>,
 }
 
 impl Peers {
     pub fn new(settings: Settings, clock: Clock) -> Peers {
         Peers {
             slab: Slab::new(),
+            pressure: Pressure::for_outbox(settings.max_outbox_bytes),
             settings,
             metrics: Metrics::default(),
+            sender: None,
+            generations: 0,
             clock,
             tick: Tick(0),
             dirty: Vec::new(),
@@ -119,6 +187,75 @@ impl Peers {
             overflowed: Vec::new(),
             broken: Vec::new(),
             to_remove: Vec::new(),
+            resumed: Vec::new(),
+        }
+    }
+
+    /// The key the next connection will get (its token).
+    pub fn next_key(&self) -> PeerId {
+        self.slab.vacant_key()
+    }
+
+    /// Adds a new connection, with the generation that tells it apart
+    /// from earlier holders of its key. Returns its key.
+    pub fn insert(&mut self, stream: Stream, remote: SocketAddr) -> PeerId {
+        self.generations = self.generations.wrapping_add(1);
+        self.slab
+            .insert(Peer::new(stream, remote, self.tick, self.generations))
+    }
+
+    /// The senders backpressure let go since the last call.
+    pub fn take_resumed(&mut self) -> Vec<PeerId> {
+        std::mem::take(&mut self.resumed)
+    }
+
+    /// `to` is over the high watermark: the sender being read waits for
+    /// it to drain.
+    fn hold_sender(&mut self, to: PeerId) {
+        let Some(sender) = self.sender.filter(|&s| s != to) else {
+            return;
+        };
+        let Some(generation) = self.slab.get(sender).map(|p| p.generation) else {
+            return;
+        };
+        let held = PeerRef {
+            key: sender,
+            generation,
+        };
+        let Some(recipient) = self.slab.get_mut(to) else {
+            return;
+        };
+        if recipient.holding.contains(&held) {
+            return;
+        }
+        recipient.holding.push(held);
+        if let Some(sender) = self.slab.get_mut(sender) {
+            if sender.paused_by == 0 {
+                self.metrics.senders_paused += 1;
+            }
+            sender.paused_by += 1;
+        }
+    }
+
+    /// Lets go of the senders `key` held (it drained, or it is gone).
+    fn release_held(&mut self, key: PeerId) {
+        let Some(peer) = self.slab.get_mut(key) else {
+            return;
+        };
+        if peer.holding.is_empty() {
+            return;
+        }
+        for held in std::mem::take(&mut peer.holding) {
+            let Some(sender) = self.slab.get_mut(held.key) else {
+                continue;
+            };
+            if sender.generation != held.generation || sender.paused_by == 0 {
+                continue;
+            }
+            sender.paused_by -= 1;
+            if sender.paused_by == 0 {
+                self.resumed.push(held.key);
+            }
         }
     }
 
@@ -170,11 +307,13 @@ impl Peers {
             let _ = peer.stream.write_from(peer.conn.outbox_mut());
         }
         peer.transport = Transport::Gone;
+        let remote = peer.remote;
         self.to_remove.push(key);
+        self.release_held(key);
         match closure {
-            Some(closure) => Some((peer.remote, closure)),
+            Some(closure) => Some((remote, closure)),
             None => {
-                debug!("{} gone: {why}", peer.remote);
+                debug!("{remote} gone: {why}");
                 None
             }
         }
@@ -238,20 +377,23 @@ impl Peers {
         let before = peer.conn.outbox().queued_bytes();
         let result = peer.stream.write_from(peer.conn.outbox_mut());
         self.metrics.bytes_out += (before - peer.conn.outbox().queued_bytes()) as u64;
-        let blocked = match result {
-            Ok(Flush::Done) => false,
-            Ok(Flush::Blocked) => true,
-            Err(_) => {
-                peer.transport = Transport::Broken;
-                self.broken.push(key);
-                return;
-            }
-        };
-        if let Err(e) = peer.stream.want_writable(registry, Token(key), blocked) {
+        if result.is_err() {
+            peer.transport = Transport::Broken;
+            self.broken.push(key);
+            return;
+        }
+        if let Err(e) = peer.stream.sync_interest(registry, Token(key)) {
             warn!("{}: reregister: {e}", peer.remote);
+        }
+        let drained = peer.queued_bytes() <= self.pressure.low;
+        if drained {
+            peer.times.backlogged_since = None;
         }
         if peer.conn.is_finished() {
             self.finish(key);
+        }
+        if drained {
+            self.release_held(key);
         }
     }
 
@@ -319,7 +461,9 @@ impl Context for Peers {
                     self.dirty.push(to);
                 }
                 let outbox = peer.conn.outbox_mut();
-                if outbox.frames() >= EARLY_FLUSH_FRAMES && !peer.stream.awaiting_writable() {
+                let long = outbox.frames() >= EARLY_FLUSH_FRAMES
+                    || outbox.queued_bytes() >= EARLY_FLUSH_BYTES;
+                if long && !peer.stream.is_blocked() {
                     // A long batch: hand the kernel what is queued now.
                     // A full socket is dealt with by the end-of-batch flush
                     // (the peer stays dirty); a failed write marks the peer
@@ -330,6 +474,12 @@ impl Context for Peers {
                     if result.is_err() {
                         peer.transport = Transport::Broken;
                     }
+                }
+                if peer.queued_bytes() >= self.pressure.high {
+                    if peer.times.backlogged_since.is_none() {
+                        peer.times.backlogged_since = Some(self.tick);
+                    }
+                    self.hold_sender(to);
                 }
             }
             Err(SendError::NotOpen) => {}

@@ -24,7 +24,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use super::accept::{refuse_now, Accepted, Listeners};
 use super::flood::FloodLimits;
-use super::peers::{Peer, Peers, Transport};
+use super::peers::{Peers, Transport};
 use super::stream::Stream;
 use super::timers::{Tick, Timing};
 use crate::protocol::connection::{Input, Settings};
@@ -47,8 +47,10 @@ const READ_BUFFER: usize = 256 * 1024;
 /// How long the loop must have nothing to do, after handling events,
 /// before it hands freed memory back to the kernel.
 const TRIM_WHEN_IDLE_FOR: Duration = Duration::from_millis(50);
-/// Reads one peer gets per pass before the others have their turn.
-const READS_PER_PASS: usize = 8;
+/// Bytes one peer may be read per pass before the others have their turn.
+/// It also bounds what one pass can queue toward a recipient from one
+/// sender, with backpressure pausing a sender between messages.
+const READ_BUDGET: usize = 512 * 1024;
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -212,12 +214,14 @@ impl<S: Service> Server<S> {
             self.peers.flush_dirty(self.poll.registry());
             let broken = self.peers.take_broken();
             if broken.is_empty() {
-                return;
+                break;
             }
             for key in broken {
                 self.lost(key, "write failed");
             }
         }
+        // Senders whose recipients drained are read again next pass.
+        self.read_again.extend(self.peers.take_resumed());
     }
 
     // ----- accepting -----
@@ -250,13 +254,12 @@ impl<S: Service> Server<S> {
         if let Err(e) = stream.set_nodelay() {
             debug!("{remote}: TCP_NODELAY: {e}");
         }
-        let entry = self.peers.slab.vacant_entry();
-        let key = entry.key();
+        let key = self.peers.next_key();
         if let Err(e) = stream.register(self.poll.registry(), Token(key)) {
             warn!("{remote}: register: {e}");
             return;
         }
-        entry.insert(Peer::new(stream, remote, self.peers.tick));
+        let key = self.peers.insert(stream, remote);
         debug!("{remote} accepted as {key}");
     }
 
@@ -265,32 +268,38 @@ impl<S: Service> Server<S> {
     /// Reads what the peer sent. With edge-triggered readiness a short
     /// read proves the socket drained (unless the peer also closed, which
     /// needs one more read to see). A peer that keeps the socket full is
-    /// cut off after [`READS_PER_PASS`] reads and resumed next pass, so
-    /// one fast sender cannot starve the rest.
+    /// cut off after [`READ_BUDGET`] bytes and resumed next pass, so one
+    /// fast sender cannot starve the rest; a peer paused by backpressure
+    /// is not read at all (its bytes wait in the kernel, and TCP slows
+    /// the sender) until the recipients it filled have drained.
     fn on_readable(&mut self, key: PeerId, to_eof: bool) {
+        if !self.feed_unread(key) {
+            return;
+        }
         // The buffer leaves `self` while its bytes are lent to events.
         let mut buf = std::mem::take(&mut self.read_buf);
-        let mut reads = 0;
+        let mut budget = READ_BUDGET;
         while let Some(peer) = self.peers.slab.get_mut(key) {
-            if peer.transport == Transport::Gone {
+            if peer.transport == Transport::Gone || peer.is_paused() {
                 break;
             }
-            if reads == READS_PER_PASS {
+            if budget == 0 {
                 self.read_again.push(key);
                 break;
             }
-            reads += 1;
-            match peer.stream.read(&mut buf) {
+            let want = budget.min(buf.len());
+            match peer.stream.read(&mut buf[..want]) {
                 Ok(0) => {
                     self.lost(key, "connection closed by peer");
                     break;
                 }
                 Ok(n) => {
+                    budget -= n;
                     peer.times.on_read(self.peers.tick);
                     if peer.transport == Transport::Live {
                         self.feed(key, &mut buf[..n]);
                     }
-                    if n < buf.len() && !to_eof {
+                    if n < want && !to_eof {
                         break;
                     }
                 }
@@ -305,19 +314,46 @@ impl<S: Service> Server<S> {
         self.read_buf = buf;
     }
 
-    /// Runs freshly read bytes through the peer's connection.
+    /// Feeds what a pause left unread; returns whether the socket may be
+    /// read now.
+    fn feed_unread(&mut self, key: PeerId) -> bool {
+        let Some(peer) = self.peers.slab.get_mut(key) else {
+            return false;
+        };
+        if peer.is_paused() {
+            return false;
+        }
+        if peer.unread.is_empty() {
+            return true;
+        }
+        let mut unread = std::mem::take(&mut peer.unread);
+        self.feed(key, &mut unread);
+        self.peers
+            .slab
+            .get(key)
+            .is_some_and(|p| !p.is_paused() && p.unread.is_empty())
+    }
+
+    /// Runs bytes read from the peer through its connection. If a message
+    /// pauses it (backpressure), the bytes after that message are kept
+    /// for when it resumes.
     fn feed(&mut self, key: PeerId, bytes: &mut [u8]) {
         let mut input = Input::new(bytes);
-        loop {
-            let Some(peer) = self.peers.slab.get_mut(key) else {
-                return;
-            };
+        self.peers.sender = Some(key);
+        while let Some(peer) = self.peers.slab.get_mut(key) {
+            if peer.is_paused() {
+                if peer.transport == Transport::Live && !input.is_empty() {
+                    peer.unread.extend_from_slice(input.remaining());
+                }
+                break;
+            }
             let Some(event) = peer.conn.next_event(&mut input, &self.peers.settings) else {
                 break;
             };
             self.dispatch(key, event);
             self.settle_overflows();
         }
+        self.peers.sender = None;
         self.peers.mark_dirty(key);
     }
 

@@ -22,16 +22,19 @@ enum Io {
 /// One peer's socket and the readiness it is registered for.
 pub struct Stream {
     io: Io,
-    /// WRITABLE interest is registered: the socket refused bytes, and the
-    /// loop waits for it to drain before writing again.
-    awaiting_writable: bool,
+    /// The last write left bytes the socket would not take.
+    blocked: bool,
+    /// WRITABLE interest is registered: the loop waits for the socket to
+    /// drain before writing again.
+    writable_registered: bool,
 }
 
 impl Stream {
     pub fn plain(socket: TcpStream) -> Stream {
         Stream {
             io: Io::Plain(socket),
-            awaiting_writable: false,
+            blocked: false,
+            writable_registered: false,
         }
     }
 
@@ -61,31 +64,36 @@ impl Stream {
 
     /// Writes as much of `outbox` as the socket takes, in vectored writes.
     pub fn write_from(&mut self, outbox: &mut Outbox) -> io::Result<Flush> {
-        outbox.write_to(self.socket())
+        let result = outbox.write_to(self.socket());
+        if let Ok(flush) = &result {
+            self.blocked = *flush == Flush::Blocked;
+        }
+        result
+    }
+
+    /// The last write found the socket full: writing again before it
+    /// drains would only fail again.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
     }
 
     /// Whether the loop is waiting for the socket to become writable.
     pub fn awaiting_writable(&self) -> bool {
-        self.awaiting_writable
+        self.writable_registered
     }
 
-    /// Asks for WRITABLE readiness while a write is `blocked`, and stops
+    /// Asks for WRITABLE readiness while the socket is blocked, and stops
     /// asking once it is not (re-registering only on a change).
-    pub fn want_writable(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        blocked: bool,
-    ) -> io::Result<()> {
-        if blocked == self.awaiting_writable {
+    pub fn sync_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        if self.blocked == self.writable_registered {
             return Ok(());
         }
-        let interest = if blocked {
+        let interest = if self.blocked {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
         };
-        self.awaiting_writable = blocked;
+        self.writable_registered = self.blocked;
         registry.reregister(self.socket(), token, interest)
     }
 

@@ -10,6 +10,7 @@
 //! | handshake | `handshake_timeout` after accept | [`Expiry::Handshake`]: `408` |
 //! | open | `ping_interval` of silence | [`Expiry::Idle`]: send a Ping |
 //! | open, pinged | `pong_timeout` after the ping with nothing read | [`Expiry::Silent`]: drop |
+//! | open, queue over half of `--max-outbox` | `slow_consumer_grace` without draining to a quarter | [`Expiry::SlowConsumer`]: close 1008 |
 //! | closing | `close_timeout` after our Close | [`Expiry::Closing`]: drop |
 //! | lingering | [`LINGER`] after our last byte | [`Expiry::Linger`]: drop |
 
@@ -46,6 +47,8 @@ pub struct Timing {
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     pub close_timeout: Duration,
+    /// How long a reader may hold senders back without draining.
+    pub slow_consumer_grace: Duration,
 }
 
 /// Where a connection is, as far as its deadlines go.
@@ -72,6 +75,9 @@ pub struct Times {
     pub last_read: Tick,
     /// When our heartbeat ping went out, while it is unanswered.
     pub ping_sent: Option<Tick>,
+    /// Since when its queue has been high enough to hold senders back
+    /// (and not yet drained).
+    pub backlogged_since: Option<Tick>,
 }
 
 impl Times {
@@ -82,6 +88,7 @@ impl Times {
             stage_since: now,
             last_read: now,
             ping_sent: None,
+            backlogged_since: None,
         }
     }
 
@@ -104,6 +111,8 @@ impl Times {
 /// A deadline that ran out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expiry {
+    /// It held senders back for the whole grace: close 1008.
+    SlowConsumer,
     /// The upgrade request did not arrive in time: refuse with 408.
     Handshake,
     /// Silent for a ping interval: ping it.
@@ -125,6 +134,13 @@ pub fn due(times: &Times, now: Tick, timing: &Timing) -> Option<Expiry> {
         Stage::Handshake => (in_stage >= timing.handshake_timeout).then_some(Expiry::Handshake),
         // Dropped only after a ping went unanswered for the whole pong
         // timeout: a late sweep delays the ping, never skips it.
+        Stage::Open
+            if times
+                .backlogged_since
+                .is_some_and(|t| now.since(t) >= timing.slow_consumer_grace) =>
+        {
+            Some(Expiry::SlowConsumer)
+        }
         Stage::Open => match times.ping_sent {
             Some(at) => (now.since(at) >= timing.pong_timeout).then_some(Expiry::Silent),
             None => (now.since(times.last_read) >= timing.ping_interval).then_some(Expiry::Idle),
@@ -142,6 +158,7 @@ mod tests {
         ping_interval: Duration::from_secs(30),
         pong_timeout: Duration::from_secs(30),
         close_timeout: Duration::from_secs(5),
+        slow_consumer_grace: Duration::from_secs(5),
     };
 
     fn s(secs: u32) -> Tick {
@@ -203,6 +220,27 @@ mod tests {
         assert_eq!(due(&times, s(24), &TIMING), Some(Expiry::Linger));
         times.observe(Stage::Gone, s(24));
         assert_eq!(due(&times, s(1000), &TIMING), None);
+    }
+
+    #[test]
+    fn a_backlogged_reader_has_the_grace_then_is_closed() {
+        let mut times = Times::new(s(0));
+        times.observe(Stage::Open, s(0));
+        times.backlogged_since = Some(s(10));
+        assert_eq!(due(&times, s(14), &TIMING), None, "within the grace");
+        assert_eq!(due(&times, s(15), &TIMING), Some(Expiry::SlowConsumer));
+        // It drained: the clock is off.
+        times.backlogged_since = None;
+        assert_eq!(due(&times, s(15), &TIMING), None);
+    }
+
+    #[test]
+    fn a_backlogged_reader_is_closed_even_while_it_keeps_sending() {
+        let mut times = Times::new(s(0));
+        times.observe(Stage::Open, s(0));
+        times.backlogged_since = Some(s(1));
+        times.on_read(s(5));
+        assert_eq!(due(&times, s(6), &TIMING), Some(Expiry::SlowConsumer));
     }
 
     #[test]

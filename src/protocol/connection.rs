@@ -35,7 +35,8 @@ pub struct Settings {
     /// cost per-frame work without adding bytes).
     pub max_fragments: usize,
     /// Queued outgoing bytes (each frame charged 16 more for its handle)
-    /// past which a peer counts as a slow consumer.
+    /// past which [`Connection::send`] refuses frames: the memory bound of
+    /// a peer that does not read.
     pub max_outbox_bytes: usize,
 }
 
@@ -129,6 +130,12 @@ impl<'b> Input<'b> {
 
     pub fn is_empty(&self) -> bool {
         self.rest.is_empty()
+    }
+
+    /// The bytes not consumed yet (for a caller that stops feeding and
+    /// keeps them for later).
+    pub fn remaining(&self) -> &[u8] {
+        self.rest
     }
 
     fn peek(&self) -> &[u8] {

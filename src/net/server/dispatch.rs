@@ -135,19 +135,24 @@ impl<S: Service> Server<S> {
         self.service.on_close(key, goodbye, &mut self.peers);
     }
 
-    /// Closes the peers that stopped reading (§7.4.1 1008: "a message that
-    /// violates its policy").
+    /// Closes the peers whose queue passed the outbox's hard limit.
     pub(super) fn settle_overflows(&mut self) {
         while let Some(key) = self.peers.next_overflowed() {
-            let queued = self.peers.slab.get(key).map_or(0, Peer::queued_bytes);
-            let closed = self
-                .peers
-                .close(key, CloseCode::POLICY_VIOLATION, "slow consumer");
-            if let Some((remote, closure)) = closed {
-                self.peers.metrics.slow_consumer_closes += 1;
-                warn!("{remote} is a slow consumer ({queued} bytes queued): closing");
-                self.report_closure(key, remote, closure);
-            }
+            self.close_slow_consumer(key);
+        }
+    }
+
+    /// Closes a peer that does not read what it is sent (§7.4.1 1008: "a
+    /// message that violates its policy").
+    pub(super) fn close_slow_consumer(&mut self, key: PeerId) {
+        let queued = self.peers.slab.get(key).map_or(0, Peer::queued_bytes);
+        let closed = self
+            .peers
+            .close(key, CloseCode::POLICY_VIOLATION, "slow consumer");
+        if let Some((remote, closure)) = closed {
+            self.peers.metrics.slow_consumer_closes += 1;
+            warn!("{remote} is a slow consumer ({queued} bytes queued): closing");
+            self.report_closure(key, remote, closure);
         }
     }
 

@@ -46,6 +46,7 @@ impl<S: Service> Server<S> {
                 self.peers.metrics.idle_timeouts += 1;
                 self.lost(key, "no answer to ping");
             }
+            Expiry::SlowConsumer => self.close_slow_consumer(key),
             Expiry::Closing => self.lost(key, "close handshake timed out"),
             Expiry::Linger => {
                 self.peers.drop_peer(key, "linger over");
