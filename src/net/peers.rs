@@ -237,8 +237,8 @@ impl Peers {
         }
     }
 
-    /// Lets go of the senders `key` held (it drained, or it is gone).
-    fn release_held(&mut self, key: PeerId) {
+    /// Lets go of the senders `key` held (it drained, closed, or is gone).
+    pub fn release_held(&mut self, key: PeerId) {
         let Some(peer) = self.slab.get_mut(key) else {
             return;
         };
@@ -280,6 +280,8 @@ impl Peers {
         let remote = peer.remote;
         let closure = peer.conn.close(code, reason);
         self.mark_dirty(key);
+        // It takes no more messages, so it holds no sender back.
+        self.release_held(key);
         Some((remote, closure?))
     }
 

@@ -29,7 +29,11 @@ impl<S: Service> Server<S> {
                 info!("{remote} handshake refused: {reason}");
             }
             Event::Message(message) => self.on_message(key, message),
-            Event::Closed(closure) => self.report_closure(key, remote, closure),
+            Event::Closed(closure) => {
+                // A closing connection takes no more messages.
+                self.peers.release_held(key);
+                self.report_closure(key, remote, closure);
+            }
         }
     }
 
