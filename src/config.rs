@@ -81,6 +81,13 @@ pub struct Config {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// Most connections one client address may hold (IPv6: one /64); more
+    /// get 503; 0: no limit. Sized for one load generator opening 10,000
+    /// connections; a public server should set what one home or office
+    /// needs. Behind a reverse proxy every client shares its address.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_connections_per_ip: usize,
+
     /// Messages per second one connection may send on average (0: no
     /// limit). Excess messages are dropped and the sender is told; a
     /// sender that keeps flooding is closed with 1008. 100/s is far above
@@ -138,6 +145,17 @@ pub struct Config {
     /// drains within it; one that stopped does not.
     #[arg(long, default_value = "5", value_parser = parse_secs, value_name = "SECS")]
     pub slow_consumer_grace: Duration,
+
+    /// Seconds a frame, or the fragments of a message, may take to arrive
+    /// once begun; then close 1008. A peer that trickles a byte at a time
+    /// is not silent, but it must still finish what it started.
+    #[arg(long, default_value = "20", value_parser = parse_secs, value_name = "SECS")]
+    pub message_timeout: Duration,
+
+    /// Seconds the socket may refuse every byte we have for the peer
+    /// before the connection is dropped, even if the peer keeps sending.
+    #[arg(long, default_value = "30", value_parser = parse_secs, value_name = "SECS")]
+    pub write_timeout: Duration,
 }
 
 impl Config {
@@ -183,6 +201,8 @@ impl Config {
             pong_timeout: self.pong_timeout,
             close_timeout: self.close_timeout,
             slow_consumer_grace: self.slow_consumer_grace,
+            message_timeout: self.message_timeout,
+            write_timeout: self.write_timeout,
         }
     }
 }

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         timing: config.timing(),
         flood: config.flood(),
         max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
     };
     info!(
         "{} mode, max {max_connections} connections, max message {} bytes",

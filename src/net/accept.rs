@@ -18,8 +18,10 @@ use crate::protocol::handshake::HttpResponse;
 
 /// How long to stop accepting after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// The listen backlog asked of the kernel (capped by `somaxconn`).
-const BACKLOG: i32 = 1024;
+/// The listen backlog asked of the kernel (capped by
+/// `net.core.somaxconn`, 4096 on current Linux): room for a join storm of
+/// thousands while the loop accepts in batches.
+const BACKLOG: i32 = 4096;
 
 /// What one accept attempt gave.
 pub enum Accepted {

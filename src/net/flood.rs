@@ -9,6 +9,8 @@
 //! The clock is the caller's, in milliseconds, so this is pure and
 //! testable; it is a few words per connection.
 
+use std::time::Duration;
+
 /// The limits, shared by all connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FloodLimits {
@@ -16,6 +18,21 @@ pub struct FloodLimits {
     pub rate: u32,
     /// Messages that may arrive at once after a quiet spell.
     pub burst: u32,
+}
+
+impl FloodLimits {
+    /// The limits for the messages read just after the loop stood still
+    /// for `stall` (the process was stopped, or a pass took that long):
+    /// what peers sent meanwhile waited in the kernel and arrives at once,
+    /// which is no flood. The burst grows by what the rate allows over the
+    /// stall, so a sender within the rate loses nothing.
+    pub fn after_stall(self, stall: Duration) -> FloodLimits {
+        let secs = u32::try_from(stall.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
+        FloodLimits {
+            rate: self.rate,
+            burst: self.burst.saturating_add(self.rate.saturating_mul(secs)),
+        }
+    }
 }
 
 /// What to do with one message.
@@ -126,6 +143,28 @@ mod tests {
             assert_eq!(guard.check(20_000, LIMITS), Verdict::Allow);
         }
         assert_eq!(guard.check(20_000, LIMITS), Verdict::Drop { warn: true });
+    }
+
+    #[test]
+    fn a_backlog_from_a_stall_is_not_a_flood() {
+        // A sender at 5/s while the server was stopped for 70 s: 350
+        // messages arrive at once when it resumes.
+        let limits = FloodLimits {
+            rate: 100,
+            burst: 200,
+        };
+        let mut guard = FloodGuard::default();
+        assert_eq!(guard.check(0, limits), Verdict::Allow);
+        let forgiving = limits.after_stall(Duration::from_secs(70));
+        let verdicts: Vec<Verdict> = (0..350).map(|_| guard.check(70_000, forgiving)).collect();
+        assert!(verdicts.iter().all(|v| *v == Verdict::Allow));
+        // Without the allowance the same backlog would be cut at the burst.
+        let mut strict = FloodGuard::default();
+        strict.check(0, limits);
+        let dropped = (0..350)
+            .filter(|_| strict.check(70_000, limits) != Verdict::Allow)
+            .count();
+        assert_eq!(dropped, 150);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`server`] | the loop: one pass per batch of readiness events |
 //! | [`accept`] | listeners, accepting, refusing at the door (limits, `EMFILE`) |
+//! | [`addresses`] | connections held per client address |
 //! | [`peers`] | each peer's stream, connection and clocks; batched writes; the service's context |
 //! | [`stream`] | one peer's socket: read, vectored write, shutdown, interest |
 //! | [`timers`] | every deadline as a pure function over ticks |
@@ -12,6 +13,7 @@
 //! | [`ops`] | `/healthz` and `/metrics` |
 
 pub mod accept;
+pub mod addresses;
 pub mod flood;
 pub mod metrics;
 pub mod ops;

@@ -26,6 +26,7 @@ use log::{debug, warn};
 use mio::{Registry, Token};
 use slab::Slab;
 
+use super::addresses::AddressCounts;
 use super::flood::FloodGuard;
 use super::metrics::Metrics;
 use super::stream::Stream;
@@ -102,6 +103,8 @@ pub struct Peer {
     holding: Vec<PeerRef>,
     /// Bytes read but not yet fed when the peer was paused mid-read.
     pub unread: Vec<u8>,
+    /// Bytes read and thrown away since the connection was finished.
+    discarded: usize,
 }
 
 impl Peer {
@@ -118,7 +121,14 @@ impl Peer {
             paused_by: 0,
             holding: Vec::new(),
             unread: Vec::new(),
+            discarded: 0,
         }
+    }
+
+    /// Counts `n` bytes read and thrown away; returns the total.
+    pub fn discard(&mut self, n: usize) -> usize {
+        self.discarded = self.discarded.saturating_add(n);
+        self.discarded
     }
 
     /// Backpressure holds this peer: its socket is not read.
@@ -134,6 +144,16 @@ impl Peer {
             (_, Phase::Handshake | Phase::Upgrading) => Stage::Handshake,
             (_, Phase::Open) => Stage::Open,
             (_, Phase::CloseSent | Phase::Done) => Stage::Closing,
+        }
+    }
+
+    /// Records what a write achieved: `written` bytes taken by the socket
+    /// at `now`. The write-stall clock runs while the socket takes none.
+    fn note_write(&mut self, written: usize, now: Tick) {
+        if !self.stream.is_blocked() {
+            self.times.stalled_since = None;
+        } else if written > 0 || self.times.stalled_since.is_none() {
+            self.times.stalled_since = Some(now);
         }
     }
 
@@ -169,6 +189,8 @@ pub struct Peers {
     to_remove: Vec<PeerId>,
     /// Senders no longer paused, to be read again.
     resumed: Vec<PeerId>,
+    /// Connections held per client address.
+    pub addresses: AddressCounts,
 }
 
 impl Peers {
@@ -188,6 +210,7 @@ impl Peers {
             broken: Vec::new(),
             to_remove: Vec::new(),
             resumed: Vec::new(),
+            addresses: AddressCounts::default(),
         }
     }
 
@@ -196,8 +219,9 @@ impl Peers {
         self.slab.vacant_key()
     }
 
-    /// Adds a new connection, with the generation that tells it apart
-    /// from earlier holders of its key. Returns its key.
+    /// Adds a new connection (already counted in [`Peers::addresses`]),
+    /// with the generation that tells it apart from earlier holders of its
+    /// key. Returns its key.
     pub fn insert(&mut self, stream: Stream, remote: SocketAddr) -> PeerId {
         self.generations = self.generations.wrapping_add(1);
         self.slab
@@ -326,6 +350,7 @@ impl Peers {
         for key in self.to_remove.drain(..) {
             if self.slab.contains(key) {
                 let mut peer = self.slab.remove(key);
+                self.addresses.remove(peer.remote.ip());
                 peer.stream.deregister(registry);
                 debug!("{} removed", peer.remote);
             }
@@ -378,7 +403,9 @@ impl Peers {
         }
         let before = peer.conn.outbox().queued_bytes();
         let result = peer.stream.write_from(peer.conn.outbox_mut());
-        self.metrics.bytes_out += (before - peer.conn.outbox().queued_bytes()) as u64;
+        let written = before - peer.conn.outbox().queued_bytes();
+        self.metrics.bytes_out += written as u64;
+        peer.note_write(written, self.tick);
         if result.is_err() {
             peer.transport = Transport::Broken;
             self.broken.push(key);
@@ -472,7 +499,9 @@ impl Context for Peers {
                     // broken, so it is written to no more.
                     let before = outbox.queued_bytes();
                     let result = peer.stream.write_from(outbox);
-                    self.metrics.bytes_out += (before - outbox.queued_bytes()) as u64;
+                    let written = before - outbox.queued_bytes();
+                    self.metrics.bytes_out += written as u64;
+                    peer.note_write(written, self.tick);
                     if result.is_err() {
                         peer.transport = Transport::Broken;
                     }

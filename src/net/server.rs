@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::net::TcpStream;
 use mio::{Events, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use super::accept::{refuse_now, Accepted, Listeners};
@@ -51,8 +51,18 @@ const TRIM_WHEN_IDLE_FOR: Duration = Duration::from_millis(50);
 /// It also bounds what one pass can queue toward a recipient from one
 /// sender, with backpressure pausing a sender between messages.
 const READ_BUDGET: usize = 512 * 1024;
+/// Bytes read and thrown away from a connection that is finished (our
+/// last bytes are out or it was refused) before it is dropped.
+const DISCARD_LIMIT: usize = 256 * 1024;
+/// Connections accepted from one listener per pass.
+const ACCEPT_BATCH: usize = 256;
 /// How often deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// A pass that starts this much later than the loop meant to is a stall
+/// (the process was stopped, or the loop fell behind).
+const STALL: Duration = Duration::from_secs(1);
+/// How long after a stall flood control allows for its backlog.
+const STALL_FORGIVEN_FOR: Duration = Duration::from_secs(5);
 
 /// What the loop needs beyond the service.
 #[derive(Clone, Debug)]
@@ -62,6 +72,9 @@ pub struct ServerConfig {
     pub timing: Timing,
     pub flood: FloodLimits,
     pub max_connections: usize,
+    /// Most connections one client address (an IPv6 /64) may hold; 0: no
+    /// limit.
+    pub max_connections_per_ip: usize,
 }
 
 /// The running server.
@@ -74,6 +87,9 @@ pub struct Server<S: Service> {
     timing: Timing,
     flood: FloodLimits,
     max_connections: usize,
+    max_connections_per_ip: usize,
+    /// A listener's backlog was not drained last pass.
+    accept_again: bool,
     read_buf: Vec<u8>,
     /// Peers that still had bytes to read when their turn ended.
     read_again: Vec<PeerId>,
@@ -83,6 +99,8 @@ pub struct Server<S: Service> {
     busy_since_trim: bool,
     /// Set once a signal asked us to stop: the time we give up waiting.
     shutdown_deadline: Option<Instant>,
+    /// After a stall: until when, and the flood limits allowing for it.
+    stall_forgiven: Option<(Instant, FloodLimits)>,
 }
 
 impl<S: Service> Server<S> {
@@ -91,7 +109,7 @@ impl<S: Service> Server<S> {
     pub fn bind(config: ServerConfig, service: S) -> io::Result<Server<S>> {
         let poll = Poll::new()?;
         let listeners = Listeners::bind(config.listen, poll.registry(), LISTENER_BASE)?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
         let mut settings = config.settings;
@@ -106,12 +124,15 @@ impl<S: Service> Server<S> {
             timing: config.timing,
             flood: config.flood,
             max_connections: config.max_connections.min(MAX_PEER_KEY),
+            max_connections_per_ip: config.max_connections_per_ip,
+            accept_again: false,
             read_buf: vec![0; READ_BUFFER],
             read_again: Vec::new(),
             started: clock.now,
             next_sweep: clock.now + SWEEP_EVERY,
             busy_since_trim: false,
             shutdown_deadline: None,
+            stall_forgiven: None,
         })
     }
 
@@ -126,14 +147,17 @@ impl<S: Service> Server<S> {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout();
+            let polled_at = Instant::now();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
+            let previous = self.peers.clock.now;
             self.peers.clock = Clock::read();
             self.peers.tick = Tick::since_start(self.started, self.peers.clock.now);
+            self.notice_stall(previous, polled_at, timeout);
             if events.is_empty() && self.busy_since_trim {
                 self.shed_memory();
                 self.busy_since_trim = false;
@@ -169,8 +193,29 @@ impl<S: Service> Server<S> {
         }
     }
 
+    /// A pass that began long after it should have (the last pass took
+    /// long, or the poll woke late) means everyone's messages piled up in
+    /// the kernel meanwhile: flood control allows for them for a while.
+    fn notice_stall(&mut self, previous: Instant, polled_at: Instant, timeout: Duration) {
+        let now = self.peers.clock.now;
+        let busy = polled_at.saturating_duration_since(previous);
+        let overslept = now.saturating_duration_since(polled_at + timeout);
+        let stall = busy.max(overslept);
+        if stall >= STALL && self.flood.rate > 0 {
+            warn!("the loop stood still for {stall:?}: allowing for the backlog");
+            self.stall_forgiven = Some((now + STALL_FORGIVEN_FOR, self.flood.after_stall(stall)));
+        } else if self.stall_forgiven.is_some_and(|(until, _)| now >= until) {
+            self.stall_forgiven = None;
+        }
+    }
+
+    /// The flood limits in force this pass.
+    fn flood_limits(&self) -> FloodLimits {
+        self.stall_forgiven.map_or(self.flood, |(_, limits)| limits)
+    }
+
     fn poll_timeout(&self) -> Duration {
-        if !self.read_again.is_empty() {
+        if !self.read_again.is_empty() || self.accept_again {
             return Duration::ZERO;
         }
         if self.busy_since_trim {
@@ -193,7 +238,8 @@ impl<S: Service> Server<S> {
         }
         self.flush();
         let now = self.peers.clock.now;
-        if self.listeners.resume_if_due(now) {
+        let resumed = self.listeners.resume_if_due(now);
+        if resumed || std::mem::take(&mut self.accept_again) {
             for i in 0..self.listeners.len() {
                 self.accept(i);
             }
@@ -226,8 +272,11 @@ impl<S: Service> Server<S> {
 
     // ----- accepting -----
 
+    /// Accepts up to [`ACCEPT_BATCH`] connections; the rest of the backlog
+    /// waits for the next pass, so a connection storm cannot hold up the
+    /// peers already connected.
     fn accept(&mut self, index: usize) {
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             match self.listeners.accept(index, self.peers.clock.now) {
                 Accepted::Socket(socket, remote) => self.admit(socket, remote),
                 Accepted::RefusedForDescriptors => {
@@ -237,6 +286,7 @@ impl<S: Service> Server<S> {
                 Accepted::Done => return,
             }
         }
+        self.accept_again = true;
     }
 
     fn admit(&mut self, socket: TcpStream, remote: SocketAddr) {
@@ -250,6 +300,19 @@ impl<S: Service> Server<S> {
             refuse_now(socket, 503, "server at its connection limit");
             return;
         }
+        if !self
+            .peers
+            .addresses
+            .try_add(remote.ip(), self.max_connections_per_ip)
+        {
+            warn!(
+                "{remote} refused: its address holds {} connections already",
+                self.max_connections_per_ip
+            );
+            self.peers.metrics.refusal("connections per address");
+            refuse_now(socket, 503, "too many connections from your address");
+            return;
+        }
         let mut stream = Stream::plain(socket);
         if let Err(e) = stream.set_nodelay() {
             debug!("{remote}: TCP_NODELAY: {e}");
@@ -257,6 +320,7 @@ impl<S: Service> Server<S> {
         let key = self.peers.next_key();
         if let Err(e) = stream.register(self.poll.registry(), Token(key)) {
             warn!("{remote}: register: {e}");
+            self.peers.addresses.remove(remote.ip());
             return;
         }
         let key = self.peers.insert(stream, remote);
@@ -296,8 +360,13 @@ impl<S: Service> Server<S> {
                 Ok(n) => {
                     budget -= n;
                     peer.times.on_read(self.peers.tick);
-                    if peer.transport == Transport::Live {
+                    if peer.transport == Transport::Live && peer.conn.wants_input() {
                         self.feed(key, &mut buf[..n]);
+                    } else if peer.discard(n) > DISCARD_LIMIT {
+                        // Refused or finished, and it keeps writing: stop
+                        // reading what nobody will look at.
+                        self.peers.drop_peer(key, "kept sending after the end");
+                        break;
                     }
                     if n < want && !to_eof {
                         break;
@@ -354,19 +423,35 @@ impl<S: Service> Server<S> {
             self.settle_overflows();
         }
         self.peers.sender = None;
+        if let Some(peer) = self.peers.slab.get_mut(key) {
+            let partial = &mut peer.times.partial_since;
+            match (peer.conn.is_mid_message(), *partial) {
+                (true, None) => *partial = Some(self.peers.tick),
+                (false, Some(_)) => *partial = None,
+                _ => {}
+            }
+        }
         self.peers.mark_dirty(key);
     }
 
     // ----- shutdown -----
 
+    /// SIGINT and SIGTERM stop the server (a second one at once); SIGHUP
+    /// asks it to reload what it reads from files (nothing yet: it is
+    /// logged, and the server goes on); SIGUSR1 and SIGUSR2 are ignored,
+    /// so a stray `kill -USR1` does not end every chat.
     fn on_signal(&mut self) {
         let signals: Vec<i32> = self.signals.pending().collect();
         for signal in signals {
-            if self.shutdown_deadline.is_some() {
-                info!("signal {signal} again: exiting now");
-                std::process::exit(0);
+            match signal {
+                SIGHUP => info!("SIGHUP: nothing to reload; carrying on"),
+                SIGUSR1 | SIGUSR2 => info!("signal {signal} ignored"),
+                _ if self.shutdown_deadline.is_some() => {
+                    info!("signal {signal} again: exiting now");
+                    std::process::exit(0);
+                }
+                _ => self.begin_shutdown(signal),
             }
-            self.begin_shutdown(signal);
         }
     }
 

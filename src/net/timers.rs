@@ -11,6 +11,8 @@
 //! | open | `ping_interval` of silence | [`Expiry::Idle`]: send a Ping |
 //! | open, pinged | `pong_timeout` after the ping with nothing read | [`Expiry::Silent`]: drop |
 //! | open, queue over half of `--max-outbox` | `slow_consumer_grace` without draining to a quarter | [`Expiry::SlowConsumer`]: close 1008 |
+//! | open, mid-frame or mid-message | `message_timeout` since it began | [`Expiry::MessageTimeout`]: close 1008 |
+//! | any, socket refusing our bytes | `write_timeout` without a byte taken | [`Expiry::WriteStalled`]: drop |
 //! | closing | `close_timeout` after our Close | [`Expiry::Closing`]: drop |
 //! | lingering | [`LINGER`] after our last byte | [`Expiry::Linger`]: drop |
 
@@ -49,6 +51,10 @@ pub struct Timing {
     pub close_timeout: Duration,
     /// How long a reader may hold senders back without draining.
     pub slow_consumer_grace: Duration,
+    /// How long a frame, or a message's fragments, may take to arrive.
+    pub message_timeout: Duration,
+    /// How long the socket may refuse every byte we have for it.
+    pub write_timeout: Duration,
 }
 
 /// Where a connection is, as far as its deadlines go.
@@ -78,6 +84,10 @@ pub struct Times {
     /// Since when its queue has been high enough to hold senders back
     /// (and not yet drained).
     pub backlogged_since: Option<Tick>,
+    /// Since when a frame or fragmented message has been in progress.
+    pub partial_since: Option<Tick>,
+    /// Since when the socket has taken none of our bytes.
+    pub stalled_since: Option<Tick>,
 }
 
 impl Times {
@@ -89,6 +99,8 @@ impl Times {
             last_read: now,
             ping_sent: None,
             backlogged_since: None,
+            partial_since: None,
+            stalled_since: None,
         }
     }
 
@@ -113,6 +125,10 @@ impl Times {
 pub enum Expiry {
     /// It held senders back for the whole grace: close 1008.
     SlowConsumer,
+    /// A frame or message began long ago and is still not complete.
+    MessageTimeout,
+    /// The socket took none of our bytes for the write timeout.
+    WriteStalled,
     /// The upgrade request did not arrive in time: refuse with 408.
     Handshake,
     /// Silent for a ping interval: ping it.
@@ -128,18 +144,21 @@ pub enum Expiry {
 /// Which deadline of a peer in `times` has run out at `now`, if any.
 pub fn due(times: &Times, now: Tick, timing: &Timing) -> Option<Expiry> {
     let in_stage = now.since(times.stage_since);
+    let over = |since: Option<Tick>, limit: Duration| since.is_some_and(|t| now.since(t) >= limit);
+    if times.stage != Stage::Gone && over(times.stalled_since, timing.write_timeout) {
+        return Some(Expiry::WriteStalled);
+    }
     match times.stage {
         Stage::Gone => None,
         Stage::Lingering => (in_stage >= LINGER).then_some(Expiry::Linger),
         Stage::Handshake => (in_stage >= timing.handshake_timeout).then_some(Expiry::Handshake),
         // Dropped only after a ping went unanswered for the whole pong
         // timeout: a late sweep delays the ping, never skips it.
-        Stage::Open
-            if times
-                .backlogged_since
-                .is_some_and(|t| now.since(t) >= timing.slow_consumer_grace) =>
-        {
+        Stage::Open if over(times.backlogged_since, timing.slow_consumer_grace) => {
             Some(Expiry::SlowConsumer)
+        }
+        Stage::Open if over(times.partial_since, timing.message_timeout) => {
+            Some(Expiry::MessageTimeout)
         }
         Stage::Open => match times.ping_sent {
             Some(at) => (now.since(at) >= timing.pong_timeout).then_some(Expiry::Silent),
@@ -159,6 +178,8 @@ mod tests {
         pong_timeout: Duration::from_secs(30),
         close_timeout: Duration::from_secs(5),
         slow_consumer_grace: Duration::from_secs(5),
+        message_timeout: Duration::from_secs(20),
+        write_timeout: Duration::from_secs(30),
     };
 
     fn s(secs: u32) -> Tick {
@@ -241,6 +262,33 @@ mod tests {
         times.backlogged_since = Some(s(1));
         times.on_read(s(5));
         assert_eq!(due(&times, s(6), &TIMING), Some(Expiry::SlowConsumer));
+    }
+
+    #[test]
+    fn a_message_must_be_completed_in_time_however_it_trickles() {
+        let mut times = Times::new(s(0));
+        times.observe(Stage::Open, s(0));
+        times.partial_since = Some(s(2));
+        // A byte every 5 s keeps it from being silent, not from its deadline.
+        for at in [7, 12, 17] {
+            times.on_read(s(at));
+            assert_eq!(due(&times, s(at), &TIMING), None);
+        }
+        times.on_read(s(22));
+        assert_eq!(due(&times, s(22), &TIMING), Some(Expiry::MessageTimeout));
+    }
+
+    #[test]
+    fn a_socket_that_takes_nothing_is_dropped_even_while_it_sends() {
+        let mut times = Times::new(s(0));
+        times.observe(Stage::Open, s(0));
+        times.stalled_since = Some(s(5));
+        times.on_read(s(30));
+        assert_eq!(due(&times, s(34), &TIMING), None);
+        assert_eq!(due(&times, s(35), &TIMING), Some(Expiry::WriteStalled));
+        // Also while handshaking or closing.
+        times.observe(Stage::Closing, s(35));
+        assert_eq!(due(&times, s(35), &TIMING), Some(Expiry::WriteStalled));
     }
 
     #[test]

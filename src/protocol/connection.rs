@@ -334,6 +334,19 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether bytes from the peer still mean anything: not once the
+    /// connection is done (answered, refused or closed both ways), when
+    /// the caller may stop reading after a bounded drain.
+    pub fn wants_input(&self) -> bool {
+        self.phase != Phase::Done
+    }
+
+    /// Whether a frame or a fragmented message has started and not yet
+    /// ended: the peer owes us the rest of it.
+    pub fn is_mid_message(&self) -> bool {
+        self.stash.len > 0 || self.frame.is_some() || self.message.is_some()
+    }
+
     /// Queues a Ping (heartbeats).
     pub fn ping(&mut self, payload: &[u8]) {
         if self.phase == Phase::Open {

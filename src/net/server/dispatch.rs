@@ -90,6 +90,7 @@ impl<S: Service> Server<S> {
 
     /// A message passes flood control before the service sees it.
     pub(super) fn on_message(&mut self, key: PeerId, message: Message<'_>) {
+        let limits = self.flood_limits();
         let Some(peer) = self.peers.slab.get_mut(key) else {
             return;
         };
@@ -99,7 +100,7 @@ impl<S: Service> Server<S> {
         };
         self.peers.metrics.messages_in += 1;
         self.peers.metrics.bytes_in += message.len() as u64;
-        match peer.flood.check(self.peers.tick.0, self.flood) {
+        match peer.flood.check(self.peers.tick.0, limits) {
             Verdict::Allow => self.service.on_message(key, message, &mut self.peers),
             Verdict::Drop { warn } => {
                 self.peers.metrics.flood_drops += 1;

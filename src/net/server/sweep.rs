@@ -5,6 +5,7 @@ use log::info;
 
 use super::super::timers::{self, Expiry};
 use super::{release_freed_memory, Server};
+use crate::protocol::frame::CloseCode;
 use crate::protocol::handshake::Refusal;
 use crate::service::{PeerId, Service};
 
@@ -47,6 +48,18 @@ impl<S: Service> Server<S> {
                 self.lost(key, "no answer to ping");
             }
             Expiry::SlowConsumer => self.close_slow_consumer(key),
+            Expiry::MessageTimeout => {
+                let closed = self.peers.close(
+                    key,
+                    CloseCode::POLICY_VIOLATION,
+                    "message not completed in time",
+                );
+                if let Some((remote, closure)) = closed {
+                    info!("{remote} took too long to complete a message: closing");
+                    self.report_closure(key, remote, closure);
+                }
+            }
+            Expiry::WriteStalled => self.lost(key, "socket took no bytes for the write timeout"),
             Expiry::Closing => self.lost(key, "close handshake timed out"),
             Expiry::Linger => {
                 self.peers.drop_peer(key, "linger over");
