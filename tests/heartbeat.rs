@@ -143,15 +143,6 @@ fn silent_clients_are_pinged_then_dropped_and_answering_ones_stay() {
     assert_eq!(metrics.count("wschat_chat_users"), 2);
 }
 
-/// Stops or resumes the server process.
-fn signal(server: &Server, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(server.pid()).unwrap();
-    // SAFETY: kill(2) has no memory effects; the pid is our own child,
-    // not yet reaped.
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-}
-
 // Regression: a sweep that came late used to drop a connection silent for
 // ping interval + pong timeout without ever pinging it. Here the server is
 // paused for 2.5 s (as a loaded machine may do to it); on resuming it must
@@ -160,9 +151,9 @@ fn signal(server: &Server, signal: libc::c_int) {
 fn a_client_is_never_dropped_without_having_been_pinged() {
     let server = Server::start(&["--ping-interval", "1", "--pong-timeout", "1"]);
     let mut a = server.client();
-    signal(&server, libc::SIGSTOP);
+    server.signal(libc::SIGSTOP);
     thread::sleep(Duration::from_millis(2500));
-    signal(&server, libc::SIGCONT);
+    server.signal(libc::SIGCONT);
     // Reading answers the pings; `pump` fails on a reset or EOF and
     // unless at least one Ping came.
     let texts = pump(&mut a, Duration::from_secs(2));

@@ -511,6 +511,15 @@ impl Server {
             .unwrap_or_else(|| panic!("no {field} in {path}"))
     }
 
+    /// Sends `signal` to the server process (`SIGSTOP`, `SIGHUP`, ...).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).unwrap();
+        // SAFETY: kill(2) has no memory effects; the pid is our own child,
+        // not yet reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
     /// The server's resident set size in KiB.
     pub fn rss_kib(&self) -> u64 {
         self.status_kib("VmRSS")
