@@ -390,14 +390,11 @@ pub fn parse_server_frames(mut out: &[u8]) -> Vec<OutFrame> {
             }
             n => (u64::from(n), 2),
         };
+        let len = usize::try_from(len).unwrap();
         if opcode & 0x8 != 0 {
             assert!(fin, "fragmented control frame from the server");
-            assert!(
-                len as usize <= MAX_CONTROL_PAYLOAD,
-                "control frame of {len} bytes"
-            );
+            assert!(len <= MAX_CONTROL_PAYLOAD, "control frame of {len} bytes");
         }
-        let len = usize::try_from(len).unwrap();
         assert!(out.len() - at >= len, "truncated frame payload");
         let payload = out[at..at + len].to_vec();
         out = &out[at + len..];

@@ -17,6 +17,9 @@
 //! Every rule that makes a peer's bytes unacceptable ends the connection
 //! with the close code RFC 6455 §7.4.1 names for it; a frame never panics.
 
+// Lengths here come from peers: none may be cut short by an `as` cast.
+#![deny(clippy::cast_possible_truncation)]
+
 use std::borrow::Cow;
 
 use crate::protocol::frame::{self, CloseCode, FrameHeader, OpCode, MAX_HEADER_LEN};
@@ -188,7 +191,24 @@ impl Assembly {
 #[derive(Clone, Copy, Debug, Default)]
 struct HeaderStash {
     bytes: [u8; MAX_HEADER_LEN],
+    /// At most `MAX_HEADER_LEN` (14); a `u8` keeps idle connections small.
     len: u8,
+}
+
+impl HeaderStash {
+    /// Records that the first `len` bytes hold a partial header.
+    fn set_len(&mut self, len: usize) {
+        // `len` indexes `bytes` (the caller just copied into `bytes[..len]`),
+        // so it is at most 14 and the conversion never fails.
+        self.len = u8::try_from(len).expect("a stashed header is at most 14 bytes");
+    }
+}
+
+/// The length a frame header declared, as a `usize`, if it is at most
+/// `room` bytes. A length a `usize` cannot hold (over 4 GiB on a 32-bit
+/// host) is over any limit: it is refused, never truncated.
+fn declared_len_within(declared: u64, room: usize) -> Option<usize> {
+    usize::try_from(declared).ok().filter(|&len| len <= room)
 }
 
 /// The outcome of one step of frame reading.
@@ -503,7 +523,7 @@ impl Connection {
             }
             let n = input.len();
             self.stash.bytes[..n].copy_from_slice(input.take(n));
-            self.stash.len = n as u8;
+            self.stash.set_len(n);
             return Ok(None);
         }
         let add = (MAX_HEADER_LEN - had).min(input.len());
@@ -516,7 +536,7 @@ impl Connection {
             }
             None => {
                 input.take(add);
-                self.stash.len = (had + add) as u8;
+                self.stash.set_len(had + add);
                 Ok(None)
             }
         }
@@ -550,11 +570,10 @@ impl Connection {
             in_progress.map_or(0, |(len, _)| len)
         };
         // Compared before anything is allocated for the payload.
-        if header.payload_len
-            > (settings.max_message_size - so_far.min(settings.max_message_size)) as u64
-        {
+        let room = settings.max_message_size - so_far.min(settings.max_message_size);
+        let Some(len) = declared_len_within(header.payload_len, room) else {
             return Err(self.fail(CloseCode::MESSAGE_TOO_BIG, "message over the size limit"));
-        }
+        };
         if let Some((_, fragments)) = in_progress {
             if !header.opcode.is_control() && fragments >= settings.max_fragments {
                 return Err(self.fail(CloseCode::POLICY_VIOLATION, "too many fragments"));
@@ -564,7 +583,7 @@ impl Connection {
             opcode: header.opcode,
             fin: header.fin,
             mask: header.mask.unwrap_or_default(),
-            len: header.payload_len as usize,
+            len,
             read: 0,
         };
         if header.opcode.is_control() {
@@ -1130,6 +1149,79 @@ mod tests {
             feed(&mut conn, &bytes, &settings),
             [Seen::Closed(1009, false)]
         );
+    }
+
+    #[test]
+    fn declared_lengths_convert_without_truncation() {
+        assert_eq!(declared_len_within(0, 0), Some(0));
+        assert_eq!(declared_len_within(1 << 20, 1 << 20), Some(1 << 20));
+        assert_eq!(declared_len_within((1 << 20) + 1, 1 << 20), None);
+        // 2^32 + 5 would be 5 after `as usize` on a 32-bit host: refused on
+        // every host, never taken for 5 bytes.
+        assert_eq!(declared_len_within((1 << 32) + 5, 1 << 20), None);
+        assert_eq!(declared_len_within(u64::MAX / 2 + 1, 1 << 20), None);
+        assert_eq!(declared_len_within(u64::MAX, usize::MAX - 1), None);
+        #[cfg(target_pointer_width = "64")]
+        {
+            assert_eq!(
+                declared_len_within(u64::MAX / 2, usize::MAX),
+                Some(usize::MAX / 2)
+            );
+            assert_eq!(
+                declared_len_within(u64::MAX / 2 + 1, usize::MAX),
+                Some(1 << 63)
+            );
+            assert_eq!(declared_len_within(u64::MAX, usize::MAX), Some(usize::MAX));
+        }
+        #[cfg(target_pointer_width = "32")]
+        {
+            assert_eq!(
+                declared_len_within(u64::from(u32::MAX), usize::MAX),
+                Some(usize::MAX)
+            );
+            assert_eq!(declared_len_within(1 << 32, usize::MAX), None);
+            assert_eq!(declared_len_within(u64::MAX / 2 + 1, usize::MAX), None);
+        }
+    }
+
+    /// The largest length RFC 6455 allows (2^63 - 1), with no size limit to
+    /// speak of: a 64-bit host waits for the payload, a 32-bit one, which
+    /// cannot hold the length, refuses it with 1009. Neither truncates it.
+    #[test]
+    fn the_largest_legal_length_is_never_truncated() {
+        let settings = Settings {
+            max_message_size: usize::MAX,
+            ..Settings::default()
+        };
+        let header = [
+            0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4,
+        ];
+        let mut conn = Connection::open();
+        let seen = feed(&mut conn, &header, &settings);
+        #[cfg(target_pointer_width = "64")]
+        {
+            assert_eq!(seen, []);
+            assert_eq!(conn.phase(), Phase::Open);
+            assert_eq!(conn.frame.map(|f| f.len), Some(usize::MAX / 2));
+        }
+        #[cfg(not(target_pointer_width = "64"))]
+        assert_eq!(seen, [Seen::Closed(1009, false)]);
+        // 2^32 + 5 declared, 5 bytes sent: under a 32-bit `as usize` those
+        // 5 bytes would have been taken for the whole frame.
+        let mut bytes = vec![0x82, 0xFF, 0, 0, 0, 0x01, 0, 0, 0, 0x05, 1, 2, 3, 4];
+        bytes.extend_from_slice(b"12345");
+        let mut conn = Connection::open();
+        let seen = feed(&mut conn, &bytes, &settings);
+        #[cfg(target_pointer_width = "64")]
+        {
+            assert_eq!(seen, []);
+            assert_eq!(
+                conn.frame.map(|f| (f.len, f.read)),
+                Some(((1 << 32) + 5, 5))
+            );
+        }
+        #[cfg(not(target_pointer_width = "64"))]
+        assert_eq!(seen, [Seen::Closed(1009, false)]);
     }
 
     #[test]
