@@ -32,7 +32,7 @@ RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 
 echo "== building"
-cargo build --release --locked --bin wschat --bin wschat-load
+cargo build --release --locked -p wschat -p wschat-load
 bash bench/peers/setup.sh >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log"; exit 1; }
 LOAD=target/release/wschat-load
 

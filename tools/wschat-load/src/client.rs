@@ -14,10 +14,12 @@ use std::os::fd::AsRawFd;
 use mio::event::Event;
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
+use wschat::protocol::client::{
+    check_upgrade_response, encode_message_into, key_from_nonce, write_upgrade_request, Decoder,
+    Received, Status,
+};
 use wschat::protocol::frame::{CloseCode, OpCode};
 
-use crate::codec::{write_frame, Decoder, Frame};
-use crate::handshake::{new_key, parse_response, write_request};
 use crate::rng::XorShift64;
 
 /// The largest message or frame accepted from a server.
@@ -174,8 +176,10 @@ impl Client {
         if self.state == State::Connecting {
             match self.connected() {
                 Ok(true) => {
-                    self.key = new_key(&mut shared.rng);
-                    write_request(&mut self.out, &target.host, &target.path, &self.key);
+                    let mut nonce = [0u8; 16];
+                    shared.rng.fill(&mut nonce);
+                    self.key = key_from_nonce(nonce);
+                    write_upgrade_request(&mut self.out, &target.host, &target.path, &self.key, "");
                     self.state = State::Handshaking;
                     // Nothing can have arrived before the request went out.
                     self.flush(&mut shared.errors);
@@ -264,9 +268,9 @@ impl Client {
             return;
         }
         self.head.extend_from_slice(data);
-        match parse_response(&self.head, &self.key) {
-            Ok(None) => {}
-            Ok(Some(body)) => {
+        match check_upgrade_response(&self.head, &self.key) {
+            Ok(Status::Partial) => {}
+            Ok(Status::Complete(body)) => {
                 self.state = State::Open;
                 self.key = String::new();
                 let head = std::mem::take(&mut self.head);
@@ -293,26 +297,26 @@ impl Client {
             ..
         } = self;
         let result = decoder.feed(data, |frame| match frame {
-            Frame::Text(message) | Frame::Binary(message) => {
+            Received::Text(message) | Received::Binary(message) => {
                 if *state == State::Open {
                     on_message(message);
                 }
             }
-            Frame::Ping(payload) => write_frame(out, OpCode::Pong, payload, rng.mask()),
-            Frame::Pong(_) => {}
-            Frame::Close(body) => {
+            Received::Ping(payload) => encode_message_into(out, OpCode::Pong, payload, rng.mask()),
+            Received::Pong(_) => {}
+            Received::Close(body) => {
                 if *state == State::Open {
                     // Echo the status code (§5.5.1), not the reason.
                     let code = body.get(..2).unwrap_or_default();
-                    write_frame(out, OpCode::Close, code, rng.mask());
+                    encode_message_into(out, OpCode::Close, code, rng.mask());
                     *state = State::Closing;
                 }
             }
         });
-        if result.is_err() {
+        if let Err(e) = result {
             errors.protocol += 1;
-            let code = CloseCode::PROTOCOL_ERROR.0.to_be_bytes();
-            write_frame(&mut self.out, OpCode::Close, &code, rng.mask());
+            let code = e.close_code().0.to_be_bytes();
+            encode_message_into(&mut self.out, OpCode::Close, &code, rng.mask());
             self.flush(errors);
             self.state = State::Dead;
         }
@@ -320,7 +324,7 @@ impl Client {
 
     /// Queues one masked text frame and tries to write it at once.
     pub fn send_text(&mut self, payload: &[u8], shared: &mut Shared) {
-        write_frame(&mut self.out, OpCode::Text, payload, shared.rng.mask());
+        encode_message_into(&mut self.out, OpCode::Text, payload, shared.rng.mask());
         self.flush(&mut shared.errors);
     }
 
@@ -329,7 +333,7 @@ impl Client {
         match self.state {
             State::Open => {
                 let code = CloseCode::NORMAL.0.to_be_bytes();
-                write_frame(&mut self.out, OpCode::Close, &code, shared.rng.mask());
+                encode_message_into(&mut self.out, OpCode::Close, &code, shared.rng.mask());
                 self.state = State::Closing;
                 self.flush(&mut shared.errors);
             }
@@ -375,7 +379,7 @@ mod tests {
     use mio::{Events, Interest, Poll, Token};
 
     use super::*;
-    use crate::handshake::accept_for;
+    use wschat::protocol::handshake::accept_key;
 
     /// Reads the upgrade request and returns its key.
     fn read_request(sock: &mut StdStream) -> String {
@@ -444,7 +448,7 @@ mod tests {
             let mut out = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                  Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                accept_for(&key)
+                accept_key(key.as_bytes())
             )
             .into_bytes();
             // A message in the same segment as the head, then a message
@@ -491,7 +495,7 @@ mod tests {
             let key = read_request(&mut sock);
             let head = format!(
                 "HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                accept_for(&key)
+                accept_key(key.as_bytes())
             );
             sock.write_all(head.as_bytes()).unwrap();
             sock.write_all(&[0x81, 0x81, 1, 2, 3, 4, b'x' ^ 1]).unwrap();
