@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the benchmark scenarios against wschat and the servers users would
-# otherwise pick (bench/peers: the seed's Node + websocket stack, Node + ws,
+# otherwise pick (perf/peers: the seed's Node + websocket stack, Node + ws,
 # tokio-tungstenite), all with the same chat semantics, on loopback, and
 # writes a Markdown table of medians with ratios to tokio-tungstenite.
 #
-# Usage: bench/compare.sh [RUNS]        (default 3 runs of every cell)
+# Usage: perf/compare.sh [RUNS]        (default 3 runs of every cell)
 # Env:   SERVERS="wschat tokio-tungstenite node-ws node-websocket"
 #        SCENARIOS="S1 S2W S3 S4-2k S4-10k S5"
 #        DURATION=10 (seconds measured per run)
@@ -33,15 +33,15 @@ RESULTS=$OUT/results.jsonl
 
 echo "== building"
 cargo build --release --locked -p wschat -p wschat-load
-bash bench/peers/setup.sh >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log"; exit 1; }
+bash perf/peers/setup.sh >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log"; exit 1; }
 LOAD=target/release/wschat-load
 
 server_cmd() {
     case $1 in
         wschat) echo "target/release/wschat --listen 127.0.0.1:0 --max-message-rate 0" ;;
-        tokio-tungstenite) echo "bench/peers/tokio-tungstenite/target/release/peer-tokio-tungstenite 0" ;;
-        node-ws) echo "node bench/peers/node-ws/server.js 0" ;;
-        node-websocket) echo "node bench/peers/node-websocket/server.js 0" ;;
+        tokio-tungstenite) echo "perf/peers/tokio-tungstenite/target/release/peer-tokio-tungstenite 0" ;;
+        node-ws) echo "node perf/peers/node-ws/server.js 0" ;;
+        node-websocket) echo "node perf/peers/node-websocket/server.js 0" ;;
         *) echo "unknown server $1" >&2; exit 2 ;;
     esac
 }
@@ -102,5 +102,5 @@ for run in $(seq "$RUNS"); do
     done
 done
 
-python3 bench/table.py "$RESULTS" >"$OUT/table.md"
+python3 perf/table.py "$RESULTS" >"$OUT/table.md"
 cat "$OUT/table.md"

@@ -1,7 +1,7 @@
-"""Turns bench/compare.sh's results.jsonl into a Markdown report: the median
+"""Turns perf/compare.sh's results.jsonl into a Markdown report: the median
 of every run of each (scenario, server) cell, and its ratio to
 tokio-tungstenite's median, checked against the targets of the benchmark
-plan. Usage: python3 bench/table.py results.jsonl > table.md"""
+plan. Usage: python3 perf/table.py results.jsonl > table.md"""
 
 import json
 import statistics
