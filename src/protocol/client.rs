@@ -235,6 +235,7 @@ impl ServerHeader {
 }
 
 /// Header length announced by the second byte of a frame.
+#[inline]
 fn header_len(second_byte: u8) -> usize {
     match second_byte & 0x7F {
         126 => 4,
@@ -246,6 +247,7 @@ fn header_len(second_byte: u8) -> usize {
 /// Decodes a server frame header at the start of `buf`. Errors are found
 /// as early as the bytes allow: a prefix of a bad header is `Partial` or
 /// already the error it will have.
+#[inline]
 pub fn decode_server_header(buf: &[u8]) -> Result<Status<ServerHeader>, ServerFrameError> {
     let [b0, b1, ..] = *buf else {
         return Ok(Status::Partial);
@@ -298,6 +300,7 @@ pub struct ServerFrame<'a> {
 /// Decodes the whole frame at the start of `buf`: the frame and the bytes
 /// it takes, or `Partial` until all of it has arrived. A payload over
 /// `max_payload` is `TooBig` as soon as the header says so.
+#[inline]
 pub fn decode_server_frame(
     buf: &[u8],
     max_payload: usize,
@@ -315,6 +318,7 @@ pub fn decode_server_frame(
     )))
 }
 
+#[inline]
 fn checked_len(header: ServerHeader, max_payload: usize) -> Result<usize, ServerFrameError> {
     usize::try_from(header.payload_len)
         .ok()
@@ -468,26 +472,34 @@ impl Decoder {
         on: &mut impl FnMut(Received<'_>),
     ) -> Result<(), ServerFrameError> {
         // First finish the frame left over from the last piece, taking
-        // from `input` only the bytes that belong to it.
+        // from `input` only the bytes that belong to it: its header is read
+        // from both (copied into a small array), then its rest is copied.
         while !self.pending.is_empty() {
-            let want = match decode_server_header(&self.pending)? {
-                Status::Partial if self.pending.len() < 2 => 2,
-                Status::Partial => header_len(self.pending[1]),
+            let mut head = [0u8; MAX_SERVER_HEADER_LEN];
+            let have = self.pending.len().min(head.len());
+            let more = (head.len() - have).min(input.len());
+            head[..have].copy_from_slice(&self.pending[..have]);
+            head[have..have + more].copy_from_slice(&input[..more]);
+            let want = match decode_server_header(&head[..have + more])? {
                 Status::Complete(header) => {
                     header.header_len + checked_len(header, self.reassembly.max_message)?
                 }
+                // Fewer than 10 bytes in all, and still no whole header.
+                Status::Partial => {
+                    self.pending.extend_from_slice(input);
+                    return Ok(());
+                }
             };
-            if self.pending.len() >= want {
-                let used = self.reassembly.frames(&self.pending, on)?;
-                self.pending.drain(..used);
-                continue;
+            if self.pending.len() < want {
+                let take = (want - self.pending.len()).min(input.len());
+                self.pending.extend_from_slice(&input[..take]);
+                input = &input[take..];
+                if self.pending.len() < want {
+                    return Ok(());
+                }
             }
-            if input.is_empty() {
-                return Ok(());
-            }
-            let take = (want - self.pending.len()).min(input.len());
-            self.pending.extend_from_slice(&input[..take]);
-            input = &input[take..];
+            let used = self.reassembly.frames(&self.pending, on)?;
+            self.pending.drain(..used);
         }
         if self.pending.capacity() > KEEP_CAPACITY {
             self.pending = Vec::new();
