@@ -40,7 +40,7 @@ RESULTS=$OUT/results.jsonl
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 if [[ " $SERVERS " == *" uws "* && ! -x "$UWS" ]]; then
-    echo "notice: no uWebSockets peer at $UWS (see /work/shared/peers/uws/README.md); skipping uws"
+    echo "notice: no uWebSockets peer at $UWS (see ../shared/peers/uws/README.md); skipping uws"
     SERVERS=$(echo " $SERVERS " | sed 's/ uws / /; s/^ *//; s/ *$//')
 fi
 
