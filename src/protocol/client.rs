@@ -5,7 +5,7 @@
 //! The server never needs any of this. It exists because the load tool
 //! (`tools/wschat-load`), the integration tests (`tests/common`) and the
 //! fuzz targets (`fuzz/src`) all speak to the server as a client; each
-//! used to carry its own codec, and three codecs disagree in three ways.
+//! used to carry its own codec, and they differed in what they checked.
 //! Like the rest of [`crate::protocol`], it takes bytes and returns bytes
 //! or values: no sockets, no clock, no randomness (callers pass masking
 //! keys and nonces in).
@@ -18,9 +18,9 @@
 //! each message or control frame to a callback as a borrowed slice (a
 //! frame that arrived whole in one piece is not copied).
 //!
-//! A client is stricter than [`super::frame::decode_header`] about the
-//! mask, in the other direction: §5.1, "A client MUST close a connection
-//! if it detects a masked frame."
+//! The mask rule is the server decoder's ([`super::frame::decode_header`])
+//! reversed: §5.1, "A client MUST close a connection if it detects a
+//! masked frame."
 
 use std::fmt;
 
