@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use wschat::chat::{Chat, ChatConfig};
+use wschat::protocol::client;
 use wschat::protocol::connection::{Connection, Event, Input, Message, Settings};
 use wschat::protocol::frame::{self, OpCode};
 use wschat::protocol::outbox::SharedFrame;
@@ -73,7 +74,7 @@ impl Write for Sink {
 
 fn masked_text(text: &[u8]) -> Vec<u8> {
     let mut frame = Vec::new();
-    frame::encode_client_frame_into(&mut frame, 0x81, text, [9, 8, 7, 6]);
+    client::encode_frame_into(&mut frame, 0x81, text, [9, 8, 7, 6]);
     frame
 }
 

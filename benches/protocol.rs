@@ -7,6 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+use wschat::protocol::client;
 use wschat::protocol::connection::{Connection, Event, Input, Settings};
 use wschat::protocol::frame::{self, OpCode};
 use wschat::protocol::handshake::{self, HeadScanner, Policy};
@@ -17,7 +18,7 @@ const SIZES: [usize; 4] = [16, 125, 4 * 1024, 64 * 1024];
 fn client_frame(len: usize) -> Vec<u8> {
     let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
     let mut out = Vec::new();
-    frame::encode_client_frame_into(&mut out, 0x81, &payload, [0x12, 0x34, 0x56, 0x78]);
+    client::encode_frame_into(&mut out, 0x81, &payload, [0x12, 0x34, 0x56, 0x78]);
     out
 }
 

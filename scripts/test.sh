@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Every test wschat has, in the order a failure is cheapest to find:
 #   1. the fuzz crate compiles (it is not built by cargo test);
-#   2. cargo test, ignored tests included: unit tests beside the code,
-#      integration tests over real sockets (tungstenite and Node clients
-#      against the real binary), and the tests plain `cargo test` skips as
-#      ignored because they need tools (Node REPLs, Chromium); run here,
-#      they fail if those are missing;
+#   2. cargo test --workspace, ignored tests included: unit tests beside
+#      the code (the server and tools/wschat-load), integration tests over
+#      real sockets (tungstenite and Node clients against the real binary),
+#      and the tests plain `cargo test` skips as ignored because they need
+#      tools (Node REPLs, Chromium); run here, they fail if those are
+#      missing;
 #   3. the Autobahn TestSuite, sections 1-10, against `wschat --echo`.
 # Needs: cargo, a C++ compiler (libfuzzer-sys), node (20.10+), python3 with
 # venv, Chromium and `npm ci` in tests/browser (.ci/run installs them).
@@ -16,8 +17,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "== cargo check: fuzz/"
 cargo check --locked --manifest-path fuzz/Cargo.toml
 
-echo "== cargo test (ignored tests included)"
-cargo test --locked -- --include-ignored
+echo "== cargo test --workspace (ignored tests included)"
+cargo test --locked --workspace -- --include-ignored
 
 echo "== Autobahn TestSuite (sections 1-10)"
 cargo build --release --locked --bin wschat

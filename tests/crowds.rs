@@ -26,7 +26,9 @@ fn crowd(server: &Server, n: usize) -> Vec<TcpStream> {
         let start = streams.len();
         for _ in 0..500.min(n - chunk * 500) {
             let mut stream = common::tcp(server.addr);
-            stream.write_all(request.as_bytes()).expect("upgrade request");
+            stream
+                .write_all(request.as_bytes())
+                .expect("upgrade request");
             streams.push(stream);
         }
         for stream in &mut streams[start..] {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::{Client, RawClient, Server, TIMEOUT};
 use socket2::{Domain, Protocol, Socket, Type};
+use wschat::protocol::client::{close_code, decode_server_frame, Status};
 
 /// Clients that never read.
 const SLOW: usize = 3;
@@ -128,24 +129,17 @@ fn receive_all(
 fn split_frames(mut bytes: &[u8]) -> (Vec<(u8, Vec<u8>)>, usize) {
     let mut frames = Vec::new();
     loop {
-        let Some(&[b0, b1]) = bytes.get(..2).map(|b| <&[u8; 2]>::try_from(b).unwrap()) else {
-            return (frames, bytes.len());
-        };
-        assert_eq!(b1 & 0x80, 0, "server frames are not masked");
-        let (len, header) = match b1 & 0x7F {
-            126 if bytes.len() >= 4 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
-            127 if bytes.len() >= 10 => (
-                usize::try_from(u64::from_be_bytes(bytes[2..10].try_into().unwrap())).unwrap(),
-                10,
+        match decode_server_frame(bytes, usize::MAX) {
+            Ok(Status::Complete((frame, n))) => {
+                frames.push((bytes[0], frame.payload.to_vec()));
+                bytes = &bytes[n..];
+            }
+            Ok(Status::Partial) => return (frames, bytes.len()),
+            Err(e) => panic!(
+                "not a server frame ({e}): {:02x?}",
+                &bytes[..bytes.len().min(16)]
             ),
-            126 | 127 => return (frames, bytes.len()),
-            n => (usize::from(n), 2),
-        };
-        if bytes.len() < header + len {
-            return (frames, bytes.len());
         }
-        frames.push((b0, bytes[header..header + len].to_vec()));
-        bytes = &bytes[header + len..];
     }
 }
 
@@ -318,7 +312,7 @@ fn slow_consumers_are_cut_off_with_1008_and_the_room_gets_everything() {
                 "slow client {port}: a frame after the Close"
             );
             if *first == 0x88 {
-                close = Some(u16::from_be_bytes([data[0], data[1]]));
+                close = Some(close_code(data).expect("a Close with a code").0);
                 continue;
             }
             assert_eq!(*first, 0x81, "slow client {port}: only texts and a Close");

@@ -2,8 +2,9 @@
 //! a driver that feeds a `Connection` and summarises what it did, and a
 //! strict reader of what a server may put on the wire.
 
+use wschat::protocol::client::{self, ServerFrame, Status};
 use wschat::protocol::connection::{Connection, Event, Input, Message, Phase, Settings};
-use wschat::protocol::frame::{CloseCode, MAX_CONTROL_PAYLOAD};
+use wschat::protocol::frame::{CloseCode, OpCode};
 use wschat::protocol::handshake::{self, HttpResponse};
 
 /// The upgrade request the connection target puts before the fuzz bytes,
@@ -133,8 +134,10 @@ impl OutFrame {
     }
 
     pub fn close_code(&self) -> Option<u16> {
-        (self.opcode == 0x8 && self.payload.len() >= 2)
-            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        (self.opcode == 0x8)
+            .then(|| client::close_code(&self.payload))
+            .flatten()
+            .map(|code| code.0)
     }
 }
 
@@ -353,10 +356,12 @@ pub fn check_plain_response(out: &[u8], expect_status: Option<u16>) {
     assert_eq!(header(&headers, "connection"), Some(&b"close"[..]));
 }
 
-/// Reads `out` as a sequence of frames a server may send: unmasked, no
-/// RSV bits, defined opcodes, minimal lengths, control frames unfragmented
-/// and at most 125 bytes, Close bodies well formed, nothing after a Close,
-/// and no partial frame at the end.
+/// Reads `out` as a sequence of frames a server may send: what the shared
+/// client decoder accepts (unmasked, no RSV bits, defined opcodes, control
+/// frames unfragmented and at most 125 bytes, no 64-bit length with the top
+/// bit), and more strictly minimal lengths, Close bodies well formed,
+/// final text frames valid UTF-8, nothing after a Close, and no partial
+/// frame at the end.
 pub fn parse_server_frames(mut out: &[u8]) -> Vec<OutFrame> {
     let mut frames: Vec<OutFrame> = Vec::new();
     while !out.is_empty() {
@@ -364,46 +369,24 @@ pub fn parse_server_frames(mut out: &[u8]) -> Vec<OutFrame> {
             frames.last().is_none_or(|f| f.opcode != 0x8),
             "bytes after a Close frame: {out:02x?}"
         );
-        assert!(out.len() >= 2, "truncated frame header {out:02x?}");
-        let (b0, b1) = (out[0], out[1]);
-        let fin = b0 & 0x80 != 0;
-        assert_eq!(b0 & 0x70, 0, "server frame with RSV bits: {b0:#04x}");
-        let opcode = b0 & 0x0F;
-        assert!(
-            matches!(opcode, 0x0 | 0x1 | 0x2 | 0x8 | 0x9 | 0xA),
-            "server frame with reserved opcode {opcode:#x}"
-        );
-        assert_eq!(b1 & 0x80, 0, "server frame is masked");
-        let (len, at) = match b1 & 0x7F {
-            126 => {
-                assert!(out.len() >= 4, "truncated 16-bit length");
-                let len = u64::from(u16::from_be_bytes([out[2], out[3]]));
-                assert!(len >= 126, "non-minimal 16-bit length {len}");
-                (len, 4)
-            }
-            127 => {
-                assert!(out.len() >= 10, "truncated 64-bit length");
-                let len = u64::from_be_bytes(out[2..10].try_into().unwrap());
-                assert!(len > 0xFFFF, "non-minimal 64-bit length {len}");
-                assert!(len >> 63 == 0, "64-bit length with the top bit set");
-                (len, 10)
-            }
-            n => (u64::from(n), 2),
+        let (frame, n) = match client::decode_server_frame(out, usize::MAX) {
+            Ok(Status::Complete(whole)) => whole,
+            Ok(Status::Partial) => panic!("truncated server frame {out:02x?}"),
+            Err(e) => panic!("not a frame a server may send ({e}): {out:02x?}"),
         };
-        let len = usize::try_from(len).unwrap();
-        if opcode & 0x8 != 0 {
-            assert!(fin, "fragmented control frame from the server");
-            assert!(len <= MAX_CONTROL_PAYLOAD, "control frame of {len} bytes");
-        }
-        assert!(out.len() - at >= len, "truncated frame payload");
-        let payload = out[at..at + len].to_vec();
-        out = &out[at + len..];
-        match opcode {
-            0x8 => match payload.as_slice() {
+        let ServerFrame { header, payload } = frame;
+        assert!(
+            header.is_minimal(),
+            "non-minimal length: {} bytes in a {}-byte header",
+            header.payload_len,
+            header.header_len
+        );
+        match header.opcode {
+            OpCode::Close => match payload {
                 [] => {}
                 [_] => panic!("server Close with a one-byte body"),
-                [hi, lo, reason @ ..] => {
-                    let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+                [_, _, reason @ ..] => {
+                    let code = client::close_code(payload).expect("two bytes");
                     assert!(code.is_valid_on_wire(), "server sent close code {code}");
                     assert!(
                         std::str::from_utf8(reason).is_ok(),
@@ -411,14 +394,17 @@ pub fn parse_server_frames(mut out: &[u8]) -> Vec<OutFrame> {
                     );
                 }
             },
-            0x1 if fin => assert!(std::str::from_utf8(&payload).is_ok(), "text not UTF-8"),
+            OpCode::Text if header.fin => {
+                assert!(std::str::from_utf8(payload).is_ok(), "text not UTF-8")
+            }
             _ => {}
         }
         frames.push(OutFrame {
-            fin,
-            opcode,
-            payload,
+            fin: header.fin,
+            opcode: header.opcode.bits(),
+            payload: payload.to_vec(),
         });
+        out = &out[n..];
     }
     frames
 }

@@ -802,7 +802,12 @@ mod tests {
     /// A masked client frame, as a browser would send it.
     fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        frame::encode_client_frame_into(&mut out, first_byte, payload, [0x37, 0xfa, 0x21, 0x3d]);
+        crate::protocol::client::encode_frame_into(
+            &mut out,
+            first_byte,
+            payload,
+            [0x37, 0xfa, 0x21, 0x3d],
+        );
         out
     }
 

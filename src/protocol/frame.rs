@@ -235,23 +235,6 @@ pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Appends a whole masked frame, as a client sends it (§5.3: "A client
-/// MUST mask all frames that it sends to the server"): for the load tool,
-/// tests and benches; the server itself never masks. `first_byte` is FIN,
-/// RSV and opcode as they should go on the wire.
-pub fn encode_client_frame_into(out: &mut Vec<u8>, first_byte: u8, payload: &[u8], mask: [u8; 4]) {
-    let mut header = [0u8; MAX_SERVER_HEADER_LEN];
-    let head = encode_header(true, OpCode::Binary, payload.len(), &mut header);
-    out.reserve(head.len() + 4 + payload.len());
-    out.push(first_byte);
-    out.push(head[1] | 0x80);
-    out.extend_from_slice(&head[2..]);
-    out.extend_from_slice(&mask);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    apply_mask(&mut out[start..], mask, 0);
-}
-
 /// Encodes a Close frame carrying `code` and `reason`. `None` sends the
 /// empty body (§5.5.1: the body is optional).
 pub fn encode_close(code: Option<CloseCode>, reason: &str) -> Vec<u8> {
@@ -364,23 +347,6 @@ mod tests {
             encode_frame(OpCode::Text, b"Hello"),
             [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]
         );
-    }
-
-    #[test]
-    fn client_frames_are_masked_with_minimal_lengths() {
-        let mut out = Vec::new();
-        encode_client_frame_into(&mut out, 0x81, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
-        // §5.7's "single-frame masked text message".
-        assert_eq!(
-            out,
-            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
-        );
-        for len in [0usize, 125, 126, 65535, 65536] {
-            let mut out = Vec::new();
-            encode_client_frame_into(&mut out, 0x82, &vec![7; len], [1, 2, 3, 4]);
-            let (h, n) = decode(&out);
-            assert_eq!((h.payload_len, out.len() - n), (len as u64, len));
-        }
     }
 
     /// §5.7: a server must reject the unmasked form when it receives it.

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
+use wschat::protocol::client::{self as wsclient, Status};
+use wschat::protocol::frame::{self, OpCode};
 
 /// The bound on every single wait: startup, a read, a process exit.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -286,13 +288,15 @@ impl Client {
 
 // ----- raw HTTP -----
 
-/// A well-formed upgrade request for `host`, with `extra` header lines
-/// (each ending in `\r\n`) before the blank line.
+/// The `Sec-WebSocket-Key` of [`upgrade_request`]: RFC 6455 §1.3's example.
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// A well-formed upgrade request for `/` on `host`, with `extra` header
+/// lines (each ending in `\r\n`) before the blank line.
 pub fn upgrade_request(host: SocketAddr, extra: &str) -> String {
-    format!(
-        "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
+    let mut out = Vec::new();
+    wsclient::write_upgrade_request(&mut out, &host.to_string(), "/", KEY, extra);
+    String::from_utf8(out).expect("ASCII request")
 }
 
 /// An HTTP response head: status and header lines.
@@ -349,6 +353,11 @@ impl Head {
 /// Reads a response head (through the blank line) byte by byte, so that
 /// nothing after it is consumed.
 pub fn read_head(stream: &mut TcpStream) -> Head {
+    let head = read_head_bytes(stream);
+    Head::parse(std::str::from_utf8(&head).expect("UTF-8 head"))
+}
+
+fn read_head_bytes(stream: &mut TcpStream) -> Vec<u8> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -365,7 +374,7 @@ pub fn read_head(stream: &mut TcpStream) -> Head {
         }
         assert!(head.len() < 16 * 1024, "response head too long");
     }
-    Head::parse(std::str::from_utf8(&head).expect("UTF-8 head"))
+    head
 }
 
 /// Sends `request` on a fresh connection and reads the whole response,
@@ -399,26 +408,17 @@ pub fn read_response_to_eof(stream: &mut TcpStream) -> (Head, String) {
 // ----- raw frames -----
 
 /// A client frame: `first` is the FIN/RSV/opcode byte; masked with a fixed
-/// non-zero key unless `masked` is false.
+/// non-zero key unless `masked` is false (which breaks §5.3 on purpose:
+/// the server must refuse it).
 pub fn frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mut out = vec![first];
-    let mask_bit = if masked { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(mask_bit | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(mask_bit | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
+    let mut out = Vec::new();
     if masked {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        wsclient::encode_frame_into(&mut out, first, payload, [0x37, 0xfa, 0x21, 0x3d]);
     } else {
+        let mut header = [0u8; frame::MAX_SERVER_HEADER_LEN];
+        let head = frame::encode_header(true, OpCode::Binary, payload.len(), &mut header);
+        out.push(first);
+        out.extend_from_slice(&head[1..]);
         out.extend_from_slice(payload);
     }
     out
@@ -445,26 +445,25 @@ impl RawClient {
         self.stream.write_all(bytes).expect("write frame");
     }
 
-    /// Reads one server frame: `(first byte, payload)`. Server frames must
-    /// not be masked.
+    /// Reads one server frame: `(first byte, payload)`. It must be one a
+    /// client accepts (unmasked, no RSV, a defined opcode, control frames
+    /// whole and short). Reads only the frame's bytes.
     pub fn read_frame(&mut self) -> (u8, Vec<u8>) {
-        let mut header = [0u8; 2];
-        self.stream
-            .read_exact(&mut header)
-            .unwrap_or_else(|e| panic!("raw client {}: frame header: {e}", self.port));
-        assert_eq!(header[1] & 0x80, 0, "server frames must not be masked");
-        let len = match header[1] & 0x7F {
-            126 => {
-                let mut b = [0u8; 2];
-                self.stream.read_exact(&mut b).unwrap();
-                u64::from(u16::from_be_bytes(b))
+        let mut header = Vec::with_capacity(frame::MAX_SERVER_HEADER_LEN);
+        let len = loop {
+            match wsclient::decode_server_header(&header) {
+                Ok(Status::Complete(h)) => break h.payload_len,
+                Ok(Status::Partial) => {}
+                Err(e) => panic!(
+                    "raw client {}: bad server frame {header:02x?}: {e}",
+                    self.port
+                ),
             }
-            127 => {
-                let mut b = [0u8; 8];
-                self.stream.read_exact(&mut b).unwrap();
-                u64::from_be_bytes(b)
-            }
-            n => u64::from(n),
+            let mut byte = [0u8; 1];
+            self.stream
+                .read_exact(&mut byte)
+                .unwrap_or_else(|e| panic!("raw client {}: frame header: {e}", self.port));
+            header.push(byte[0]);
         };
         let mut payload = vec![0u8; usize::try_from(len).unwrap()];
         self.stream
@@ -480,9 +479,9 @@ impl RawClient {
             first, 0x88,
             "expected a Close frame, got payload {payload:?}"
         );
-        assert!(payload.len() >= 2, "Close without a code");
+        let code = wsclient::close_code(&payload).expect("Close without a code");
         std::str::from_utf8(&payload[2..]).expect("Close reason must be UTF-8");
-        u16::from_be_bytes([payload[0], payload[1]])
+        code.0
     }
 
     /// The server must end the TCP connection (EOF) within [`TIMEOUT`].
@@ -755,14 +754,20 @@ pub fn header_64(first: u8, len: u64) -> Vec<u8> {
 
 impl RawClient {
     /// Completes the upgrade on an already connected `stream` (e.g. one
-    /// with socket options set before connecting).
+    /// with socket options set before connecting): a `101` with the right
+    /// `Sec-WebSocket-Accept`.
     pub fn upgrade(mut stream: TcpStream, addr: SocketAddr) -> RawClient {
         let port = stream.local_addr().unwrap().port();
         stream
             .write_all(upgrade_request(addr, "").as_bytes())
             .unwrap();
-        let head = read_head(&mut stream);
-        assert_eq!(head.status, 101, "upgrade refused: {head:?}");
+        let head = read_head_bytes(&mut stream);
+        assert_eq!(
+            wsclient::check_upgrade_response(&head, KEY),
+            Ok(Status::Complete(head.len())),
+            "upgrade refused: {}",
+            String::from_utf8_lossy(&head)
+        );
         RawClient { stream, port }
     }
 
@@ -776,9 +781,9 @@ impl RawClient {
             let (first, payload) = self.read_frame();
             if first & 0x0F == 0x8 {
                 assert_eq!(first, 0x88, "Close frame with FIN/RSV bits {first:#x}");
-                assert!(payload.len() >= 2, "Close without a code");
+                let code = wsclient::close_code(&payload).expect("Close without a code");
                 std::str::from_utf8(&payload[2..]).expect("Close reason must be UTF-8");
-                return (before, u16::from_be_bytes([payload[0], payload[1]]));
+                return (before, code.0);
             }
             before.push((first, payload));
             assert!(

@@ -1,7 +1,7 @@
-"""Turns bench/compare.sh's results.jsonl into a Markdown report: the median
+"""Turns perf/compare.sh's results.jsonl into a Markdown report: the median
 of every run of each (scenario, server) cell, and its ratio to
 tokio-tungstenite's median, checked against the targets of the benchmark
-plan. Usage: python3 bench/table.py results.jsonl > table.md"""
+plan. Usage: python3 perf/table.py results.jsonl > table.md"""
 
 import json
 import statistics
@@ -9,7 +9,7 @@ import sys
 from collections import defaultdict
 
 BASELINE = "tokio-tungstenite"
-ORDER = ["wschat", "tokio-tungstenite", "node-ws", "node-websocket"]
+ORDER = ["wschat", "uws", "tokio-tungstenite", "node-ws", "node-websocket"]
 
 # scenario -> (title, [(field, header, format, better)], [(field, comparator, target, against)])
 SCENARIOS = {
@@ -38,7 +38,24 @@ SCENARIOS = {
     "S5": ("S5 large: 20 clients, 2 senders, closed loop ≤4 per sender, 64 KiB",
            [("mb_per_sec", "delivered MB/s", "{:,.1f}", "high"), ("lost", "lost", "{:.0f}", "low")],
            [("mb_per_sec", ">=", 1.6, BASELINE)]),
+    "S5-open": ("S5 open loop: 20 clients, 2 senders, as fast as they can, 64 KiB",
+                [("mb_per_sec", "delivered MB/s", "{:,.1f}", "high"), ("lost", "lost", "{:.0f}", "low"),
+                 ("closed_by_server", "receivers closed", "{:.0f}", "low"),
+                 ("closed_1008", "of them 1008", "{:.0f}", "low"),
+                 ("server_rss_mib_peak", "server peak RSS MiB", "{:,.1f}", "low")],
+                []),
 }
+
+# Fields computed from a result row: name -> function of the row (None when
+# the row lacks what it needs; older results lack the newer fields).
+DERIVED = {
+    "server_rss_mib_peak": lambda r: r["server_rss_kib_peak"] / 1024
+    if r.get("server_rss_kib_peak") is not None else None,
+}
+
+
+def field(row, name):
+    return DERIVED[name](row) if name in DERIVED else row.get(name)
 
 
 def median(values):
@@ -57,7 +74,8 @@ def main(path):
         servers = [s for s in ORDER if (scenario, s) in cells]
         if not servers:
             continue
-        med = {s: {f: median([r.get(f) for r in cells[(scenario, s)]]) for f, *_ in fields} for s in servers}
+        med = {s: {f: median([field(r, f) for r in cells[(scenario, s)]]) for f, *_ in fields}
+               for s in servers}
         print(f"### {title}\n")
         header = ["server (runs)"] + [h for _, h, _, _ in fields] + [f"{h} vs tokio" for f, h, _, _ in fields[:1]]
         print("| " + " | ".join(header) + " |")
@@ -72,7 +90,7 @@ def main(path):
             v = med[s][f0]
             row.append(f"{v / base:.2f}×" if v is not None and base else "n/a")
             print("| " + " | ".join(row) + " |")
-        if "wschat" in med:
+        if "wschat" in med and targets:
             checks = []
             for f, op, target, against in targets:
                 v = med["wschat"].get(f)

@@ -14,10 +14,12 @@ use std::os::fd::AsRawFd;
 use mio::event::Event;
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
+use wschat::protocol::client::{
+    check_upgrade_response, close_code, encode_message_into, key_from_nonce, write_upgrade_request,
+    Decoder, Received, Status,
+};
 use wschat::protocol::frame::{CloseCode, OpCode};
 
-use crate::codec::{write_frame, Decoder, Frame};
-use crate::handshake::{new_key, parse_response, write_request};
 use crate::rng::XorShift64;
 
 /// The largest message or frame accepted from a server.
@@ -136,6 +138,9 @@ pub struct Client {
     out: Vec<u8>,
     /// How much of `out` is already written.
     written: usize,
+    /// The code of a Close the server started (1005 for one without a
+    /// code), not one answering ours.
+    server_close: Option<u16>,
 }
 
 impl Client {
@@ -149,11 +154,18 @@ impl Client {
             decoder: Decoder::new(MAX_MESSAGE),
             out: Vec::new(),
             written: 0,
+            server_close: None,
         }
     }
 
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// The code of the Close the server sent while the connection was
+    /// open, if it did.
+    pub fn server_close(&self) -> Option<u16> {
+        self.server_close
     }
 
     /// Bytes queued but not yet accepted by the socket.
@@ -174,8 +186,10 @@ impl Client {
         if self.state == State::Connecting {
             match self.connected() {
                 Ok(true) => {
-                    self.key = new_key(&mut shared.rng);
-                    write_request(&mut self.out, &target.host, &target.path, &self.key);
+                    let mut nonce = [0u8; 16];
+                    shared.rng.fill(&mut nonce);
+                    self.key = key_from_nonce(nonce);
+                    write_upgrade_request(&mut self.out, &target.host, &target.path, &self.key, "");
                     self.state = State::Handshaking;
                     // Nothing can have arrived before the request went out.
                     self.flush(&mut shared.errors);
@@ -264,9 +278,9 @@ impl Client {
             return;
         }
         self.head.extend_from_slice(data);
-        match parse_response(&self.head, &self.key) {
-            Ok(None) => {}
-            Ok(Some(body)) => {
+        match check_upgrade_response(&self.head, &self.key) {
+            Ok(Status::Partial) => {}
+            Ok(Status::Complete(body)) => {
                 self.state = State::Open;
                 self.key = String::new();
                 let head = std::mem::take(&mut self.head);
@@ -290,29 +304,31 @@ impl Client {
             decoder,
             out,
             state,
+            server_close,
             ..
         } = self;
         let result = decoder.feed(data, |frame| match frame {
-            Frame::Text(message) | Frame::Binary(message) => {
+            Received::Text(message) | Received::Binary(message) => {
                 if *state == State::Open {
                     on_message(message);
                 }
             }
-            Frame::Ping(payload) => write_frame(out, OpCode::Pong, payload, rng.mask()),
-            Frame::Pong(_) => {}
-            Frame::Close(body) => {
+            Received::Ping(payload) => encode_message_into(out, OpCode::Pong, payload, rng.mask()),
+            Received::Pong(_) => {}
+            Received::Close(body) => {
                 if *state == State::Open {
+                    *server_close = Some(close_code(body).map_or(CloseCode::NO_STATUS.0, |c| c.0));
                     // Echo the status code (§5.5.1), not the reason.
                     let code = body.get(..2).unwrap_or_default();
-                    write_frame(out, OpCode::Close, code, rng.mask());
+                    encode_message_into(out, OpCode::Close, code, rng.mask());
                     *state = State::Closing;
                 }
             }
         });
-        if result.is_err() {
+        if let Err(e) = result {
             errors.protocol += 1;
-            let code = CloseCode::PROTOCOL_ERROR.0.to_be_bytes();
-            write_frame(&mut self.out, OpCode::Close, &code, rng.mask());
+            let code = e.close_code().0.to_be_bytes();
+            encode_message_into(&mut self.out, OpCode::Close, &code, rng.mask());
             self.flush(errors);
             self.state = State::Dead;
         }
@@ -320,7 +336,7 @@ impl Client {
 
     /// Queues one masked text frame and tries to write it at once.
     pub fn send_text(&mut self, payload: &[u8], shared: &mut Shared) {
-        write_frame(&mut self.out, OpCode::Text, payload, shared.rng.mask());
+        encode_message_into(&mut self.out, OpCode::Text, payload, shared.rng.mask());
         self.flush(&mut shared.errors);
     }
 
@@ -329,7 +345,7 @@ impl Client {
         match self.state {
             State::Open => {
                 let code = CloseCode::NORMAL.0.to_be_bytes();
-                write_frame(&mut self.out, OpCode::Close, &code, shared.rng.mask());
+                encode_message_into(&mut self.out, OpCode::Close, &code, shared.rng.mask());
                 self.state = State::Closing;
                 self.flush(&mut shared.errors);
             }
@@ -375,7 +391,7 @@ mod tests {
     use mio::{Events, Interest, Poll, Token};
 
     use super::*;
-    use crate::handshake::accept_for;
+    use wschat::protocol::handshake::accept_key;
 
     /// Reads the upgrade request and returns its key.
     fn read_request(sock: &mut StdStream) -> String {
@@ -394,10 +410,12 @@ mod tests {
     }
 
     /// Runs one client against `script` (the server side, on a thread)
-    /// until the client is dead; returns the messages it delivered and
-    /// the error counts. The 5-byte read buffer makes every read short
+    /// until the client is dead; returns the messages it delivered, the
+    /// error counts and the code of the server's Close. The 5-byte read buffer makes every read short
     /// or full in turn.
-    fn run_client(script: impl FnOnce(StdStream) + Send + 'static) -> (Vec<Vec<u8>>, Errors) {
+    fn run_client(
+        script: impl FnOnce(StdStream) + Send + 'static,
+    ) -> (Vec<Vec<u8>>, Errors, Option<u16>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = thread::spawn(move || script(listener.accept().unwrap().0));
@@ -430,21 +448,21 @@ mod tests {
                 });
             }
         }
-        let state = client.state();
+        let (state, close) = (client.state(), client.server_close());
         drop(client);
         server.join().unwrap();
         assert_eq!(state, State::Dead, "client did not finish");
-        (messages, shared.errors)
+        (messages, shared.errors, close)
     }
 
     #[test]
     fn frames_after_the_head_pings_and_the_closing_handshake() {
-        let (messages, errors) = run_client(|mut sock| {
+        let (messages, errors, close) = run_client(|mut sock| {
             let key = read_request(&mut sock);
             let mut out = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                  Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                accept_for(&key)
+                accept_key(key.as_bytes())
             )
             .into_bytes();
             // A message in the same segment as the head, then a message
@@ -468,6 +486,7 @@ mod tests {
             assert_eq!([close[6] ^ close[2], close[7] ^ close[3]], [0x03, 0xE8]);
         });
         assert_eq!(messages, [b"hi".to_vec(), b"ab".to_vec()]);
+        assert_eq!(close, Some(1000));
         assert_eq!(
             (errors.connect, errors.handshake, errors.protocol),
             (0, 0, 0)
@@ -476,22 +495,22 @@ mod tests {
 
     #[test]
     fn refused_upgrade_is_a_handshake_error() {
-        let (messages, errors) = run_client(|mut sock| {
+        let (messages, errors, close) = run_client(|mut sock| {
             read_request(&mut sock);
             sock.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
                 .unwrap();
         });
         assert!(messages.is_empty());
-        assert_eq!(errors.handshake, 1);
+        assert_eq!((errors.handshake, close), (1, None));
     }
 
     #[test]
     fn masked_server_frame_is_a_protocol_error() {
-        let (_, errors) = run_client(|mut sock| {
+        let (_, errors, close) = run_client(|mut sock| {
             let key = read_request(&mut sock);
             let head = format!(
                 "HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                accept_for(&key)
+                accept_key(key.as_bytes())
             );
             sock.write_all(head.as_bytes()).unwrap();
             sock.write_all(&[0x81, 0x81, 1, 2, 3, 4, b'x' ^ 1]).unwrap();
@@ -499,6 +518,6 @@ mod tests {
             let _ = sock.read_to_end(&mut rest);
             assert_eq!(rest.get(..2), Some(&[0x88, 0x82][..]), "close 1002 first");
         });
-        assert_eq!((errors.handshake, errors.protocol), (0, 1));
+        assert_eq!((errors.handshake, errors.protocol, close), (0, 1, None));
     }
 }

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Runs the benchmark scenarios against wschat and the servers users would
-# otherwise pick (bench/peers: the seed's Node + websocket stack, Node + ws,
-# tokio-tungstenite), all with the same chat semantics, on loopback, and
-# writes a Markdown table of medians with ratios to tokio-tungstenite.
+# otherwise pick (perf/peers: the seed's Node + websocket stack, Node + ws,
+# tokio-tungstenite; and uWebSockets, a prebuilt binary outside the repo),
+# all with the same chat semantics, on loopback, and writes a Markdown table
+# of medians with ratios to tokio-tungstenite.
 #
-# Usage: bench/compare.sh [RUNS]        (default 3 runs of every cell)
-# Env:   SERVERS="wschat tokio-tungstenite node-ws node-websocket"
-#        SCENARIOS="S1 S2W S3 S4-2k S4-10k S5"
+# Usage: perf/compare.sh [RUNS]        (default 3 runs of every cell)
+# Env:   SERVERS="wschat uws tokio-tungstenite node-ws node-websocket"
+#        SCENARIOS="S1 S2W S3 S4-2k S4-10k S5 S5-open"
 #        DURATION=10 (seconds measured per run)
-#        SKIP="node-ws:S4-10k node-websocket:S4-10k" (cells not run: the
-#             Node servers need minutes for the 50 million join
-#             deliveries of 10,000 connections)
+#        UWS=../shared/peers/uws/uws-chat (relative to the repo root; when
+#             it is not there, uws is skipped with a notice)
+#        SKIP="node-ws:S4-10k node-websocket:S4-10k uws:S4-10k" (cells not
+#             run: the Node servers and uws need minutes for the 50
+#             million join deliveries of 10,000 connections; uws connected
+#             6,120 of them within the 120 s connect timeout, at about 5 µs
+#             of its CPU per join delivered)
 #        OUT=target/compare (results.jsonl, table.md, logs)
 #
 # Each run starts a fresh server pinned to CPU 0 and the load tool pinned to
@@ -22,26 +27,43 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 RUNS=${1:-3}
-SERVERS=${SERVERS:-"wschat tokio-tungstenite node-ws node-websocket"}
-SCENARIOS=${SCENARIOS:-"S1 S2W S3 S4-2k S4-10k S5"}
+SERVERS=${SERVERS:-"wschat uws tokio-tungstenite node-ws node-websocket"}
+SCENARIOS=${SCENARIOS:-"S1 S2W S3 S4-2k S4-10k S5 S5-open"}
 DURATION=${DURATION:-10}
 OUT=${OUT:-target/compare}
-SKIP=${SKIP:-"node-ws:S4-10k node-websocket:S4-10k"}
+SKIP=${SKIP:-"node-ws:S4-10k node-websocket:S4-10k uws:S4-10k"}
+UWS=${UWS:-../shared/peers/uws/uws-chat}
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
+# 10,000 connections need descriptors; not every peer raises its own limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+if [[ " $SERVERS " == *" uws "* && ! -x "$UWS" ]]; then
+    echo "notice: no uWebSockets peer at $UWS (see ../shared/peers/uws/README.md); skipping uws"
+    SERVERS=$(echo " $SERVERS " | sed 's/ uws / /; s/^ *//; s/ *$//')
+fi
 
 echo "== building"
-cargo build --release --locked --bin wschat --bin wschat-load
-bash bench/peers/setup.sh >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log"; exit 1; }
+cargo build --release --locked -p wschat -p wschat-load
 LOAD=target/release/wschat-load
+if [[ " $SERVERS " == *" tokio-tungstenite "* || " $SERVERS " == *" node-"* ]]; then
+    bash perf/peers/setup.sh >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log"; exit 1; }
+fi
+
+# A port that was free a moment ago, for servers that print the port they
+# were asked for rather than the one they got (uws-chat with 0).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 
 server_cmd() {
     case $1 in
         wschat) echo "target/release/wschat --listen 127.0.0.1:0 --max-message-rate 0" ;;
-        tokio-tungstenite) echo "bench/peers/tokio-tungstenite/target/release/peer-tokio-tungstenite 0" ;;
-        node-ws) echo "node bench/peers/node-ws/server.js 0" ;;
-        node-websocket) echo "node bench/peers/node-websocket/server.js 0" ;;
+        uws) echo "$UWS $(free_port)" ;;
+        tokio-tungstenite) echo "perf/peers/tokio-tungstenite/target/release/peer-tokio-tungstenite 0" ;;
+        node-ws) echo "node perf/peers/node-ws/server.js 0" ;;
+        node-websocket) echo "node perf/peers/node-websocket/server.js 0" ;;
         *) echo "unknown server $1" >&2; exit 2 ;;
     esac
 }
@@ -54,6 +76,7 @@ scenario_args() {
         S4-2k) echo "-c 2000 --idle --duration 2 --connect-timeout 120" ;;
         S4-10k) echo "-c 10000 --idle --duration 2 --connect-timeout 120" ;;
         S5) echo "-c 20 -s 2 --window 4 --payload 65536 --duration $DURATION" ;;
+        S5-open) echo "-c 20 -s 2 --rate 0 --payload 65536 --duration $DURATION" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
 }
@@ -74,6 +97,8 @@ run_one() { # server scenario run
         kill "$pid" 2>/dev/null || true
         return
     fi
+    # uws-chat prints the port alone ("uws chat listening on 9001").
+    [[ "$addr" == *:* ]] || addr=127.0.0.1:$addr
     # shellcheck disable=SC2046
     if timeout 300 taskset -c 1 "$LOAD" --url "ws://$addr/" --server-pid "$pid" \
         --label "$server $scenario" --json $(scenario_args "$scenario") \
@@ -102,5 +127,5 @@ for run in $(seq "$RUNS"); do
     done
 done
 
-python3 bench/table.py "$RESULTS" >"$OUT/table.md"
+python3 perf/table.py "$RESULTS" >"$OUT/table.md"
 cat "$OUT/table.md"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install/build the wschat comparison peers. Idempotent: safe to re-run.
-#   bash bench/peers/setup.sh
+#   bash perf/peers/setup.sh
 # Needs: node (>= 18.14; Node 20 expected) + npm, cargo. Uses only the npm
 # registry and crates.io.
 set -euo pipefail

@@ -28,7 +28,8 @@ const CLIENTS_PER_SOURCE_IP: usize = 20_000;
         S2W saturation wschat-load --url ws://127.0.0.1:9000/ -c 100 -s 10 --window 16 --server-pid PID\n  \
         S3 fan-out     wschat-load --url ws://127.0.0.1:9000/ -c 1000 -s 2 --rate 200\n  \
         S4 idle        wschat-load --url ws://127.0.0.1:9000/ -c 10000 --idle --server-pid PID\n  \
-        S5 large       wschat-load --url ws://127.0.0.1:9000/ -c 20 -s 2 --window 4 --payload 65536"
+        S5 large       wschat-load --url ws://127.0.0.1:9000/ -c 20 -s 2 --window 4 --payload 65536\n  \
+        S5 open loop   wschat-load --url ws://127.0.0.1:9000/ -c 20 -s 2 --rate 0 --payload 65536 --server-pid PID"
 )]
 pub struct Args {
     /// Server URL: ws://HOST:PORT/PATH, where HOST is an IP address or localhost.
@@ -44,6 +45,9 @@ pub struct Args {
     pub senders: usize,
 
     /// Open loop: total messages per second over all senders, spread evenly.
+    /// 0: every sender sends as fast as its socket takes the messages, never
+    /// waiting for deliveries (what the server cannot pass on, it must drop
+    /// or buffer: see lost, closes and peak RSS).
     #[arg(long, value_name = "MSG_PER_SEC", conflicts_with_all = ["window", "idle"])]
     pub rate: Option<f64>,
 
@@ -119,6 +123,9 @@ pub enum Load {
     Idle,
     /// Messages per second over all senders.
     Rate(f64),
+    /// Open loop without a schedule: each sender sends whenever its socket
+    /// has taken the previous message whole (`--rate 0`).
+    Flood,
     /// Undelivered messages allowed per sender.
     Window(u32),
 }
@@ -156,7 +163,10 @@ impl Args {
         let load = match (self.idle, self.rate, self.window) {
             (true, _, _) => Load::Idle,
             (false, Some(rate), None) if rate > 0.0 && rate.is_finite() => Load::Rate(rate),
-            (false, Some(_), None) => return Err("--rate must be positive".into()),
+            (false, Some(0.0), None) => Load::Flood,
+            (false, Some(_), None) => {
+                return Err("--rate must be positive, or 0 for as fast as possible".into())
+            }
             (false, None, Some(0)) => return Err("--window must be at least 1".into()),
             (false, None, Some(window)) => Load::Window(window),
             _ => return Err("give --rate (open loop), --window (closed loop) or --idle".into()),
@@ -302,6 +312,11 @@ mod tests {
             Load::Window(16)
         );
         assert_eq!(args(&["--idle"]).into_config().unwrap().load, Load::Idle);
+        assert_eq!(
+            args(&["--rate", "0"]).into_config().unwrap().load,
+            Load::Flood
+        );
+        assert!(args(&["--rate", "NaN"]).into_config().is_err());
         assert!(args(&["--window", "0"]).into_config().is_err());
         assert!(args(&["--rate=-1"]).into_config().is_err());
         let argv = [

@@ -9,6 +9,7 @@
 //! Every phase is bounded by its own timer and the whole run by a global
 //! deadline, after which the loop stops and reports what it has.
 
+use std::collections::BTreeMap;
 use std::io::{self, ErrorKind};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,9 @@ const TICK_NS: u64 = 100_000_000;
 const CLOSE_GRACE_NS: u64 = 2_000_000_000;
 /// Open loop: a sender whose socket holds more unsent bytes skips turns.
 const MAX_BACKLOG: usize = 4 << 20;
+/// `--rate 0`: bytes one sender may send per loop pass before the loop
+/// reads again, so that sending cannot starve the receivers.
+const FLOOD_BYTES_PER_PASS: usize = 256 * 1024;
 /// Open loop: a schedule this far behind is abandoned, not caught up.
 const MAX_LAG_NS: u64 = 1_000_000_000;
 /// Added to the sum of all phase limits to make the global deadline.
@@ -85,6 +89,8 @@ pub struct Runner {
     /// When the last non-load text (join, leave, ...) arrived.
     last_chatter_ns: u64,
     disconnects: u64,
+    /// Of those, the ones the server closed with a Close frame, by code.
+    closes: BTreeMap<u16, u64>,
 
     /// Sender index to client token; `None` once the client is gone.
     sender_tokens: Vec<Option<usize>>,
@@ -142,6 +148,7 @@ impl Runner {
             connect_s: 0.0,
             last_chatter_ns: 0,
             disconnects: 0,
+            closes: BTreeMap::new(),
             sender_tokens: vec![None; cfg.senders],
             payload: Vec::with_capacity(cfg.payload.max(marker::MAX_MARKER_LEN)),
             ready: Vec::new(),
@@ -152,6 +159,7 @@ impl Runner {
             unsent: 0,
             server: Server {
                 rss_kib_before: before.map(|s| s.rss_kib),
+                rss_kib_peak: before.map(|s| s.peak_rss_kib),
                 ..Server::default()
             },
             server_cpu_from: before.map(|s| s.cpu_s),
@@ -173,8 +181,13 @@ impl Runner {
         }
     }
 
-    fn server_sample(&self) -> Option<ProcSample> {
-        self.cfg.server_pid.and_then(procstat::sample)
+    /// Samples the server, keeping the highest peak seen (so a server gone
+    /// by the end of the run still has one).
+    fn server_sample(&mut self) -> Option<ProcSample> {
+        let sample = self.cfg.server_pid.and_then(procstat::sample)?;
+        let peak = &mut self.server.rss_kib_peak;
+        *peak = Some(peak.map_or(sample.peak_rss_kib, |p| p.max(sample.peak_rss_kib)));
+        Some(sample)
     }
 
     pub fn run(mut self) -> io::Result<Report> {
@@ -300,8 +313,12 @@ impl Runner {
     fn timeout(&self, now: u64) -> Duration {
         let mut wake = self.phase_end_ns().min(self.deadline_ns).min(now + TICK_NS);
         if matches!(self.phase, Phase::Warmup | Phase::Measure) {
-            if let Load::Rate(_) = self.cfg.load {
-                wake = wake.min(self.next_send_ns);
+            match self.cfg.load {
+                Load::Rate(_) => wake = wake.min(self.next_send_ns),
+                Load::Flood if (0..self.cfg.senders as u32).any(|s| self.can_flood(s)) => {
+                    wake = now;
+                }
+                _ => {}
             }
         }
         Duration::from_nanos(wake.saturating_sub(now))
@@ -401,7 +418,7 @@ impl Runner {
                 self.next_send_ns = now;
             }
             Load::Window(_) => self.ready.extend(0..self.cfg.senders as u32),
-            Load::Idle => {}
+            Load::Flood | Load::Idle => {}
         }
         self.next_tick_ns = now + TICK_NS;
         self.progress(format_args!("warming up for {:?}", self.cfg.warmup));
@@ -478,6 +495,7 @@ impl Runner {
         if before == after {
             return;
         }
+        let server_close = client.server_close();
         if before.is_pending() && !after.is_pending() {
             self.pending -= 1;
             if after.is_established() {
@@ -491,6 +509,9 @@ impl Runner {
             self.open -= 1;
             if self.phase != Phase::Close {
                 self.disconnects += 1;
+                if let Some(code) = server_close {
+                    *self.closes.entry(code).or_default() += 1;
+                }
             }
         } else if after == State::Open {
             self.open += 1;
@@ -522,7 +543,7 @@ impl Runner {
                     let sender = self.next_sender as u32;
                     self.next_sender = (self.next_sender + 1) % self.cfg.senders;
                     self.next_send_ns += self.interval_ns;
-                    if !self.send_one(sender, true) {
+                    if !self.send_one(sender, MAX_BACKLOG) {
                         self.unsent += 1;
                     }
                 }
@@ -533,19 +554,42 @@ impl Runner {
                 ready.sort_unstable();
                 ready.dedup();
                 for &sender in &ready {
-                    while self.tracker.outstanding(sender) < window && self.send_one(sender, false)
-                    {
-                    }
+                    while self.tracker.outstanding(sender) < window
+                        && self.send_one(sender, usize::MAX)
+                    {}
                 }
                 ready.clear();
                 self.ready = ready;
+            }
+            Load::Flood => {
+                // Each sender sends while its socket takes whole messages,
+                // up to a budget per pass; one that is full waits for its
+                // WRITABLE event (the flush in `Client::handle`).
+                let per_pass = FLOOD_BYTES_PER_PASS.div_ceil(self.cfg.payload.max(1));
+                for sender in 0..self.cfg.senders as u32 {
+                    for _ in 0..per_pass {
+                        if !self.send_one(sender, 0) {
+                            break;
+                        }
+                    }
+                }
             }
             Load::Idle => {}
         }
     }
 
-    /// Sends the next message of `sender`; false if it could not.
-    fn send_one(&mut self, sender: u32, limit_backlog: bool) -> bool {
+    /// Whether `sender` could send under `--rate 0`: open, with nothing
+    /// left unwritten.
+    fn can_flood(&self, sender: u32) -> bool {
+        self.sender_tokens[sender as usize]
+            .and_then(|token| self.clients.get(token))
+            .is_some_and(|c| c.state() == State::Open && c.backlog() == 0)
+            && self.open >= 2
+    }
+
+    /// Sends the next message of `sender` unless more than `max_backlog`
+    /// bytes are still waiting for its socket; false if it could not.
+    fn send_one(&mut self, sender: u32, max_backlog: usize) -> bool {
         let Some(token) = self.sender_tokens[sender as usize] else {
             return false;
         };
@@ -555,7 +599,7 @@ impl Runner {
         let Some(client) = self.clients.get_mut(token) else {
             return false;
         };
-        if client.state() != State::Open || (limit_backlog && client.backlog() > MAX_BACKLOG) {
+        if client.state() != State::Open || client.backlog() > max_backlog {
             return false;
         }
         let sent_ns = ns(self.start.elapsed());
@@ -583,6 +627,8 @@ impl Runner {
         if self.phase == Phase::Connect {
             self.finish_connect(now);
         }
+        // The peak so far (VmHWM covers the closing too).
+        self.server_sample();
         let measure_ns = match self.window {
             (Some(from), Some(until)) => until - from,
             (Some(from), None) => now - from,
@@ -602,6 +648,7 @@ impl Runner {
         let mode = match self.cfg.load {
             Load::Idle => format!("idle, {} connections", self.cfg.clients),
             Load::Rate(rate) => format!("open loop, {rate} msg/s total"),
+            Load::Flood => "open loop, as fast as the sockets take them".to_string(),
             Load::Window(w) => format!("closed loop, window {w} per sender"),
         };
         Report {
@@ -620,6 +667,7 @@ impl Runner {
             counts: self.tracker.counts,
             lost: self.tracker.missing(),
             disconnects: self.disconnects,
+            closes: self.closes.iter().map(|(&code, &n)| (code, n)).collect(),
             unsent: self.unsent,
             errors: std::mem::take(&mut self.shared.errors),
             latency,

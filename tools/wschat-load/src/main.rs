@@ -11,8 +11,6 @@
 
 mod cli;
 mod client;
-mod codec;
-mod handshake;
 mod histogram;
 mod marker;
 mod procstat;

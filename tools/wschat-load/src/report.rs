@@ -26,6 +26,9 @@ pub struct Server {
     pub rss_kib_before: Option<u64>,
     pub rss_kib_after: Option<u64>,
     pub rss_kib_end: Option<u64>,
+    /// The highest resident memory the server ever had, as of the end of
+    /// the run (its `VmHWM`).
+    pub rss_kib_peak: Option<u64>,
 }
 
 pub struct Report {
@@ -47,6 +50,9 @@ pub struct Report {
     pub lost: u64,
     /// Open connections the server closed or dropped before the end.
     pub disconnects: u64,
+    /// Of those, the ones closed with a Close frame from the server:
+    /// (code, clients), by code; 1005 for a Close without a code.
+    pub closes: Vec<(u16, u64)>,
     /// Open-loop sends skipped: sender gone, socket backlog, or the tool
     /// falling behind its schedule.
     pub unsent: u64,
@@ -81,6 +87,19 @@ impl Report {
 
     pub fn mb_per_sec(&self) -> f64 {
         per_sec(self.counts.bytes_measured, self.measure_s) / 1e6
+    }
+
+    /// Clients the server closed with a Close frame.
+    pub fn closed_by_server(&self) -> u64 {
+        self.closes.iter().map(|&(_, n)| n).sum()
+    }
+
+    /// Clients closed with `code`.
+    pub fn closed_with(&self, code: u16) -> u64 {
+        self.closes
+            .iter()
+            .find(|&&(c, _)| c == code)
+            .map_or(0, |&(_, n)| n)
     }
 
     pub fn server_cpu_s(&self) -> Option<f64> {
@@ -125,6 +144,19 @@ impl Report {
             e.protocol,
             e.io,
         );
+        if !self.closes.is_empty() {
+            let by_code: Vec<String> = self
+                .closes
+                .iter()
+                .map(|(code, n)| format!("{n} × {code}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "closes    {} clients closed by the server: {}",
+                self.closed_by_server(),
+                by_code.join(", ")
+            );
+        }
         let c = &self.counts;
         let _ = writeln!(
             s,
@@ -181,10 +213,11 @@ impl Report {
             }
             let _ = write!(
                 s,
-                "; RSS KiB before {} / after connect {} / end {}",
+                "; RSS KiB before {} / after connect {} / end {} / peak {}",
                 kib(server.rss_kib_before),
                 kib(server.rss_kib_after),
-                kib(server.rss_kib_end)
+                kib(server.rss_kib_end),
+                kib(server.rss_kib_peak)
             );
             if let Some(per_conn) = self.rss_kib_per_conn() {
                 let _ = write!(s, " = {per_conn:.2} KiB per connection");
@@ -240,6 +273,13 @@ impl Report {
         j.int("extra", c.extra);
         j.int("unsent", self.unsent);
         j.int("disconnects", self.disconnects);
+        j.int("closed_by_server", self.closed_by_server());
+        j.int("closed_1008", self.closed_with(1008));
+        let mut closes = Json::default();
+        for (code, n) in &self.closes {
+            closes.int(&code.to_string(), *n);
+        }
+        j.raw("closes", &closes.finish());
         j.int("latency_samples", l.samples);
         j.num("min_us", l.min_us, 1);
         j.num("p50_us", l.p50_us, 1);
@@ -258,6 +298,7 @@ impl Report {
         );
         j.opt_int("server_rss_kib_after", server.and_then(|s| s.rss_kib_after));
         j.opt_int("server_rss_kib_end", server.and_then(|s| s.rss_kib_end));
+        j.opt_int("server_rss_kib_peak", server.and_then(|s| s.rss_kib_peak));
         j.num("rss_kib_per_conn", self.rss_kib_per_conn(), 3);
         j.num("tool_cpu_s", Some(self.tool_cpu_s), 3);
         j.num("cpu_window_s", Some(self.cpu_window_s), 3);
@@ -305,6 +346,12 @@ impl Json {
             }
             _ => self.null(key),
         }
+    }
+
+    /// `value` must be JSON already.
+    fn raw(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.out.push_str(value);
     }
 
     fn bool(&mut self, key: &str, value: bool) {
@@ -369,7 +416,8 @@ mod tests {
                 ..Counts::default()
             },
             lost: 0,
-            disconnects: 0,
+            disconnects: 20,
+            closes: vec![(1001, 2), (1008, 18)],
             unsent: 0,
             errors: Errors::default(),
             latency: Latency {
@@ -382,6 +430,7 @@ mod tests {
                 rss_kib_before: Some(10_000),
                 rss_kib_after: Some(12_000),
                 rss_kib_end: None,
+                rss_kib_peak: Some(70_000),
             }),
             tool_cpu_s: 3.0,
             cpu_window_s: 10.0,
@@ -413,9 +462,26 @@ mod tests {
             "\"server_rss_kib_end\":null",
             "\"rss_kib_per_conn\":20.000",
             "\"handshakes_per_sec\":200.0",
+            "\"closed_by_server\":20,\"closed_1008\":18,\"closes\":{\"1001\":2,\"1008\":18},",
+            "\"server_rss_kib_peak\":70000,",
         ] {
             assert!(json.contains(field), "{field} in {json}");
         }
+    }
+
+    #[test]
+    fn human_summary_has_closes_by_code_and_the_peak() {
+        let r = sample();
+        assert_eq!((r.closed_by_server(), r.closed_with(1008)), (20, 18));
+        let human = r.human();
+        assert!(human.contains("closes    20 clients closed by the server: 2 × 1001, 18 × 1008\n"));
+        assert!(human.contains("/ end - / peak 70000"), "{human}");
+        let mut quiet = sample();
+        quiet.closes.clear();
+        assert!(!quiet.human().contains("closes"));
+        assert!(quiet
+            .json()
+            .contains("\"closed_by_server\":0,\"closed_1008\":0,\"closes\":{},"));
     }
 
     #[test]
@@ -425,6 +491,7 @@ mod tests {
         let json = r.json();
         assert!(json.contains("\"server_cpu_s\":null"));
         assert!(json.contains("\"rss_kib_per_conn\":null"));
+        assert!(json.contains("\"server_rss_kib_peak\":null"));
         assert!(!r.human().contains("server "));
     }
 }

@@ -1,5 +1,6 @@
-//! Process measurements: the server's CPU time and resident memory from
-//! `/proc`, the tool's own CPU time, and the file-descriptor limit.
+//! Process measurements: the server's CPU time, resident memory and its
+//! peak from `/proc`, the tool's own CPU time, and the file-descriptor
+//! limit.
 
 use std::fs;
 use std::io;
@@ -10,6 +11,10 @@ pub struct ProcSample {
     /// User plus system time, all threads, in seconds.
     pub cpu_s: f64,
     pub rss_kib: u64,
+    /// The most resident memory the process has had since it started
+    /// (`VmHWM`, the kernel's high-water mark: no peak between two samples
+    /// is missed).
+    pub peak_rss_kib: u64,
 }
 
 /// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`; `None` when the
@@ -17,9 +22,11 @@ pub struct ProcSample {
 pub fn sample(pid: u32) -> Option<ProcSample> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status_kib(&status, "VmRSS:")?;
     Some(ProcSample {
         cpu_s: cpu_ticks(&stat)? as f64 / clock_ticks_per_sec(),
-        rss_kib: rss_kib(&status)?,
+        rss_kib,
+        peak_rss_kib: status_kib(&status, "VmHWM:").map_or(rss_kib, |hwm| hwm.max(rss_kib)),
     })
 }
 
@@ -44,10 +51,10 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// The `VmRSS:` line of `/proc/<pid>/status`, in KiB.
-fn rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line["VmRSS:".len()..]
+/// A `Vm…:` line of `/proc/<pid>/status` (`field` with its colon), in KiB.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
         .split_ascii_whitespace()
         .next()?
         .parse()
@@ -108,15 +115,18 @@ mod tests {
 
     #[test]
     fn status_rss_line() {
-        let status = "Name:\tnode\nVmPeak:\t  999 kB\nVmRSS:\t   51234 kB\nThreads:\t7\n";
-        assert_eq!(rss_kib(status), Some(51234));
-        assert_eq!(rss_kib("Name:\tkthread\n"), None);
+        let status = "Name:\tnode\nVmPeak:\t  999 kB\nVmHWM:\t   61000 kB\n\
+                      VmRSS:\t   51234 kB\nThreads:\t7\n";
+        assert_eq!(status_kib(status, "VmRSS:"), Some(51234));
+        assert_eq!(status_kib(status, "VmHWM:"), Some(61000));
+        assert_eq!(status_kib("Name:\tkthread\n", "VmRSS:"), None);
     }
 
     #[test]
     fn own_process_can_be_sampled() {
         let me = sample(std::process::id()).expect("own /proc entry");
         assert!(me.rss_kib > 0);
+        assert!(me.peak_rss_kib >= me.rss_kib);
         assert!(own_cpu_s() >= 0.0);
     }
 }
