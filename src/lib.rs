@@ -5,22 +5,15 @@
 //! (RFC 6455) is written by hand in a sans-IO core that never touches a
 //! socket, so it is tested with byte slices.
 //!
+//! One layer per module, top to bottom as bytes flow in:
+//!
 //! | module | responsibility |
 //! |---|---|
-//! | [`frame`] | RFC 6455 §5 framing: header decode/encode, masking, close codes |
-//! | [`handshake`] | RFC 6455 §4 opening handshake: parse, check, `101` or 4xx |
-//! | [`connection`] | one peer's state machine: bytes in, events out |
-//! | [`outbox`] | a peer's queue of shared frames, written with `writev` |
-//! | [`flood`] | per-connection flood control: a token bucket on messages |
-//! | [`metrics`] | counters for `/metrics`, Prometheus text format |
-//! | [`service`] | the seam between the loop and the application |
-//! | [`chat`] | the chat policy: rooms, names, announcements, who gets what |
-//! | [`command`] | what a user typed or sent as JSON: a message or a command |
-//! | [`history`] | a room's recent messages, bounded in count and bytes |
-//! | [`render`] | chat events as plain-text lines or JSON objects |
-//! | [`target`] | the request target: room name and `since` |
-//! | [`server`] | the `mio` loop: sockets, tokens, timers, signals |
-//! | [`config`] | the command line and every limit's default |
+//! | [`net`] | the only code with sockets: the `mio` loop, accepting, peers and their batched writes, timers, flood control, metrics |
+//! | [`protocol`] | RFC 6455 sans-IO: frames, the handshake, one connection's state machine, the outbox, the client side |
+//! | [`service`] | the seam between the loop and an application: its own types, `Context`, `Outgoing` |
+//! | [`chat`] | the chat policy (rooms, names, history, commands, formats) and echo mode |
+//! | [`config`] | the command line: every limit's default, turned into each layer's settings |
 
 pub mod chat;
 pub mod config;

@@ -2,7 +2,7 @@
 //!
 //! Each pass reads the clock once, handles the batch of readiness events
 //! (accepting, reading into one buffer shared by all peers, feeding each
-//! peer's [`Connection`] and passing what comes out to the [`Service`]),
+//! peer's [`Connection`](crate::protocol::connection::Connection) and passing what comes out to the [`Service`]),
 //! then writes every peer with queued frames once, applies the timers'
 //! verdicts once a second, and removes the peers that ended.
 //!
