@@ -115,11 +115,36 @@ pub struct Config {
     #[arg(long, default_value = "600", value_parser = parse_secs, value_name = "SECS")]
     pub room_ttl: Duration,
 
-    /// Most rooms at once (history memory is at most this times
-    /// --history-bytes); a new room beyond it gets 503 unless an empty
-    /// room can be forgotten.
+    /// Most rooms at once, the lobby not counted (history memory is at
+    /// most this, plus one, times --history-bytes); a new room beyond it
+    /// gets 503 unless an empty room can be forgotten. Existing rooms and
+    /// the lobby can always be joined.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_rooms: usize,
+
+    /// Most rooms made from one client address that exist at a time (an
+    /// IPv4 address, or an IPv6 /64); one more gets 429 (0: no limit).
+    /// With the defaults it takes 100 addresses to fill --max-rooms.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub max_rooms_per_ip: usize,
+
+    /// In a room with more members than this, joins and leaves are not
+    /// announced one by one (N² lines to fill a room of N) but summed up,
+    /// at most once a second: `3 users joined, 1 left (5002 here)`.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub announce_limit: usize,
+
+    /// Bytes per second of /who, /rooms and /help replies one user may
+    /// receive (a token bucket holding one second's worth; 0: no limit).
+    /// Past it the user gets a short error instead of the reply.
+    #[arg(long, default_value = "16KiB", value_parser = parse_size, value_name = "BYTES")]
+    pub reply_rate: usize,
+
+    /// Most names listed by /who and the JSON welcome, and most rooms by
+    /// /rooms; the rest are counted (`and 4900 more`), so one reply is
+    /// bounded however large the room.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub list_limit: usize,
 
     /// Seconds a client has to complete its upgrade request (then 408).
     #[arg(long, default_value = "10", value_parser = parse_secs, value_name = "SECS")]
@@ -183,6 +208,10 @@ impl Config {
             },
             room_ttl: self.room_ttl,
             max_rooms: self.max_rooms.max(1),
+            max_rooms_per_client: self.max_rooms_per_ip,
+            announce_limit: self.announce_limit,
+            reply_rate: self.reply_rate,
+            list_limit: self.list_limit.max(1),
             extra_protocols: self.protocols.clone(),
         }
     }
@@ -267,5 +296,25 @@ mod tests {
         let settings = config.settings();
         assert_eq!(settings.max_message_size, 1 << 20);
         assert_eq!(settings.handshake.max_head_bytes, 8 << 10);
+        let chat = config.chat();
+        let documented = ChatConfig::default();
+        assert_eq!(
+            (
+                chat.max_rooms,
+                chat.max_rooms_per_client,
+                chat.announce_limit,
+                chat.reply_rate,
+                chat.list_limit
+            ),
+            (
+                documented.max_rooms,
+                documented.max_rooms_per_client,
+                documented.announce_limit,
+                documented.reply_rate,
+                documented.list_limit
+            ),
+            "the flags' defaults are the chat's"
+        );
+        assert_eq!((chat.max_rooms_per_client, chat.reply_rate), (10, 16 << 10));
     }
 }

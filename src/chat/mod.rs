@@ -13,10 +13,17 @@
 //! same outgoing handle goes to every recipient of that format. Nothing
 //! here knows about sockets or frame bytes: the chat sees only the
 //! [`crate::service`] types.
+//!
+//! No one user can make the chat do work for everyone: making rooms is
+//! limited per client address (joining one never is), joins and leaves in
+//! large rooms are summarised ([`presence`]), and replies that list things
+//! are bounded in length and charged to the asker ([`budget`]).
 
+pub mod budget;
 pub mod command;
 pub mod echo;
 pub mod history;
+pub mod presence;
 pub mod render;
 pub mod rooms;
 pub mod target;
@@ -24,12 +31,13 @@ pub mod users;
 
 use std::borrow::Cow;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use budget::ReplyBudget;
 use command::Request;
 use history::{Bounds, Entry};
 use render::{Extra, Line, Stamp, JSON_PROTOCOL};
-use rooms::Rooms;
+use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms};
 use target::{Target, TargetError};
 use users::{User, Users};
 
@@ -48,8 +56,20 @@ pub struct ChatConfig {
     pub history: Bounds,
     /// How long an empty room's history is kept for clients to resume.
     pub room_ttl: Duration,
-    /// Most rooms at once.
+    /// Most rooms at once, the lobby not counted.
     pub max_rooms: usize,
+    /// Most rooms one client address may have made that still exist (0:
+    /// no limit).
+    pub max_rooms_per_client: usize,
+    /// Rooms with more members than this get a presence summary at most
+    /// once per [`presence::PERIOD`] instead of a line per join or leave.
+    pub announce_limit: usize,
+    /// Bytes per second of `/who`, `/rooms` and `/help` replies one user
+    /// may receive (0: no limit).
+    pub reply_rate: usize,
+    /// Most names a `/who` reply or a JSON welcome lists, and most rooms a
+    /// `/rooms` reply lists; the rest are counted.
+    pub list_limit: usize,
     /// Subprotocols accepted besides `wschat.v1.json` (their clients get
     /// plain text).
     pub extra_protocols: Vec<String>,
@@ -65,6 +85,10 @@ impl Default for ChatConfig {
             },
             room_ttl: Duration::from_secs(600),
             max_rooms: 1000,
+            max_rooms_per_client: 10,
+            announce_limit: 100,
+            reply_rate: 16 * 1024,
+            list_limit: 100,
             extra_protocols: Vec::new(),
         }
     }
@@ -88,6 +112,25 @@ pub struct Chat {
     config: ChatConfig,
     users: Users,
     rooms: Rooms,
+    /// Rooms with a presence summary waiting for its period to end (a
+    /// room may appear twice after its index was reused; harmless).
+    due: Vec<usize>,
+    /// The earliest time one of them may be sent.
+    next_due: Option<Instant>,
+}
+
+/// The address a client is charged under for the rooms it makes. Today
+/// the peer address of the connection; a trusted proxy's forwarded
+/// address would be chosen here once the seam carries one.
+fn client_of(upgrade: &Upgrade<'_>) -> ClientKey {
+    client_key(upgrade.remote.ip())
+}
+
+/// A join or a leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    Join,
+    Leave,
 }
 
 /// The status a bad target gets, on an upgrade and a plain GET alike:
@@ -132,6 +175,8 @@ impl Chat {
             config,
             users: Users::default(),
             rooms: Rooms::default(),
+            due: Vec::new(),
+            next_due: None,
         }
     }
 
@@ -184,22 +229,25 @@ impl Chat {
         }
     }
 
-    /// Sends `line`, which happened at `ts`, to one user in its format.
-    fn to_user_at(&self, id: PeerId, line: &Line<'_>, ts: u64, cx: &mut impl Context) {
-        if let Some(user) = self.users.get(id) {
-            let room = self.rooms.get(user.room).map_or("", |r| r.name.as_str());
-            let message = encode(line, room, user.json, ts, cx);
-            cx.deliver(id, &message);
-        }
+    /// Sends `line`, which happened at `ts`, to one user in its format;
+    /// returns the bytes it costs on the wire.
+    fn to_user_at(&self, id: PeerId, line: &Line<'_>, ts: u64, cx: &mut impl Context) -> usize {
+        let Some(user) = self.users.get(id) else {
+            return 0;
+        };
+        let room = self.rooms.get(user.room).map_or("", |r| r.name.as_str());
+        let message = encode(line, room, user.json, ts, cx);
+        cx.deliver(id, &message);
+        message.wire_len()
     }
 
-    /// Sends `line`, happening now, to one user.
-    fn to_user(&self, id: PeerId, line: &Line<'_>, cx: &mut impl Context) {
-        self.to_user_at(id, line, cx.clock().unix_ms, cx);
+    /// Sends `line`, happening now, to one user; returns its wire size.
+    fn to_user(&self, id: PeerId, line: &Line<'_>, cx: &mut impl Context) -> usize {
+        self.to_user_at(id, line, cx.clock().unix_ms, cx)
     }
 
-    fn system(&self, id: PeerId, text: &str, extra: Extra<'_>, cx: &mut impl Context) {
-        self.to_user(id, &Line::System { text, extra }, cx);
+    fn system(&self, id: PeerId, text: &str, extra: Extra<'_>, cx: &mut impl Context) -> usize {
+        self.to_user(id, &Line::System { text, extra }, cx)
     }
 
     fn error(&self, id: PeerId, text: &str, cx: &mut impl Context) {
@@ -324,47 +372,113 @@ impl Chat {
         self.to_room(room, &line, Audience::All, cx);
     }
 
-    /// The names of a room's members.
-    fn names(&self, room: usize) -> Vec<Cow<'_, str>> {
-        self.rooms.get(room).map_or_else(Vec::new, |r| {
-            r.members()
-                .filter_map(|m| self.users.get(m))
-                .map(User::name)
-                .collect()
-        })
+    /// The names of a room's first members, at most the list limit of
+    /// them (so the cost is bounded however large the room), and how many
+    /// members it has.
+    fn names(&self, room: usize) -> (Vec<Cow<'_, str>>, usize) {
+        self.rooms.get(room).map_or_else(
+            || (Vec::new(), 0),
+            |r| {
+                let names = r
+                    .members()
+                    .take(self.config.list_limit)
+                    .filter_map(|m| self.users.get(m))
+                    .map(User::name)
+                    .collect();
+                (names, r.len())
+            },
+        )
     }
 
-    fn who(&self, id: PeerId, cx: &mut impl Context) {
+    /// Whether `id` has spent its reply budget; if so it is told, in a
+    /// short error line, and the command is not answered.
+    fn over_budget(&self, id: PeerId, cx: &mut impl Context) -> bool {
+        let rate = self.config.reply_rate;
+        let spent = self
+            .users
+            .get(id)
+            .is_some_and(|u| !u.replies.allows(cx.clock().now, rate));
+        if spent {
+            let text = format!(
+                "replies to /who, /rooms and /help are limited to {rate} bytes a second; try again shortly"
+            );
+            self.error(id, &text, cx);
+        }
+        spent
+    }
+
+    /// Charges `bytes` of reply to `id`'s budget.
+    fn charge(&mut self, id: PeerId, bytes: usize, cx: &mut impl Context) {
+        let (now, rate) = (cx.clock().now, self.config.reply_rate);
+        if let Some(user) = self.users.get_mut(id) {
+            user.replies.charge(bytes, now, rate);
+        }
+    }
+
+    fn who(&mut self, id: PeerId, cx: &mut impl Context) {
         let Some(room) = self.users.get(id).map(|u| u.room) else {
             return;
         };
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        let names = self.names(room);
+        if self.over_budget(id, cx) {
+            return;
+        }
+        let (names, count) = self.names(room);
         let names: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
-        let text = format!(
-            "Users in {} ({}): {}",
-            r.name,
-            names.len(),
-            names.join(", ")
-        );
-        self.system(id, &text, Extra::Users(&names), cx);
+        let mut text = format!("Users in {} ({count}): {}", r.name, names.join(", "));
+        if count > names.len() {
+            text.push_str(&format!(", and {} more", count - names.len()));
+        }
+        let users = Extra::Users {
+            users: &names,
+            count,
+        };
+        let bytes = self.system(id, &text, users, cx);
+        self.charge(id, bytes, cx);
     }
 
-    fn list_rooms(&self, id: PeerId, cx: &mut impl Context) {
+    fn list_rooms(&mut self, id: PeerId, cx: &mut impl Context) {
+        if self.over_budget(id, cx) {
+            return;
+        }
         let mut rooms: Vec<(&str, usize)> = self
             .rooms
             .iter()
             .map(|r| (r.name.as_str(), r.len()))
             .collect();
+        let count = rooms.len();
+        let limit = self.config.list_limit;
+        if count > limit {
+            // The most populated: a bounded reply that still shows where
+            // people are.
+            rooms.select_nth_unstable_by(limit, |a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            rooms.truncate(limit);
+        }
         rooms.sort_unstable();
         let listed: Vec<String> = rooms
             .iter()
             .map(|(name, n)| format!("{name} ({n})"))
             .collect();
-        let text = format!("Rooms: {}", listed.join(", "));
-        self.system(id, &text, Extra::Rooms(&rooms), cx);
+        let mut text = format!("Rooms: {}", listed.join(", "));
+        if count > rooms.len() {
+            text.push_str(&format!(", and {} more", count - rooms.len()));
+        }
+        let extra = Extra::Rooms {
+            rooms: &rooms,
+            count,
+        };
+        let bytes = self.system(id, &text, extra, cx);
+        self.charge(id, bytes, cx);
+    }
+
+    fn help(&mut self, id: PeerId, cx: &mut impl Context) {
+        if self.over_budget(id, cx) {
+            return;
+        }
+        let bytes = self.system(id, command::HELP, Extra::None, cx);
+        self.charge(id, bytes, cx);
     }
 
     fn handle(&mut self, id: PeerId, request: Request<'_>, cx: &mut impl Context) {
@@ -374,9 +488,104 @@ impl Chat {
             Request::Nick(name) => self.nick(id, name, cx),
             Request::Who => self.who(id, cx),
             Request::Rooms => self.list_rooms(id, cx),
-            Request::Help => self.system(id, command::HELP, Extra::None, cx),
+            Request::Help => self.help(id, cx),
             Request::Invalid(why) => self.error(id, &why, cx),
         }
+    }
+
+    fn limits(&self) -> RoomLimits {
+        RoomLimits {
+            max_rooms: self.config.max_rooms,
+            max_per_client: self.config.max_rooms_per_client,
+        }
+    }
+
+    /// Tells the room that `name` joined or left: a line to each other
+    /// member in a room up to the announce limit (the seed's behaviour),
+    /// counted into a summary above it. `size` is the room's size with
+    /// the user in it.
+    fn announce(
+        &mut self,
+        room: usize,
+        change: Change,
+        name: &str,
+        id: PeerId,
+        size: usize,
+        cx: &mut impl Context,
+    ) {
+        let now = cx.clock().now;
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if size <= self.config.announce_limit {
+            // Back to single lines: what was counted is told first (the
+            // count still has the one the line is about).
+            if r.presence.is_pending() {
+                self.summarise(room, size, cx);
+            }
+            let line = match change {
+                Change::Join => Line::Join { from: name },
+                Change::Leave => Line::Leave { from: name },
+            };
+            self.to_room(room, &line, Audience::Others(id), cx);
+            return;
+        }
+        if r.presence.record(change == Change::Join, now) {
+            let count = r.len();
+            self.summarise(room, count, cx);
+        } else if !r.presence.scheduled {
+            r.presence.scheduled = true;
+            let at = r.presence.due_at().unwrap_or(now);
+            self.due.push(room);
+            self.next_due = Some(self.next_due.map_or(at, |t| t.min(at)));
+        }
+    }
+
+    /// Sends the room its waiting presence summary, if any, saying that
+    /// `count` are in the room.
+    fn summarise(&mut self, room: usize, count: usize, cx: &mut impl Context) {
+        let now = cx.clock().now;
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some((joined, left)) = r.presence.take(now) else {
+            return;
+        };
+        let line = Line::Presence {
+            joined,
+            left,
+            count,
+        };
+        self.to_room(room, &line, Audience::All, cx);
+    }
+
+    /// Sends the summaries whose period has ended. Called as each event
+    /// begins: the service's tick has no context to deliver with.
+    fn summarise_due(&mut self, cx: &mut impl Context) {
+        let now = cx.clock().now;
+        if self.next_due.is_none_or(|t| now < t) {
+            return;
+        }
+        self.next_due = None;
+        let mut waiting = std::mem::take(&mut self.due);
+        waiting.retain(|&room| {
+            let Some(r) = self.rooms.get_mut(room) else {
+                return false;
+            };
+            if !r.presence.scheduled {
+                return false;
+            }
+            if !r.presence.may_send(now) {
+                let at = r.presence.due_at().unwrap_or(now);
+                self.next_due = Some(self.next_due.map_or(at, |t| t.min(at)));
+                return true;
+            }
+            r.presence.scheduled = false;
+            let count = r.len();
+            self.summarise(room, count, cx);
+            false
+        });
+        self.due = waiting;
     }
 }
 
@@ -391,13 +600,20 @@ impl Service for Chat {
 
     fn admit(&mut self, upgrade: &Upgrade<'_>) -> Result<Target, Refusal> {
         let target = target::parse(upgrade.target).map_err(refusal)?;
-        if !self.rooms.has_room_for(&target.room, self.config.max_rooms) {
-            return Err(Refusal {
+        match self
+            .rooms
+            .may_join(&target.room, client_of(upgrade), self.limits())
+        {
+            Ok(()) => Ok(target),
+            Err(Full::Server) => Err(Refusal {
                 status: 503,
                 reason: "too many rooms",
-            });
+            }),
+            Err(Full::Client) => Err(Refusal {
+                status: 429,
+                reason: "too many rooms made from this address",
+            }),
         }
-        Ok(target)
     }
 
     fn on_open(
@@ -407,7 +623,9 @@ impl Service for Chat {
         target: Target,
         cx: &mut impl Context,
     ) {
-        let room = self.rooms.named(&target.room, self.config.max_rooms);
+        self.summarise_due(cx);
+        let limits = self.limits();
+        let room = self.rooms.named(&target.room, client_of(upgrade), limits);
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
@@ -419,26 +637,30 @@ impl Service for Chat {
             room,
             slot: list.len(),
             json,
+            replies: ReplyBudget::default(),
         };
         list.push(id);
         r.empty_since = None;
+        let size = r.len();
         let name = user.name().into_owned();
         self.users.insert(id, user);
         if json {
-            let names = self.names(room);
+            let (names, count) = self.names(room);
             let users: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
             let text = format!("You are {name} in {}", target.room);
             let extra = Extra::Welcome {
                 you: &name,
                 users: &users,
+                count,
             };
             self.system(id, &text, extra, cx);
         }
         self.replay(id, room, target.since, cx);
-        self.to_room(room, &Line::Join { from: &name }, Audience::Others(id), cx);
+        self.announce(room, Change::Join, &name, id, size, cx);
     }
 
     fn on_message(&mut self, id: PeerId, message: Message<'_>, cx: &mut impl Context) {
+        self.summarise_due(cx);
         let Some(user) = self.users.get(id) else {
             return;
         };
@@ -464,6 +686,7 @@ impl Service for Chat {
     }
 
     fn on_close(&mut self, id: PeerId, _goodbye: Goodbye, cx: &mut impl Context) {
+        self.summarise_due(cx);
         let Some(user) = self.users.remove(id) else {
             return;
         };
@@ -478,21 +701,21 @@ impl Service for Chat {
             }
         }
         if r.is_empty() {
+            // Nobody is left to be told.
+            r.presence.clear();
             if r.history.is_empty() {
                 self.rooms.forget(user.room);
-                return;
+            } else {
+                r.empty_since = Some(cx.clock().now);
             }
-            r.empty_since = Some(cx.clock().now);
+            return;
         }
-        self.to_room(
-            user.room,
-            &Line::Leave { from: &user.name() },
-            Audience::Others(id),
-            cx,
-        );
+        let size = r.len() + 1;
+        self.announce(user.room, Change::Leave, &user.name(), id, size, cx);
     }
 
     fn on_throttled(&mut self, id: PeerId, cx: &mut impl Context) {
+        self.summarise_due(cx);
         self.system(
             id,
             "you are sending too fast; messages are being dropped",
@@ -930,6 +1153,267 @@ mod tests {
         chat.on_close(1, BYE, &mut out);
         join(&mut chat, 2, "/c", false, &mut out);
         assert!(!chat.rooms.contains_name("b"), "the empty room made way");
+    }
+
+    fn upgrade_from<'a>(ip: [u8; 4], target: &'a str) -> Upgrade<'a> {
+        Upgrade {
+            remote: SocketAddr::from((ip, 40000)),
+            target,
+            protocol: None,
+        }
+    }
+
+    #[test]
+    fn making_rooms_is_limited_per_address_joining_never() {
+        let config = ChatConfig {
+            max_rooms: 3,
+            max_rooms_per_client: 2,
+            ..ChatConfig::default()
+        };
+        let (mut chat, mut out) = (Chat::new(config), Recorder::default());
+        let status = |chat: &mut Chat, ip, target| {
+            chat.admit(&upgrade_from(ip, target))
+                .map(|_| ())
+                .map_err(|r| r.status)
+        };
+        join(&mut chat, 0, "/a", false, &mut out); // 127.0.0.1
+        join(&mut chat, 1, "/b", false, &mut out);
+        assert_eq!(status(&mut chat, [127, 0, 0, 1], "/c"), Err(429));
+        assert_eq!(status(&mut chat, [127, 0, 0, 1], "/a"), Ok(()), "joining");
+        assert_eq!(
+            status(&mut chat, [10, 0, 0, 2], "/c"),
+            Ok(()),
+            "another address"
+        );
+        let c = upgrade_from([10, 0, 0, 2], "/c");
+        let admitted = chat.admit(&c).unwrap();
+        chat.on_open(2, &c, admitted, &mut out);
+        // Full: no new room for anyone, but every room that exists, and
+        // the lobby (not there yet, not counted), stay open to all.
+        assert_eq!(status(&mut chat, [10, 0, 0, 3], "/d"), Err(503));
+        for target in ["/", "/lobby", "/a", "/b", "/c"] {
+            assert_eq!(status(&mut chat, [10, 0, 0, 3], target), Ok(()), "{target}");
+        }
+        join(&mut chat, 3, "/", false, &mut out);
+        assert_eq!(chat.rooms.len(), 4, "three rooms and the lobby");
+        // Rooms without history go when their last user does, and so does
+        // the charge to whoever made them.
+        chat.on_close(0, BYE, &mut out);
+        assert_eq!(status(&mut chat, [127, 0, 0, 1], "/d"), Ok(()));
+    }
+
+    /// A chat whose rooms summarise presence above 3 members.
+    fn small_announce_limit() -> (Chat, Recorder) {
+        let config = ChatConfig {
+            announce_limit: 3,
+            ..ChatConfig::default()
+        };
+        (Chat::new(config), Recorder::default())
+    }
+
+    #[test]
+    fn large_rooms_get_one_summary_a_second_instead_of_a_line_per_join() {
+        let (mut chat, mut out) = small_announce_limit();
+        for id in 0..3 {
+            join(&mut chat, id, "/", false, &mut out);
+        }
+        assert_eq!(
+            sorted(out.take()),
+            [
+                (0, "User 5001 joined".into()),
+                (0, "User 5002 joined".into()),
+                (1, "User 5002 joined".into())
+            ],
+            "the seed's lines up to the limit"
+        );
+        // Past the limit: the first change after a quiet second is told at
+        // once, to everyone (the newcomer too, who sees the count).
+        join(&mut chat, 3, "/", false, &mut out);
+        let sent = sorted(out.take());
+        assert_eq!(sent.len(), 4);
+        assert!(
+            sent.iter().all(|(_, l)| l == "1 user joined (4 here)"),
+            "{sent:?}"
+        );
+        // A second later, the next one goes out at once too, encoded once
+        // per format.
+        out.clock.now += presence::PERIOD;
+        join(&mut chat, 9, "/", true, &mut out);
+        out.json_for(9);
+        out.encoded = 0;
+        out.clock.now += presence::PERIOD;
+        join(&mut chat, 4, "/", false, &mut out);
+        let sent = sorted(out.take());
+        assert_eq!(out.encoded, 2, "once per format");
+        let plain: Vec<_> = sent.iter().filter(|(to, _)| *to != 9).collect();
+        assert_eq!(plain.len(), 5);
+        assert!(
+            plain.iter().all(|(_, l)| l == "1 user joined (6 here)"),
+            "{sent:?}"
+        );
+        let json: Value = serde_json::from_str(&sent[5].1).unwrap();
+        assert_eq!(
+            (
+                &json["type"],
+                &json["joined"],
+                &json["left"],
+                &json["count"]
+            ),
+            (&"presence".into(), &1.into(), &0.into(), &6.into())
+        );
+        // Within the second, changes are only counted...
+        join(&mut chat, 5, "/", false, &mut out);
+        join(&mut chat, 6, "/", false, &mut out);
+        chat.on_close(1, BYE, &mut out);
+        assert!(out.take().is_empty());
+        out.clock.now += Duration::from_millis(500);
+        say(&mut chat, 0, "too soon", &mut out);
+        assert!(out.take().iter().all(|(_, l)| !l.contains("joined")));
+        // ...and go out with the first event once it has passed, before it.
+        out.clock.now += presence::PERIOD;
+        say(&mut chat, 0, "hi", &mut out);
+        assert_eq!(
+            out.lines_for(2),
+            ["2 users joined, 1 left (7 here)", "User 5000: hi"]
+        );
+    }
+
+    #[test]
+    fn below_the_limit_again_single_lines_resume_after_what_was_counted() {
+        let (mut chat, mut out) = small_announce_limit();
+        for id in 0..5 {
+            join(&mut chat, id, "/", false, &mut out);
+        }
+        out.take();
+        chat.on_close(4, BYE, &mut out); // 5 with the leaver: counted
+        chat.on_close(3, BYE, &mut out); // 4: counted
+        chat.on_close(2, BYE, &mut out); // 3: a line, after the count
+        assert_eq!(
+            out.lines_for(0),
+            ["1 user joined, 2 left (3 here)", "User 5002 left"],
+            "nothing lost, in order"
+        );
+    }
+
+    #[test]
+    fn filling_a_room_costs_linear_deliveries() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
+        let n = 3000;
+        for id in 0..n {
+            join(&mut chat, id, "/", false, &mut out);
+            // Joins arriving over three seconds.
+            out.clock.now += Duration::from_millis(1);
+        }
+        let limit = ChatConfig::default().announce_limit;
+        let lines = limit * (limit - 1) / 2;
+        // Up to the limit the seed's lines, then a summary a second, to
+        // at most n each: four seconds begun.
+        assert!(out.sent.len() <= lines + 4 * n, "{}", out.sent.len());
+        // Nothing is lost: every join is in a line or a summary.
+        out.clock.now += presence::PERIOD;
+        say(&mut chat, 0, "/help", &mut out);
+        let seen = out.lines_for(0);
+        let told: usize = seen
+            .iter()
+            .map(|l| match l.split_once(" user") {
+                _ if l.starts_with("User ") && l.ends_with(" joined") => 1,
+                Some((n, _)) => n.parse().unwrap_or(0),
+                None => 0,
+            })
+            .sum();
+        assert_eq!(told, n - 1, "{seen:?}");
+        assert_eq!(
+            seen.iter()
+                .rev()
+                .nth(1)
+                .map(|l| l.ends_with(&format!("({n} here)"))),
+            Some(true),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn who_lists_a_bounded_number_of_names() {
+        let config = ChatConfig {
+            list_limit: 3,
+            announce_limit: 2,
+            ..ChatConfig::default()
+        };
+        let (mut chat, mut out) = (Chat::new(config), Recorder::default());
+        for id in 0..10 {
+            join(&mut chat, id, "/", false, &mut out);
+        }
+        out.take();
+        say(&mut chat, 9, "/who", &mut out);
+        assert_eq!(
+            out.lines_for(9),
+            ["wschat: Users in lobby (10): User 5000, User 5001, User 5002, and 7 more"]
+        );
+        join(&mut chat, 10, "/", true, &mut out);
+        let welcome = &out.json_for(10)[0];
+        assert_eq!(welcome["users"].as_array().map(Vec::len), Some(3));
+        assert_eq!(welcome["count"], 11);
+        say(&mut chat, 10, r#"{"type":"who"}"#, &mut out);
+        let who = &out.json_for(10)[0];
+        assert_eq!(
+            (who["users"].as_array().map(Vec::len), &who["count"]),
+            (Some(3), &11.into())
+        );
+    }
+
+    #[test]
+    fn rooms_lists_the_busiest_within_the_limit() {
+        let config = ChatConfig {
+            list_limit: 2,
+            ..ChatConfig::default()
+        };
+        let (mut chat, mut out) = (Chat::new(config), Recorder::default());
+        let rooms = ["/a", "/b", "/b", "/b", "/c", "/c"];
+        for (id, room) in rooms.into_iter().enumerate() {
+            join(&mut chat, id, room, false, &mut out);
+        }
+        out.take();
+        say(&mut chat, 0, "/rooms", &mut out);
+        assert_eq!(
+            out.lines_for(0),
+            ["wschat: Rooms: b (3), c (2), and 1 more"]
+        );
+    }
+
+    #[test]
+    fn listing_replies_are_charged_to_the_asker() {
+        let help = "wschat: ".len() + command::HELP.len();
+        let config = ChatConfig {
+            reply_rate: help * 3 / 2,
+            ..ChatConfig::default()
+        };
+        let (mut chat, mut out) = (Chat::new(config), Recorder::default());
+        join(&mut chat, 0, "/", false, &mut out);
+        join(&mut chat, 1, "/", false, &mut out);
+        out.take();
+        // The bucket holds one and a half /help replies: two go out (the
+        // second on credit), then nothing until it has refilled.
+        say(&mut chat, 0, "/help", &mut out);
+        say(&mut chat, 0, "/help", &mut out);
+        say(&mut chat, 0, "/who", &mut out);
+        let lines = out.lines_for(0);
+        assert!(lines[0].starts_with("wschat: commands:"));
+        assert!(lines[1].starts_with("wschat: commands:"));
+        assert_eq!(
+            lines[2],
+            format!(
+                "error: replies to /who, /rooms and /help are limited to {} bytes a second; try again shortly",
+                help * 3 / 2
+            )
+        );
+        say(&mut chat, 1, "/who", &mut out);
+        assert!(
+            out.lines_for(1)[0].starts_with("wschat: Users"),
+            "each user has its own"
+        );
+        out.clock.now += Duration::from_secs(2);
+        say(&mut chat, 0, "/who", &mut out);
+        assert!(out.lines_for(0)[0].starts_with("wschat: Users"), "refilled");
     }
 
     #[test]

@@ -35,21 +35,37 @@ pub enum Line<'a> {
     Error {
         text: &'a str,
     },
+    /// Joins and leaves in a large room since the last summary, and how
+    /// many are in the room now (instead of a line per join or leave).
+    Presence {
+        joined: u32,
+        left: u32,
+        count: usize,
+    },
 }
 
 /// Structured data some system events carry for JSON clients.
 #[derive(Clone, Copy, Debug)]
 pub enum Extra<'a> {
     None,
-    /// The welcome: the recipient's name and who is in the room.
+    /// The welcome: the recipient's name and who is in the room (at most
+    /// the list limit of them; `count` is how many there are).
     Welcome {
         you: &'a str,
         users: &'a [&'a str],
+        count: usize,
     },
-    /// The `/who` reply.
-    Users(&'a [&'a str]),
-    /// The `/rooms` reply: names and user counts.
-    Rooms(&'a [(&'a str, usize)]),
+    /// The `/who` reply: some of the users, and how many there are.
+    Users {
+        users: &'a [&'a str],
+        count: usize,
+    },
+    /// The `/rooms` reply: names and user counts of some rooms, and how
+    /// many rooms there are.
+    Rooms {
+        rooms: &'a [(&'a str, usize)],
+        count: usize,
+    },
 }
 
 /// Where and when an event happened.
@@ -85,7 +101,23 @@ pub fn plain(line: &Line<'_>, out: &mut Vec<u8>) {
         Line::Nick { from, to } => put(&[from, " is now ", to]),
         Line::System { text, .. } => put(&["wschat: ", text]),
         Line::Error { text } => put(&["error: ", text]),
+        Line::Presence {
+            joined,
+            left,
+            count,
+        } => put(&[&presence_text(joined, left, count)]),
     }
+}
+
+/// `3 users joined, 1 left (5002 here)`: the plain-text presence summary.
+pub fn presence_text(joined: u32, left: u32, count: usize) -> String {
+    let users = |n: u32| if n == 1 { "user" } else { "users" };
+    let changes = match (joined, left) {
+        (0, left) => format!("{left} {} left", users(left)),
+        (joined, 0) => format!("{joined} {} joined", users(joined)),
+        (joined, left) => format!("{joined} {} joined, {left} left", users(joined)),
+    };
+    format!("{changes} ({count} here)")
 }
 
 /// The JSON object of the `wschat.v1.json` protocol.
@@ -135,12 +167,19 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
             obj.str("text", text);
             match extra {
                 Extra::None => {}
-                Extra::Welcome { you, users } => {
+                Extra::Welcome { you, users, count } => {
                     obj.str("you", you);
                     obj.strs("users", users);
+                    obj.num("count", count as u64);
                 }
-                Extra::Users(users) => obj.strs("users", users),
-                Extra::Rooms(rooms) => obj.rooms(rooms),
+                Extra::Users { users, count } => {
+                    obj.strs("users", users);
+                    obj.num("count", count as u64);
+                }
+                Extra::Rooms { rooms, count } => {
+                    obj.rooms(rooms);
+                    obj.num("count", count as u64);
+                }
             }
             obj.num("ts", context.ts);
         }
@@ -148,6 +187,18 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
             obj.str("type", "error");
             obj.str("room", context.room);
             obj.str("text", text);
+            obj.num("ts", context.ts);
+        }
+        Line::Presence {
+            joined,
+            left,
+            count,
+        } => {
+            obj.str("type", "presence");
+            obj.str("room", context.room);
+            obj.num("joined", u64::from(joined));
+            obj.num("left", u64::from(left));
+            obj.num("count", count as u64);
             obj.num("ts", context.ts);
         }
     }
@@ -372,25 +423,49 @@ mod tests {
             extra: Extra::Welcome {
                 you: "alice",
                 users: &users,
+                count: 7,
             },
         });
         assert_eq!(welcome["you"], "alice");
         assert_eq!(welcome["users"], j!(["alice", "User \"7\""]));
+        assert_eq!(welcome["count"], 7, "the list may be a part of the room");
         let rooms = [("lobby", 2), ("rust", 0)];
         let listed = as_json(Line::System {
             text: "r",
-            extra: Extra::Rooms(&rooms),
+            extra: Extra::Rooms {
+                rooms: &rooms,
+                count: 3,
+            },
         });
         assert_eq!(
             listed["rooms"],
             j!([{"name":"lobby","users":2},{"name":"rust","users":0}])
         );
+        assert_eq!(listed["count"], 3);
+        let who = as_json(Line::System {
+            text: "w",
+            extra: Extra::Users {
+                users: &[],
+                count: 0,
+            },
+        });
+        assert_eq!((&who["users"], &who["count"]), (&j!([]), &j!(0)));
+    }
+
+    #[test]
+    fn presence_summaries() {
+        let line = |joined, left| Line::Presence {
+            joined,
+            left,
+            count: 5002,
+        };
+        assert_eq!(as_plain(line(3, 1)), "3 users joined, 1 left (5002 here)");
+        assert_eq!(as_plain(line(1, 0)), "1 user joined (5002 here)");
+        assert_eq!(as_plain(line(0, 2)), "2 users left (5002 here)");
+        assert_eq!(as_plain(line(1, 1)), "1 user joined, 1 left (5002 here)");
         assert_eq!(
-            as_json(Line::System {
-                text: "w",
-                extra: Extra::Users(&[])
-            })["users"],
-            j!([])
+            as_json(line(3, 1)),
+            j!({"type":"presence","room":"rust","joined":3,"left":1,"count":5002,"ts":1_795_752_000_000u64})
         );
     }
 

@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::rc::Rc;
 
+use super::budget::ReplyBudget;
 use crate::service::PeerId;
 
 #[derive(Debug)]
@@ -22,6 +23,8 @@ pub struct User {
     pub slot: usize,
     /// Speaks the JSON subprotocol.
     pub json: bool,
+    /// What is left of its budget for `/who`, `/rooms` and `/help` replies.
+    pub replies: ReplyBudget,
 }
 
 impl User {
