@@ -219,6 +219,7 @@ pub trait Service {
     /// The service's own gauges, for `/metrics`.
     fn gauges(&self) -> Vec<Gauge>;
 
-    /// Called about once a second, for the service's own timers.
-    fn on_tick(&mut self, clock: Clock);
+    /// Called about once a second, for the service's own timers (what it
+    /// sends then is delivered like any other message).
+    fn on_tick(&mut self, cx: &mut impl Context);
 }

@@ -54,10 +54,12 @@ fn a_crowd_joins_and_leaves_at_once_in_linear_work_and_bounded_memory() {
     let server = Server::start(&[]);
     let rss_before = server.rss_kib();
     let cpu_before = server.cpu_time();
+    let deliveries_before = server.metrics().count("wschat_deliveries_total");
     let started = Instant::now();
     let streams = crowd(&server, CROWD);
     let joined_in = started.elapsed();
     let join_cpu = server.cpu_time().saturating_sub(cpu_before);
+    let join_deliveries = server.metrics().count("wschat_deliveries_total") - deliveries_before;
     assert_eq!(
         server.metrics().count("wschat_chat_users"),
         CROWD as u64,
@@ -65,7 +67,7 @@ fn a_crowd_joins_and_leaves_at_once_in_linear_work_and_bounded_memory() {
     );
     // A newcomer is not kept waiting by the crowd.
     let late = handshake_time(&server);
-    assert!(late < Duration::from_millis(500), "handshake took {late:?}");
+    assert!(late < Duration::from_secs(2), "handshake took {late:?}");
     let rss = server.rss_kib();
     assert!(
         rss.saturating_sub(rss_before) < 100 * 1024,
@@ -74,6 +76,7 @@ fn a_crowd_joins_and_leaves_at_once_in_linear_work_and_bounded_memory() {
 
     // All of them go at once (a network outage, a proxy restart).
     let cpu_before = server.cpu_time();
+    let deliveries_before = server.metrics().count("wschat_deliveries_total");
     drop(streams);
     // While they are being dropped, a newcomer is answered promptly.
     thread::sleep(Duration::from_millis(20));
@@ -84,15 +87,24 @@ fn a_crowd_joins_and_leaves_at_once_in_linear_work_and_bounded_memory() {
         thread::sleep(Duration::from_millis(50));
     }
     let leave_cpu = server.cpu_time().saturating_sub(cpu_before);
+    let leave_deliveries = server.metrics().count("wschat_deliveries_total") - deliveries_before;
+    // Linear work, counted rather than timed: each join and leave reaches
+    // the room a bounded number of times (summaries, at most one a second
+    // to everyone), not once per member (12.5 million each way).
+    let linear = 20 * CROWD as u64;
     assert!(
-        during < Duration::from_millis(300),
+        join_deliveries < linear && leave_deliveries < linear,
+        "{join_deliveries} deliveries for {CROWD} joins, {leave_deliveries} for the leaves"
+    );
+    // The stall this guards against was seconds to a minute; the bound is
+    // loose enough for an unoptimised build on a busy machine.
+    assert!(
+        during < Duration::from_secs(2),
         "a handshake during the mass departure took {during:?}"
     );
-    // Linear work: well under a millisecond of CPU per user each way
-    // (announcing each join and leave to everyone took seconds).
-    let budget = Duration::from_micros(200) * CROWD as u32;
-    assert!(
-        join_cpu < budget && leave_cpu < budget,
-        "CPU: {join_cpu:?} to join ({joined_in:?}), {leave_cpu:?} to leave, over {budget:?}"
+    eprintln!(
+        "{CROWD} users: joined in {joined_in:?} ({join_cpu:?} of server CPU, {join_deliveries} \
+         deliveries), left with {leave_cpu:?} of CPU ({leave_deliveries} deliveries); a \
+         handshake took {late:?} after the joins and {during:?} during the departure"
     );
 }

@@ -4,8 +4,7 @@
 //! no names, no history.
 
 use crate::service::{
-    Clock, Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, PeerId, Refusal, Service,
-    Upgrade,
+    Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, PeerId, Refusal, Service, Upgrade,
 };
 
 /// The echo service.
@@ -48,13 +47,14 @@ impl Service for Echo {
         Vec::new()
     }
 
-    fn on_tick(&mut self, _: Clock) {}
+    fn on_tick(&mut self, _: &mut impl Context) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::outbox::SharedFrame;
+    use crate::service::Clock;
     use crate::service::Outgoing;
     use std::net::SocketAddr;
 

@@ -42,8 +42,8 @@ use target::{Target, TargetError};
 use users::{User, Users};
 
 use crate::service::{
-    Clock, Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, Outgoing, PeerId, Refusal,
-    Service, Upgrade,
+    Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, Outgoing, PeerId, Refusal, Service,
+    Upgrade,
 };
 
 /// The chat page served for a room path without an upgrade.
@@ -724,8 +724,9 @@ impl Service for Chat {
         );
     }
 
-    fn on_tick(&mut self, clock: Clock) {
-        self.rooms.expire(clock.now, self.config.room_ttl);
+    fn on_tick(&mut self, cx: &mut impl Context) {
+        self.summarise_due(cx);
+        self.rooms.expire(cx.clock().now, self.config.room_ttl);
     }
 
     fn on_http(&mut self, request: &HttpGet<'_>) -> HttpReply {
@@ -781,6 +782,7 @@ impl Service for Chat {
 mod tests {
     use super::*;
     use crate::protocol::outbox::SharedFrame;
+    use crate::service::Clock;
     use serde_json::Value;
 
     const BYE: Goodbye = Goodbye {
@@ -1125,10 +1127,10 @@ mod tests {
         join(&mut chat, 0, "/talky", false, &mut out);
         say(&mut chat, 0, "x", &mut out);
         chat.on_close(0, BYE, &mut out);
-        chat.on_tick(out.clock);
+        chat.on_tick(&mut out);
         assert!(chat.rooms.contains_name("talky"), "kept for resuming");
         out.clock.now += Duration::from_secs(601);
-        chat.on_tick(out.clock);
+        chat.on_tick(&mut out);
         assert!(!chat.rooms.contains_name("talky"));
         assert!(chat.rooms.is_empty());
     }

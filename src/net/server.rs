@@ -247,7 +247,7 @@ impl<S: Service> Server<S> {
         if now >= self.next_sweep {
             self.next_sweep = now + SWEEP_EVERY;
             self.sweep();
-            self.service.on_tick(self.peers.clock);
+            self.service.on_tick(&mut self.peers);
             self.flush();
         }
         self.peers.remove_gone(self.poll.registry());
