@@ -418,6 +418,38 @@ fn handshake_rows() {
             Send::Request(replaced("Upgrade: websocket", "Upgrade: h2c")),
             Expect::Status(400),
         ),
+        row(
+            "request smuggling: Content-Length and a frame as the body",
+            Send::Request([upgrade("Content-Length: 8\r\n"), frame(0x81, b"hi", true)].concat()),
+            Expect::Status(400),
+        ),
+        row(
+            "request smuggling: Transfer-Encoding: chunked",
+            Send::Request(upgrade("Transfer-Encoding: chunked\r\n")),
+            Expect::Status(400),
+        ),
+        row(
+            "Content-Length: 0 on an upgrade",
+            Send::Request(upgrade("Content-Length: 0\r\n")),
+            Expect::Status(400),
+        ),
+        row(
+            "an SSH banner, then waiting for the server's",
+            Send::Stall(b"SSH-2.0-OpenSSH_9.6\r\n".to_vec()),
+            Expect::Status(400),
+        )
+        .within(Duration::from_secs(1)),
+        row(
+            "a TLS ClientHello, trickled",
+            Send::Trickle(vec![0x16, 0x03, 0x01, 0x00, 0xf4, 0x01]),
+            Expect::Status(400),
+        )
+        .within(Duration::from_secs(1)),
+        row(
+            "a method of 40 bytes",
+            Send::Request(replaced("GET ", &format!("{} ", "M".repeat(40)))),
+            Expect::Status(501),
+        ),
     ];
     table.run_all(rows);
     table.finish();

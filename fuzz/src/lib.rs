@@ -5,7 +5,7 @@
 use wschat::protocol::client::{self, ServerFrame, Status};
 use wschat::protocol::connection::{Connection, Event, Input, Message, Phase, Settings};
 use wschat::protocol::frame::{CloseCode, OpCode};
-use wschat::protocol::handshake::{self, HttpResponse};
+use wschat::protocol::handshake::{self, HttpResponse, Method};
 
 /// The upgrade request the connection target puts before the fuzz bytes,
 /// so the fuzzer spends its time on frames.
@@ -148,6 +148,8 @@ pub struct Run {
     /// Everything the outbox wrote, in order.
     pub output: Vec<u8>,
     pub phase: Phase,
+    /// The request was a `HEAD`: its answer has no body.
+    pub head: bool,
 }
 
 /// How the driver answers a valid upgrade request.
@@ -248,6 +250,7 @@ pub fn drive(
         events,
         output,
         phase: conn.phase(),
+        head: conn.request_method() == Some(Method::Head),
     }
 }
 
@@ -334,7 +337,7 @@ pub fn header<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h [u
 
 /// Checks a refusal or answer to plain HTTP: a complete response whose
 /// body is exactly `Content-Length` bytes and ends the output.
-pub fn check_plain_response(out: &[u8], expect_status: Option<u16>) {
+pub fn check_plain_response(out: &[u8], expect_status: Option<u16>, head: bool) {
     let (status, n, headers) = read_http_response(out);
     if let Some(s) = expect_status {
         assert_eq!(status, s);
@@ -348,10 +351,12 @@ pub fn check_plain_response(out: &[u8], expect_status: Option<u16>) {
             .unwrap()
             .parse()
             .expect("numeric Content-Length");
+    // The answer to a HEAD has the GET's Content-Length and no body.
+    let body = if head { 0 } else { len };
     assert_eq!(
         out.len() - n,
-        len,
-        "body is Content-Length bytes and nothing follows"
+        body,
+        "body is Content-Length bytes (none for HEAD) and nothing follows"
     );
     assert_eq!(header(&headers, "connection"), Some(&b"close"[..]));
 }
@@ -422,7 +427,7 @@ pub fn check_output(run: &Run, handshake: bool, verdict: Verdict) -> Vec<OutFram
                 return Vec::new();
             }
             Some(Seen::Upgrade { .. }) if verdict == Verdict::Refuse => {
-                check_plain_response(out, Some(403));
+                check_plain_response(out, Some(403), run.head);
                 assert_eq!(run.phase, Phase::Done);
                 return Vec::new();
             }
@@ -438,12 +443,12 @@ pub fn check_output(run: &Run, handshake: bool, verdict: Verdict) -> Vec<OutFram
                 out = &out[n..];
             }
             Some(Seen::Http(_)) => {
-                check_plain_response(out, Some(404));
+                check_plain_response(out, Some(404), run.head);
                 assert_eq!(run.phase, Phase::Done);
                 return Vec::new();
             }
             Some(Seen::Refused(_)) => {
-                check_plain_response(out, None);
+                check_plain_response(out, None, run.head);
                 assert_eq!(run.phase, Phase::Done);
                 return Vec::new();
             }

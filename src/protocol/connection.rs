@@ -16,6 +16,12 @@
 //!
 //! Every rule that makes a peer's bytes unacceptable ends the connection
 //! with the close code RFC 6455 §7.4.1 names for it; a frame never panics.
+//!
+//! Once the connection is done (a refusal or an HTTP answer queued, the
+//! close handshake over, the connection failed), nothing the peer sends
+//! can matter, and [`Connection::wants_input`] says so: a peer that keeps
+//! writing to a connection that has answered it must not keep the caller
+//! reading and discarding at full speed.
 
 // Lengths here come from peers: none may be cut short by an `as` cast.
 #![deny(clippy::cast_possible_truncation)]
@@ -24,7 +30,7 @@ use std::borrow::Cow;
 
 use crate::protocol::frame::{self, CloseCode, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::protocol::handshake::{
-    self, HeadScanner, HttpRequest, HttpResponse, Policy, Refusal, Request, Upgrade,
+    self, HeadScanner, HttpRequest, HttpResponse, Method, Policy, Refusal, Request, Scan, Upgrade,
 };
 use crate::protocol::outbox::{Outbox, SharedFrame};
 
@@ -98,7 +104,9 @@ pub enum Event<'b> {
     /// [`Connection::accept`] or [`Connection::respond`] before feeding
     /// more bytes.
     Upgrade(Upgrade),
-    /// A plain HTTP request: answer it with [`Connection::respond`].
+    /// A plain HTTP request: answer it with [`Connection::respond`], a
+    /// `HEAD` exactly as a `GET` (the connection leaves the body out;
+    /// [`Connection::request_method`] tells which it was).
     Http(HttpRequest),
     /// The request was refused; the response is queued.
     Refused(&'static str),
@@ -231,6 +239,8 @@ struct HeadState {
 #[derive(Debug)]
 pub struct Connection {
     phase: Phase,
+    /// The method of the request head, once it parsed (and was GET or HEAD).
+    method: Option<Method>,
     head: Option<Box<HeadState>>,
     stash: HeaderStash,
     frame: Option<InFrame>,
@@ -253,6 +263,7 @@ impl Connection {
     pub fn new() -> Connection {
         Connection {
             phase: Phase::Handshake,
+            method: None,
             head: None,
             stash: HeaderStash::default(),
             frame: None,
@@ -285,6 +296,37 @@ impl Connection {
     /// Done and flushed: the socket can be closed.
     pub fn is_finished(&self) -> bool {
         self.phase == Phase::Done && self.outbox.is_empty()
+    }
+
+    /// Whether bytes from the peer can still change anything. False once
+    /// the connection is done: its last words (a refusal, an HTTP answer,
+    /// the reply to a Close, the Close of a failure) are queued, and
+    /// [`Connection::next_event`] would only discard what comes next
+    /// (RFC 6455 §7.1.1; RFC 9112 §9.6: a server that sends "close" "MUST
+    /// NOT process any further requests received on that connection").
+    /// Never true again once false.
+    ///
+    /// From then on the caller has no reason to read but one: closing a
+    /// socket with unread bytes makes the kernel send a reset, which "might
+    /// erase the client's unacknowledged input buffers" (RFC 9112 §9.6),
+    /// our answer with them. §9.6 has the server half-close, then read
+    /// "until the server is reasonably certain that its own TCP stack has
+    /// received the client's acknowledgement" of its last response. So the
+    /// caller should read and discard (without calling `next_event`) only
+    /// for a bounded linger, a time and a byte budget counted from the
+    /// moment this turned false, then stop reading (drop read interest)
+    /// and close once the outbox is flushed or its close timeout passes.
+    /// A peer that keeps writing then fills its own send buffer and
+    /// waits, at no cost to us.
+    pub fn wants_input(&self) -> bool {
+        self.phase != Phase::Done
+    }
+
+    /// The method of the request, once its head parsed and it was one we
+    /// answer (`GET` or `HEAD`): for logs. The answer to a `HEAD` is
+    /// written without its body.
+    pub fn request_method(&self) -> Option<Method> {
+        self.method
     }
 
     /// Consumes bytes from `input` until something happens worth telling
@@ -326,9 +368,10 @@ impl Connection {
     }
 
     /// Queues the answer to an [`Event::Http`] request, or the refusal of an
-    /// [`Event::Upgrade`].
+    /// [`Event::Upgrade`]. The answer to a `HEAD` is written without its
+    /// body (RFC 9110 §9.3.2), so the caller answers it as a `GET`.
     pub fn respond(&mut self, response: &HttpResponse) {
-        self.outbox.push(response.to_bytes().into());
+        self.push_response(response);
         self.phase = Phase::Done;
     }
 
@@ -336,9 +379,14 @@ impl Connection {
     /// response (timeouts, capacity).
     pub fn refuse(&mut self, refusal: &Refusal) {
         if matches!(self.phase, Phase::Handshake | Phase::Upgrading) {
-            self.outbox.push(refusal.response.to_bytes().into());
+            self.push_response(&refusal.response);
         }
         self.phase = Phase::Done;
+    }
+
+    fn push_response(&mut self, response: &HttpResponse) {
+        let method = self.method.unwrap_or(Method::Get);
+        self.outbox.push(response.to_bytes_for(method).into());
     }
 
     /// Queues a frame for the peer. Over the outbox limit the frame is
@@ -352,13 +400,6 @@ impl Connection {
         }
         self.outbox.push(frame.clone());
         Ok(())
-    }
-
-    /// Whether bytes from the peer still mean anything: not once the
-    /// connection is done (answered, refused or closed both ways), when
-    /// the caller may stop reading after a bounded drain.
-    pub fn wants_input(&self) -> bool {
-        self.phase != Phase::Done
     }
 
     /// Whether a frame or a fragmented message has started and not yet
@@ -431,25 +472,41 @@ impl Connection {
     fn read_head<'b>(&mut self, input: &mut Input<'b>, settings: &Settings) -> Step<'b> {
         let max = settings.handshake.max_head_bytes;
         let state = self.head.get_or_insert_with(Box::default);
-        let Some(end) = state.scanner.scan(input.peek()) else {
-            if state.head.len() + input.len() > max {
-                return self.refuse_head(&Refusal::head_too_large());
+        let end = match state.scanner.scan_request(input.peek()) {
+            Scan::End(end) => end,
+            Scan::More => {
+                if state.head.len() + input.len() > max {
+                    return self.refuse_head(&Refusal::head_too_large());
+                }
+                state.head.extend_from_slice(input.take(input.len()));
+                return Step::NeedMore;
             }
-            state.head.extend_from_slice(input.take(input.len()));
-            return Step::NeedMore;
+            // Bytes that cannot be a request are refused at once, not
+            // after the handshake timeout. The verdict falls on the same
+            // byte however the input was split; a head past the limit
+            // before that byte is too large, as it would be fed bytewise.
+            Scan::Refuse(at, why) => {
+                let refusal = if state.head.len() + at > max {
+                    Refusal::head_too_large()
+                } else {
+                    why.refusal()
+                };
+                return self.refuse_head(&refusal);
+            }
         };
         if state.head.len() + end > max {
             return self.refuse_head(&Refusal::head_too_large());
         }
         let bytes = input.take(end);
         let parsed = if state.head.is_empty() {
-            handshake::parse_request(bytes, &settings.handshake)
+            handshake::parse_head(bytes, &settings.handshake)
         } else {
             state.head.extend_from_slice(bytes);
-            handshake::parse_request(&state.head, &settings.handshake)
+            handshake::parse_head(&state.head, &settings.handshake)
         };
         self.head = None;
-        match parsed {
+        self.method = parsed.method;
+        match parsed.outcome {
             Ok(Request::Upgrade(upgrade)) => {
                 self.phase = Phase::Upgrading;
                 Step::Event(Event::Upgrade(upgrade))
@@ -873,6 +930,33 @@ mod tests {
         whole
     }
 
+    /// Like [`feed_split_everywhere`], with `settings`, also checking that
+    /// the connection queues the same bytes and ends in the same phase
+    /// and the same `wants_input` however the input is split. Returns the
+    /// events and what was queued.
+    fn split_everywhere_with(
+        bytes: &[u8],
+        fresh: impl Fn() -> Connection,
+        settings: &Settings,
+    ) -> (Vec<Seen>, Vec<u8>) {
+        let run = |chunks: &[&[u8]]| {
+            let mut conn = fresh();
+            let seen: Vec<Seen> = chunks
+                .iter()
+                .flat_map(|c| feed(&mut conn, c, settings))
+                .collect();
+            (seen, sent(&mut conn), conn.phase(), conn.wants_input())
+        };
+        let whole = run(&[bytes]);
+        for cut in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            assert_eq!(run(&[a, b]), whole, "split at {cut}");
+        }
+        let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(run(&bytewise), whole, "byte by byte");
+        (whole.0, whole.1)
+    }
+
     /// The frames a connection queued, as bytes.
     fn sent(conn: &mut Connection) -> Vec<u8> {
         let mut out = Vec::new();
@@ -985,6 +1069,229 @@ mod tests {
         assert!(String::from_utf8(sent(&mut conn))
             .unwrap()
             .starts_with("HTTP/1.1 431"));
+    }
+
+    // ----- issue 10, items 8 and 9: HTTP strictness -----
+
+    fn refused_with(bytes: &[u8], settings: &Settings) -> (&'static str, String) {
+        let (seen, out) = split_everywhere_with(bytes, Connection::new, settings);
+        let [Seen::Refused(why)] = seen[..] else {
+            panic!("expected one refusal, got {seen:?}");
+        };
+        (why, String::from_utf8(out).unwrap())
+    }
+
+    fn refused(bytes: &[u8]) -> (&'static str, String) {
+        refused_with(bytes, &Settings::default())
+    }
+
+    #[test]
+    fn bytes_that_are_not_http_are_refused_at_once_at_every_split() {
+        let mut tls = vec![
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
+        tls.extend([0x5a; 64]);
+        for bytes in [
+            &tls[..],
+            b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3\r\n",
+            b"\x00\x00\x00\x08\x04\xd2\x16\x2f", // PostgreSQL SSLRequest
+            b"GET / HTTP/1.1\x00",
+        ] {
+            let (why, out) = refused(bytes);
+            assert_eq!(why, "not an HTTP request");
+            assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+            assert!(out.ends_with("\r\n\r\nnot an HTTP request\n"), "{out}");
+        }
+        // Nothing partial is refused: a head still arriving waits.
+        let mut conn = Connection::new();
+        assert!(feed(&mut conn, b"GET /chat HTT", &Settings::default()).is_empty());
+        assert_eq!(conn.phase(), Phase::Handshake);
+        assert!(conn.wants_input());
+    }
+
+    #[test]
+    fn a_method_longer_than_any_gets_501() {
+        let bytes = format!(
+            "{} / HTTP/1.1\r\n",
+            "X".repeat(handshake::MAX_METHOD_LEN + 1)
+        );
+        let (why, out) = refused(bytes.as_bytes());
+        assert_eq!(why, "request method too long");
+        assert!(out.starts_with("HTTP/1.1 501 Not Implemented\r\n"), "{out}");
+    }
+
+    #[test]
+    fn the_head_limit_comes_first_as_when_fed_bytewise() {
+        let settings = Settings {
+            handshake: Policy {
+                max_head_bytes: 4,
+                ..Settings::default().handshake
+            },
+            ..Settings::default()
+        };
+        // The bad byte within the limit: it is what is wrong.
+        assert_eq!(refused_with(b"GET\x00", &settings).0, "not an HTTP request");
+        assert_eq!(
+            refused_with(b"GETX\x00", &settings).0,
+            "not an HTTP request"
+        );
+        // Past the limit, the head was too large before it came.
+        assert_eq!(
+            refused_with(b"GETXX\x00", &settings).0,
+            "request head too large"
+        );
+    }
+
+    #[test]
+    fn an_upgrade_declaring_a_body_is_refused_and_the_body_never_read_as_frames() {
+        let smuggled = text("smuggled");
+        for header in [
+            format!("Content-Length: {}", smuggled.len()),
+            "Content-Length: 0".into(),
+            "Transfer-Encoding: chunked".into(),
+        ] {
+            let mut bytes = UPGRADE
+                .replace("\r\n\r\n", &format!("\r\n{header}\r\n\r\n"))
+                .into_bytes();
+            bytes.extend(&smuggled);
+            let (why, out) = refused(&bytes);
+            assert!(why.starts_with("GET or HEAD with "), "{header}: {why}");
+            assert!(
+                out.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+                "{header}: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn head_is_answered_like_get_without_the_body() {
+        let bytes = b"HEAD /healthz HTTP/1.1\r\nHost: h\r\n\r\n";
+        let (seen, _) = split_everywhere_with(bytes, Connection::new, &Settings::default());
+        assert_eq!(seen, [Seen::Http("/healthz".into())]);
+        let mut conn = Connection::new();
+        feed(&mut conn, bytes, &Settings::default());
+        assert_eq!(conn.request_method(), Some(Method::Head));
+        conn.respond(&HttpResponse::text(200, "ok"));
+        assert_eq!(
+            String::from_utf8(sent(&mut conn)).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\n\
+             Connection: close\r\n\r\n"
+        );
+        assert!(conn.is_finished());
+        // A GET keeps its body.
+        let mut conn = Connection::new();
+        feed(
+            &mut conn,
+            b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n",
+            &Settings::default(),
+        );
+        assert_eq!(conn.request_method(), Some(Method::Get));
+        conn.respond(&HttpResponse::text(200, "ok"));
+        assert!(String::from_utf8(sent(&mut conn))
+            .unwrap()
+            .ends_with("\r\n\r\nok\n"));
+    }
+
+    #[test]
+    fn a_refused_head_has_no_body_either() {
+        let bytes = b"HEAD / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n";
+        let (why, out) = refused(bytes);
+        assert_eq!(why, "GET or HEAD with Content-Length");
+        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+        assert!(
+            out.ends_with("Content-Length: 32\r\nConnection: close\r\n\r\n"),
+            "{out}"
+        );
+        // Nor does the answer to a HEAD that the caller turns down.
+        let mut conn = Connection::new();
+        feed(
+            &mut conn,
+            b"HEAD /no/such HTTP/1.1\r\nHost: h\r\n\r\n",
+            &Settings::default(),
+        );
+        conn.respond(&HttpResponse::text(404, "no such room"));
+        assert!(String::from_utf8(sent(&mut conn))
+            .unwrap()
+            .ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn head_with_upgrade_headers_is_plain_http() {
+        let bytes = UPGRADE.replacen("GET", "HEAD", 1);
+        let (seen, out) =
+            split_everywhere_with(bytes.as_bytes(), Connection::new, &Settings::default());
+        assert_eq!(seen, [Seen::Http("/".into())]);
+        assert!(out.is_empty(), "no 101: the caller answers");
+    }
+
+    #[test]
+    fn absolute_form_upgrade_opens_with_the_origin_form_target() {
+        let absolute = UPGRADE.replacen("GET / ", "GET ws://localhost:8080/rust?since=4 ", 1);
+        let mut bytes = absolute.into_bytes();
+        bytes.extend(text("hi"));
+        let (seen, out) = split_everywhere_with(&bytes, Connection::new, &Settings::default());
+        assert_eq!(seen, [Seen::Opened(None), Seen::Text("hi".into())]);
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 101 "));
+        let mut conn = Connection::new();
+        match conn.next_event(&mut Input::new(&mut bytes), &Settings::default()) {
+            Some(Event::Upgrade(u)) => assert_eq!(u.target, "/rust?since=4"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every way into `Done` turns `wants_input` off; nothing before.
+    #[test]
+    fn input_is_wanted_until_the_connection_is_done() {
+        let settings = Settings::default();
+        let mut conn = Connection::new();
+        assert!(conn.wants_input(), "handshake");
+        let mut head = UPGRADE.as_bytes().to_vec();
+        let Some(Event::Upgrade(upgrade)) = conn.next_event(&mut Input::new(&mut head), &settings)
+        else {
+            panic!("an upgrade");
+        };
+        assert!(conn.wants_input(), "upgrading: the first frames wait");
+        conn.accept(&upgrade);
+        assert!(conn.wants_input(), "open");
+        conn.close(CloseCode::GOING_AWAY, "bye");
+        assert!(conn.wants_input(), "close sent: their Close is wanted");
+        feed(&mut conn, &close(1001, b""), &settings);
+        assert!(!conn.wants_input(), "close handshake over");
+
+        let done = |conn: Connection, how: &str| {
+            assert_eq!(conn.phase(), Phase::Done, "{how}");
+            assert!(!conn.wants_input(), "{how}");
+        };
+        let mut conn = Connection::new();
+        feed(&mut conn, b"\x16\x03\x01", &settings);
+        done(conn, "refused: not HTTP");
+        let mut conn = Connection::new();
+        feed(&mut conn, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &settings);
+        done(conn, "plain HTTP, before the answer");
+        let mut conn = Connection::new();
+        conn.refuse(&Refusal::timed_out());
+        done(conn, "refused by the caller");
+        let mut conn = Connection::new();
+        feed(&mut conn, UPGRADE.as_bytes(), &settings);
+        conn.respond(&HttpResponse::text(404, "no"));
+        done(conn, "upgrade turned down");
+        let mut conn = Connection::open();
+        feed(&mut conn, &close(1000, b""), &settings);
+        done(conn, "peer closed");
+        let mut conn = Connection::open();
+        feed(&mut conn, &client_frame(0xC1, b"x"), &settings);
+        done(conn, "failed");
+        let mut conn = Connection::open();
+        conn.abort("reset");
+        done(conn, "aborted");
+
+        // And it stays off: what comes next is consumed, unread.
+        let mut conn = Connection::new();
+        feed(&mut conn, b"\x16\x03\x01", &settings);
+        sent(&mut conn);
+        assert!(feed(&mut conn, UPGRADE.as_bytes(), &settings).is_empty());
+        assert!(!conn.wants_input());
+        assert!(sent(&mut conn).is_empty());
     }
 
     #[test]

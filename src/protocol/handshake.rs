@@ -5,11 +5,22 @@
 //! [`HeadScanner`] finds the blank line that ends a request head while it
 //! trickles in, looking at each received byte a bounded number of times,
 //! so a slow sender cannot make us redo work (the failure of
-//! CVE-2023-43669, where every new byte re-parsed the whole head).
-//! [`parse_request`] then runs once over the complete head. Bytes after
-//! the blank line are not part of the request: they are the first frames,
-//! and the caller keeps them.
+//! CVE-2023-43669, where every new byte re-parsed the whole head). On the
+//! way, [`HeadScanner::scan_request`] reads the request line, so that
+//! bytes that cannot be an HTTP request (a TLS ClientHello, an SSH banner,
+//! noise) are refused at the first byte that shows it, instead of after
+//! the handshake timeout. [`parse_head`] then runs once over the
+//! complete head. Bytes after the blank line are not part of the request:
+//! they are the first frames, and the caller keeps them.
+//!
+//! The server answers `GET` (the upgrade, the page, `/healthz`,
+//! `/metrics`) and `HEAD` (the same without the body, for uptime checks),
+//! nothing else. It never reads a request body, so it refuses any request
+//! that declares one: a body we skip is a body a proxy in front of us
+//! may read as the next request, and after a `101` it would be read as
+//! frames (request smuggling).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -33,19 +44,52 @@ pub struct Policy {
     pub max_headers: usize,
 }
 
+/// The methods the server answers. RFC 9110 §9.1: "All general-purpose
+/// servers MUST support the methods GET and HEAD."
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    /// RFC 9110 §9.3.2: "The HEAD method is identical to GET except that
+    /// the server MUST NOT send content in the response."
+    Head,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+        }
+    }
+}
+
 /// What a complete, well-formed request asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     /// A valid WebSocket upgrade, accepted.
     Upgrade(Upgrade),
-    /// A plain HTTP `GET` without `Upgrade: websocket`.
+    /// A plain HTTP `GET` without `Upgrade: websocket`, or a `HEAD` (whose
+    /// answer is the `GET`'s without its body: see [`ParsedHead::method`]).
     Http(HttpRequest),
+}
+
+/// What [`parse_head`] read from a complete head.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParsedHead {
+    /// The method, once the head parsed and the method is one we answer;
+    /// kept for refusals too, since the answer to a `HEAD` never has a
+    /// body, whatever its status. `None` when the head did not parse or
+    /// asked for another method: then the answer carries its body.
+    pub method: Option<Method>,
+    pub outcome: Result<Request, Refusal>,
 }
 
 /// An accepted upgrade: what the connection was opened with.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Upgrade {
-    /// The request target, e.g. `/` or `/rust?since=12`.
+    /// The request target in origin form, e.g. `/` or `/rust?since=12`
+    /// (an absolute-form `http://host/rust?since=12` is given as its path
+    /// and query: see [`parse_target`]).
     pub target: String,
     /// The subprotocol selected (one the client offered), if any.
     pub protocol: Option<String>,
@@ -53,9 +97,12 @@ pub struct Upgrade {
     pub accept: String,
 }
 
-/// A plain HTTP request, for the application to answer.
+/// A plain HTTP request, for the application to answer. A `HEAD` is
+/// answered exactly like a `GET` of the same target: the connection
+/// leaves the body out when it writes the response.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HttpRequest {
+    /// The request target in origin form, like [`Upgrade::target`].
     pub target: String,
 }
 
@@ -88,6 +135,16 @@ impl HttpResponse {
     /// The response on the wire. Every response closes the connection,
     /// so it says so.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_bytes_for(Method::Get)
+    }
+
+    /// The response on the wire as the answer to a `method` request. To a
+    /// `HEAD` it is the same head, `Content-Length` included, without the
+    /// body: RFC 9110 §8.6, a server "MUST NOT send Content-Length in such
+    /// a response unless its field value equals the decimal number of
+    /// octets that would have been sent in the content of a response if
+    /// the same request had used the GET method".
+    pub fn to_bytes_for(&self, method: Method) -> Vec<u8> {
         let mut head = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.status,
@@ -100,7 +157,9 @@ impl HttpResponse {
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body);
+        if method == Method::Get {
+            bytes.extend_from_slice(&self.body);
+        }
         bytes
     }
 }
@@ -119,6 +178,7 @@ fn reason_phrase(status: u16) -> &'static str {
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Error",
     }
@@ -163,17 +223,21 @@ impl Refusal {
     }
 }
 
-/// Finds the empty line that ends a request head as it arrives in pieces.
+/// Finds the empty line that ends a request head as it arrives in pieces,
+/// and (with [`HeadScanner::scan_request`]) whether its first line can be
+/// an HTTP request line at all.
 ///
 /// Line endings are read as `httparse` reads them (RFC 7230 §3.5: "a
 /// recipient MAY recognize a single LF as a line terminator and ignore any
 /// preceding CR"), so `\r\n\r\n`, `\n\n`, `\r\n\n` and `\n\r\n` all end
 /// a head, and the scanner and the parser always agree on where the head
 /// stops and the first frame starts. Each byte is looked at once, so total
-/// work is linear in the bytes received however they are split.
+/// work is linear in the bytes received however they are split, and every
+/// verdict falls on the same byte however they are split.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HeadScanner {
     state: LineState,
+    start: Start,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -187,22 +251,187 @@ enum LineState {
     EmptyLineCr,
 }
 
+impl LineState {
+    /// The state after `byte`; `None` when `byte` ends the head.
+    fn next(self, byte: u8) -> Option<LineState> {
+        match (self, byte) {
+            (LineState::LineStart | LineState::EmptyLineCr, b'\n') => None,
+            (_, b'\n') => Some(LineState::LineStart),
+            (LineState::LineStart, b'\r') => Some(LineState::EmptyLineCr),
+            _ => Some(LineState::InLine),
+        }
+    }
+}
+
+/// The longest method read before the request is refused: beyond the
+/// longest registered one (`UPDATEREDIRECTREF`, 17 bytes), with room.
+pub const MAX_METHOD_LEN: usize = 32;
+
+/// What an HTTP-version looks like, `#` for a digit. RFC 9112 §2.3:
+/// "HTTP-version = HTTP-name "/" DIGIT "." DIGIT", "HTTP-name = %s"HTTP""
+/// (case-sensitive). Which versions we answer is `parse_head`'s business.
+const VERSION_SHAPE: &[u8; 8] = b"HTTP/#.#";
+
+/// How far the request line has got. RFC 9112 §3: "request-line =
+/// method SP request-target SP HTTP-version", §3.1: "method = token".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Start {
+    /// Before the method. RFC 9112 §2.2: "a server that is expecting to
+    /// receive and parse a request-line SHOULD ignore at least one empty
+    /// line (CRLF) received prior to the request-line" (and httparse
+    /// skips any number, CRLF or bare LF).
+    #[default]
+    Blank,
+    /// A CR before the method: only its LF may follow.
+    BlankCr,
+    /// This many bytes of the method, all `tchar`.
+    Method(u8),
+    /// In the request target; `true` once it has a byte.
+    Target(bool),
+    /// This many bytes of [`VERSION_SHAPE`] matched.
+    Version(u8),
+    /// The CR after the version: its LF ends the request line.
+    LineCr,
+    /// The request line is complete and well formed: the rest is
+    /// httparse's to judge.
+    Http,
+    /// Not a request we can answer; the verdict does not change.
+    Bad(BadStart),
+}
+
+impl Start {
+    fn next(self, byte: u8) -> Start {
+        match (self, byte) {
+            (Start::Blank, b'\r') => Start::BlankCr,
+            (Start::Blank | Start::BlankCr, b'\n') => Start::Blank,
+            (Start::Blank, b) if is_tchar(b) => Start::Method(1),
+            (Start::Method(_), b' ') => Start::Target(false),
+            (Start::Method(n), b) if is_tchar(b) => {
+                if usize::from(n) == MAX_METHOD_LEN {
+                    Start::Bad(BadStart::MethodTooLong)
+                } else {
+                    Start::Method(n + 1)
+                }
+            }
+            (Start::Target(_), b) if is_target_byte(b) => Start::Target(true),
+            (Start::Target(true), b' ') => Start::Version(0),
+            (Start::Version(8), b'\r') => Start::LineCr,
+            // §2.2: "A recipient MAY recognize a single LF as a line
+            // terminator", as httparse does.
+            (Start::Version(8) | Start::LineCr, b'\n') => Start::Http,
+            (Start::Version(n), b) if fits_version(n, b) => Start::Version(n + 1),
+            (Start::Http | Start::Bad(_), _) => self,
+            // A control byte, a delimiter or a byte over 0x7F in the
+            // method, a CR not followed by LF, whitespace or a control
+            // byte in the target, a line that ends before its version or
+            // without one: no request line looks like that, and httparse
+            // would refuse the head.
+            _ => Start::Bad(BadStart::NotHttp),
+        }
+    }
+}
+
+/// A byte a request target may hold, as httparse reads one: anything
+/// but whitespace, control bytes and DEL (the RFC 3986 characters, plus
+/// the unescaped ones and raw UTF-8 that clients send anyway).
+fn is_target_byte(b: u8) -> bool {
+    matches!(b, b'!'..=0x7e | 0x80..=0xff)
+}
+
+/// Whether `b` may be byte `n` (< 8) of an HTTP-version.
+fn fits_version(n: u8, b: u8) -> bool {
+    match VERSION_SHAPE.get(usize::from(n)) {
+        Some(b'#') => b.is_ascii_digit(),
+        Some(&expected) => b == expected,
+        None => false,
+    }
+}
+
+/// RFC 9110 §5.6.2: `tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" /
+/// "+" / "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Why a request line cannot be answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadStart {
+    /// A byte no request line can have there: RFC 9112 §3, "Recipients of
+    /// an invalid request-line SHOULD respond with either a 400 (Bad
+    /// Request) error or a 301 (Moved Permanently) redirect".
+    NotHttp,
+    /// More than [`MAX_METHOD_LEN`] bytes of method. RFC 9112 §3: "A
+    /// server that receives a method longer than any that it implements
+    /// SHOULD respond with a 501 (Not Implemented) status code."
+    MethodTooLong,
+}
+
+impl BadStart {
+    pub fn refusal(self) -> Refusal {
+        match self {
+            BadStart::NotHttp => Refusal::new(400, "not an HTTP request"),
+            BadStart::MethodTooLong => Refusal::new(501, "request method too long"),
+        }
+    }
+}
+
+/// What [`HeadScanner::scan_request`] found in a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// Nothing decided yet: partial input is not an error.
+    More,
+    /// The head ends just before this index of the chunk.
+    End(usize),
+    /// The byte at this index of the chunk shows the bytes cannot be
+    /// answered as a request; whatever follows is irrelevant.
+    Refuse(usize, BadStart),
+}
+
 impl HeadScanner {
     /// Returns the index just past the terminator within `chunk`, if the
-    /// head ends there.
+    /// head ends there. Looks at line endings only (see
+    /// [`HeadScanner::scan_request`] for the request line).
     pub fn scan(&mut self, chunk: &[u8]) -> Option<usize> {
         for (i, &byte) in chunk.iter().enumerate() {
-            self.state = match (self.state, byte) {
-                (LineState::LineStart | LineState::EmptyLineCr, b'\n') => {
-                    self.state = LineState::InLine;
+            match self.state.next(byte) {
+                Some(state) => self.state = state,
+                None => {
+                    *self = HeadScanner::default();
                     return Some(i + 1);
                 }
-                (_, b'\n') => LineState::LineStart,
-                (LineState::LineStart, b'\r') => LineState::EmptyLineCr,
-                _ => LineState::InLine,
-            };
+            }
         }
         None
+    }
+
+    /// Like [`HeadScanner::scan`], finding the same end, but also reads
+    /// the request line (optional empty lines, a method of `tchar`s, SP, a
+    /// target without whitespace or control bytes, SP, `HTTP/d.d`, the
+    /// line end) and refuses at the first byte that cannot continue it,
+    /// or at a method over [`MAX_METHOD_LEN`]. Once the request line has
+    /// ended, the rest is [`HeadScanner::scan`]: the check costs the
+    /// request line's bytes, whatever the head's size.
+    pub fn scan_request(&mut self, chunk: &[u8]) -> Scan {
+        for (i, &byte) in chunk.iter().enumerate() {
+            if self.start == Start::Http {
+                return match self.scan(&chunk[i..]) {
+                    Some(end) => Scan::End(i + end),
+                    None => Scan::More,
+                };
+            }
+            self.start = self.start.next(byte);
+            if let Start::Bad(why) = self.start {
+                return Scan::Refuse(i, why);
+            }
+            match self.state.next(byte) {
+                Some(state) => self.state = state,
+                None => {
+                    *self = HeadScanner::default();
+                    return Scan::End(i + 1);
+                }
+            }
+        }
+        Scan::More
     }
 }
 
@@ -215,36 +444,83 @@ pub fn accept_key(key: &[u8]) -> String {
 }
 
 /// Parses and checks a complete request head (ending in `\r\n\r\n`).
+/// [`parse_head`] with the method left out.
 pub fn parse_request(head: &[u8], policy: &Policy) -> Result<Request, Refusal> {
+    parse_head(head, policy).outcome
+}
+
+/// Parses and checks a complete request head, as found by
+/// [`HeadScanner`]. Its start is not checked again: a caller that did not
+/// use [`HeadScanner::scan_request`] gets httparse's verdict on it (`400`,
+/// or `405` for a long method).
+pub fn parse_head(head: &[u8], policy: &Policy) -> ParsedHead {
     let mut storage = vec![httparse::EMPTY_HEADER; policy.max_headers.max(1)];
     let mut req = httparse::Request::new(&mut storage);
+    let refused = |refusal| ParsedHead {
+        method: None,
+        outcome: Err(refusal),
+    };
     match req.parse(head) {
         // The scanner and httparse agree on where a head ends; should they
         // ever not, refuse rather than drop the bytes in between.
         Ok(httparse::Status::Complete(n)) if n == head.len() => {}
         Ok(httparse::Status::Complete(_)) => {
-            return Err(Refusal::new(400, "malformed HTTP request"))
+            return refused(Refusal::new(400, "malformed HTTP request"))
         }
-        Ok(httparse::Status::Partial) => return Err(Refusal::new(400, "incomplete request head")),
+        Ok(httparse::Status::Partial) => {
+            return refused(Refusal::new(400, "incomplete request head"))
+        }
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refusal::new(431, "too many header fields"))
+            return refused(Refusal::new(431, "too many header fields"))
         }
-        Err(_) => return Err(Refusal::new(400, "malformed HTTP request")),
+        Err(_) => return refused(Refusal::new(400, "malformed HTTP request")),
     }
-    let target = req.path.unwrap_or("/").to_owned();
-    if req.method != Some("GET") {
-        // §4.2.1: "The method of the request MUST be GET".
-        return Err(Refusal::new(405, "method not allowed").with_allow_get());
+    let method = match req.method {
+        Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
+        // §4.2.1: "The method of the request MUST be GET"; plain HTTP is
+        // GET and HEAD only.
+        _ => return refused(Refusal::new(405, "method not allowed").with_allow()),
+    };
+    ParsedHead {
+        method: Some(method),
+        outcome: check_request(&req, method, policy),
     }
+}
+
+/// The rules for a parsed `GET` or `HEAD`, in order: version, body,
+/// target, host; then, for a `GET` asking for it, the upgrade.
+fn check_request(
+    req: &httparse::Request<'_, '_>,
+    method: Method,
+    policy: &Policy,
+) -> Result<Request, Refusal> {
     if req.version != Some(1) {
         // §4.2.1: "an HTTP version of 1.1 or higher".
         return Err(Refusal::new(400, "HTTP/1.1 required"));
     }
     let headers = Headers(req.headers);
-    let host = headers.one("host")?;
-    let Some(host) = host else {
+    refuse_body(&headers)?;
+    let target = parse_target(req.path.unwrap_or("/"))?;
+    let Some(host) = headers.one("host")? else {
+        // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request)
+        // status code to any HTTP/1.1 request message that lacks a Host
+        // header field", absolute-form or not.
         return Err(Refusal::new(400, "missing Host header"));
     };
+    // RFC 9112 §3.2.2: "When an origin server receives a request with an
+    // absolute-form of request-target, the origin server MUST ignore the
+    // received Host header field (if any) and instead use the host
+    // information of the request-target."
+    let host = target.authority.map_or(host, str::as_bytes);
+    let target = target.path.into_owned();
+    if method == Method::Head {
+        // Only a GET may upgrade, and a HEAD is answered as plain HTTP
+        // whatever it asks: RFC 9110 §7.8, "A server MAY ignore a received
+        // Upgrade header field if it wishes to continue using the current
+        // protocol on that connection."
+        return Ok(Request::Http(HttpRequest { target }));
+    }
     let upgrade = headers.one("upgrade")?;
     if !upgrade.is_some_and(|v| has_token(v, "websocket")) {
         if upgrade.is_some() || headers.any("sec-websocket-key") {
@@ -298,9 +574,95 @@ pub fn parse_request(head: &[u8], policy: &Policy) -> Result<Request, Refusal> {
     }))
 }
 
+/// A `GET` or `HEAD` must not declare a body. RFC 9110 §9.3.1: "content
+/// received in a GET request has no generally defined semantics, cannot
+/// alter the meaning or target of the request, and might lead some
+/// implementations to reject the request and close the connection
+/// because of its potential as a request smuggling attack" (§9.3.2 says
+/// the same of HEAD). We never read a body: a proxy in front of us that
+/// does would see its bytes as ours to answer, and after a `101` we would
+/// read them as frames. So the framing headers are refused outright,
+/// `Content-Length: 0` included: a rule with no exceptions is one that
+/// two parsers cannot read differently.
+fn refuse_body(headers: &Headers<'_, '_>) -> Result<(), Refusal> {
+    if headers.any("transfer-encoding") {
+        return Err(Refusal::new(400, "GET or HEAD with Transfer-Encoding"));
+    }
+    if headers.any("content-length") {
+        return Err(Refusal::new(400, "GET or HEAD with Content-Length"));
+    }
+    Ok(())
+}
+
+/// A request target read as RFC 9112 §3.2 has it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target<'t> {
+    /// The origin form (absolute path and query) that the rest of the
+    /// server sees.
+    pub path: Cow<'t, str>,
+    /// The authority of an absolute-form target: the host the request is
+    /// for, in place of the `Host` header.
+    pub authority: Option<&'t str>,
+}
+
+/// Reads a request target: the origin form (`/rust?since=1`) as it is,
+/// the absolute form (`http://host/rust?since=1`, also `https`, `ws`,
+/// `wss`) as its path and query plus its authority. RFC 9112 §3.2.2: "A
+/// server MUST accept the absolute-form in requests even though most
+/// HTTP/1.1 clients will only send the absolute-form to a proxy." The
+/// authority-form and the asterisk-form are for `CONNECT` and `OPTIONS`
+/// only (§3.2.3, §3.2.4), so a `GET` with them, or with anything else, is
+/// refused.
+pub fn parse_target(target: &str) -> Result<Target<'_>, Refusal> {
+    if target.starts_with('/') {
+        return Ok(Target {
+            path: Cow::Borrowed(target),
+            authority: None,
+        });
+    }
+    let invalid = || Refusal::new(400, "invalid request target");
+    let (scheme, rest) = target.split_once("://").ok_or_else(invalid)?;
+    // RFC 3986 §3.1: "schemes are case-insensitive".
+    if !["http", "https", "ws", "wss"]
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
+    {
+        return Err(invalid());
+    }
+    // RFC 3986 §4.3: "absolute-URI = scheme ":" hier-part [ "?" query ]",
+    // no fragment.
+    if rest.contains('#') {
+        return Err(invalid());
+    }
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    if authority.contains('@') {
+        // RFC 9110 §4.2.4: a recipient "SHOULD parse for userinfo and treat
+        // its presence as an error; it is likely being used to obscure the
+        // authority for the sake of phishing attacks."
+        return Err(Refusal::new(400, "userinfo in request target"));
+    }
+    if authority.is_empty() {
+        // RFC 9110 §4.2.1: "A recipient that processes such a URI
+        // reference MUST reject it as invalid."
+        return Err(Refusal::new(400, "request target without a host"));
+    }
+    // RFC 9112 §3.2.1: "If the target URI's path component is empty, the
+    // client MUST send "/" as the path within the origin-form".
+    let path = match tail.as_bytes().first() {
+        Some(b'/') => Cow::Borrowed(tail),
+        None => Cow::Borrowed("/"),
+        Some(_) => Cow::Owned(format!("/{tail}")),
+    };
+    Ok(Target {
+        path,
+        authority: Some(authority),
+    })
+}
+
 impl Refusal {
-    fn with_allow_get(mut self) -> Refusal {
-        self.response.headers.push("Allow: GET".into());
+    /// RFC 9110 §15.5.6: the 405 "MUST generate an Allow header field".
+    fn with_allow(mut self) -> Refusal {
+        self.response.headers.push("Allow: GET, HEAD".into());
         self
     }
 }
@@ -665,6 +1027,463 @@ mod tests {
             None,
             "CR CR LF is no empty line"
         );
+    }
+
+    fn parsed(req: &str) -> ParsedHead {
+        parse_head(req.as_bytes(), &policy())
+    }
+
+    fn reason(req: &str) -> &'static str {
+        match parse_request(req.as_bytes(), &policy()) {
+            Err(refusal) => refusal.reason,
+            Ok(other) => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn http(req: &str) -> HttpRequest {
+        match parse_request(req.as_bytes(), &policy()) {
+            Ok(Request::Http(r)) => r,
+            other => panic!("expected plain HTTP, got {other:?}"),
+        }
+    }
+
+    // ----- bodies (issue 10) -----
+
+    #[test]
+    fn upgrades_declaring_a_body_are_refused_whatever_the_value() {
+        for (header, why) in [
+            ("Content-Length: 5\r\n", "GET or HEAD with Content-Length"),
+            ("Content-Length: 0\r\n", "GET or HEAD with Content-Length"),
+            (
+                "content-length: 5, 5\r\n",
+                "GET or HEAD with Content-Length",
+            ),
+            (
+                "Transfer-Encoding: chunked\r\n",
+                "GET or HEAD with Transfer-Encoding",
+            ),
+            (
+                "transfer-encoding: identity\r\n",
+                "GET or HEAD with Transfer-Encoding",
+            ),
+            (
+                "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+                "GET or HEAD with Transfer-Encoding",
+            ),
+        ] {
+            let req = request(header);
+            assert_eq!(status(&req), 400, "{header:?}");
+            assert_eq!(reason(&req), why, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn obfuscated_framing_headers_do_not_parse_at_all() {
+        // Whitespace before the colon (RFC 9112 §5.1: "No whitespace is
+        // allowed between the field name and colon") and obs-fold (§5.2)
+        // are how smuggling hides a Transfer-Encoding from one parser.
+        for header in [
+            "Transfer-Encoding : chunked\r\n",
+            "X: y\r\n Transfer-Encoding: chunked\r\n",
+        ] {
+            assert_eq!(reason(&request(header)), "malformed HTTP request");
+        }
+    }
+
+    #[test]
+    fn plain_get_and_head_declaring_a_body_are_refused() {
+        let get = "GET /rust HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(reason(get), "GET or HEAD with Content-Length");
+        let head = get.replace("GET", "HEAD");
+        let p = parsed(&head);
+        assert_eq!(p.method, Some(Method::Head), "the 400 is a HEAD's: no body");
+        assert_eq!(
+            p.outcome.unwrap_err().reason,
+            "GET or HEAD with Content-Length"
+        );
+        // Other methods may carry bodies: they get 405 before the body
+        // matters.
+        assert_eq!(status(&get.replace("GET", "POST")), 405);
+    }
+
+    // ----- absolute-form targets (issue 10) -----
+
+    #[test]
+    fn absolute_form_targets_become_origin_form() {
+        for (target, path, authority) in [
+            ("/chat", "/chat", None),
+            ("/", "/", None),
+            ("http://h/chat", "/chat", Some("h")),
+            (
+                "HTTP://h:8080/chat?since=3",
+                "/chat?since=3",
+                Some("h:8080"),
+            ),
+            ("https://h/", "/", Some("h")),
+            ("ws://[::1]:80/rust", "/rust", Some("[::1]:80")),
+            ("WSS://h", "/", Some("h")),
+            ("http://h?since=3", "/?since=3", Some("h")),
+        ] {
+            let t = parse_target(target).unwrap_or_else(|r| panic!("{target}: {r:?}"));
+            assert_eq!(
+                (t.path.as_ref(), t.authority),
+                (path, authority),
+                "{target}"
+            );
+        }
+        for (target, why) in [
+            ("*", "invalid request target"),
+            ("rust", "invalid request target"),
+            ("h:80", "invalid request target"),
+            ("ftp://h/chat", "invalid request target"),
+            ("http:/chat", "invalid request target"),
+            ("http://h/chat#top", "invalid request target"),
+            ("http://user@h/chat", "userinfo in request target"),
+            ("http:///chat", "request target without a host"),
+            ("http://?x", "request target without a host"),
+        ] {
+            assert_eq!(parse_target(target).unwrap_err().reason, why, "{target}");
+            let req = request("").replace("GET /chat", &format!("GET {target}"));
+            assert_eq!(status(&req), 400, "{target}");
+        }
+    }
+
+    #[test]
+    fn absolute_form_upgrade_and_get_see_the_origin_form() {
+        let req = request("").replace("GET /chat", "GET http://server.example.com/chat?x=1");
+        match parse_request(req.as_bytes(), &policy()) {
+            Ok(Request::Upgrade(u)) => assert_eq!(u.target, "/chat?x=1"),
+            other => panic!("{other:?}"),
+        }
+        let get = "GET ws://server.example.com HTTP/1.1\r\nHost: server.example.com\r\n\r\n";
+        assert_eq!(http(get).target, "/");
+    }
+
+    #[test]
+    fn absolute_form_authority_is_the_host_for_the_origin_check() {
+        // The Host header says otherwise: it is ignored (RFC 9112 §3.2.2).
+        let absolute = |authority: &str, origin: &str| {
+            request(&format!("Origin: {origin}\r\n"))
+                .replace("GET /chat", &format!("GET http://{authority}/chat"))
+                .replace("Host: server.example.com", "Host: other.example")
+        };
+        upgrade_ok(&absolute("server.example.com", "http://server.example.com"));
+        upgrade_ok(&absolute(
+            "server.example.com:8080",
+            "http://server.example.com:8080",
+        ));
+        assert_eq!(
+            status(&absolute("server.example.com", "http://other.example")),
+            403,
+            "the Host header no longer vouches for the page"
+        );
+        // The Host header is still required, once (RFC 9112 §3.2).
+        let req = absolute("server.example.com", "http://server.example.com")
+            .replace("Host: other.example\r\n", "");
+        assert_eq!(reason(&req), "missing Host header");
+    }
+
+    fn upgrade_ok(req: &str) {
+        match parse_request(req.as_bytes(), &policy()) {
+            Ok(Request::Upgrade(_)) => {}
+            other => panic!("expected an upgrade, got {other:?} for {req:?}"),
+        }
+    }
+
+    // ----- HEAD (issue 10) -----
+
+    #[test]
+    fn head_is_plain_http_with_its_method() {
+        let p = parsed("HEAD /healthz HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(p.method, Some(Method::Head));
+        assert_eq!(
+            p.outcome,
+            Ok(Request::Http(HttpRequest {
+                target: "/healthz".into()
+            }))
+        );
+        assert_eq!(
+            parsed("GET / HTTP/1.1\r\nHost: h\r\n\r\n").method,
+            Some(Method::Get)
+        );
+        // Its version and Host are checked as a GET's.
+        assert_eq!(
+            reason("HEAD / HTTP/1.0\r\nHost: h\r\n\r\n"),
+            "HTTP/1.1 required"
+        );
+        assert_eq!(reason("HEAD / HTTP/1.1\r\n\r\n"), "missing Host header");
+    }
+
+    #[test]
+    fn head_never_upgrades_its_upgrade_headers_are_ignored() {
+        let head = request("").replace("GET", "HEAD");
+        let p = parsed(&head);
+        assert_eq!(p.method, Some(Method::Head));
+        assert_eq!(
+            p.outcome,
+            Ok(Request::Http(HttpRequest {
+                target: "/chat".into()
+            }))
+        );
+        // Even ones a GET would be refused for.
+        let bad = head.replace("Upgrade: websocket", "Upgrade: h2c");
+        assert!(matches!(parsed(&bad).outcome, Ok(Request::Http(_))));
+    }
+
+    #[test]
+    fn other_methods_get_405_allowing_get_and_head() {
+        for method in ["POST", "PUT", "OPTIONS", "get", "Head"] {
+            let p = parsed(&request("").replacen("GET", method, 1));
+            assert_eq!(p.method, None, "{method}");
+            let refusal = p.outcome.unwrap_err();
+            assert_eq!(refusal.response.status, 405, "{method}");
+            assert!(refusal
+                .response
+                .headers
+                .contains(&"Allow: GET, HEAD".to_string()));
+        }
+    }
+
+    #[test]
+    fn head_response_keeps_the_gets_length_without_the_body() {
+        let r = HttpResponse::text(200, "ok").with_header("Cache-Control: no-cache");
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 3\r\nConnection: close\r\nCache-Control: no-cache\r\n\r\n";
+        assert_eq!(r.to_bytes_for(Method::Head), head.as_bytes());
+        assert_eq!(
+            r.to_bytes_for(Method::Get),
+            format!("{head}ok\n").as_bytes()
+        );
+        assert_eq!(r.to_bytes(), r.to_bytes_for(Method::Get));
+    }
+
+    // ----- the request line (issue 10) -----
+
+    /// Feeds `bytes` whole, then split at every position, then byte by
+    /// byte, and returns the outcome as an absolute offset, checking that
+    /// all agree: `Ok(Some(end))`, `Ok(None)` (undecided) or
+    /// `Err((at, why))`.
+    fn scan_everywhere(bytes: &[u8]) -> Result<Option<usize>, (usize, BadStart)> {
+        fn absolute(chunks: &[&[u8]]) -> Result<Option<usize>, (usize, BadStart)> {
+            let mut scanner = HeadScanner::default();
+            let mut at = 0;
+            for chunk in chunks {
+                match scanner.scan_request(chunk) {
+                    Scan::More => at += chunk.len(),
+                    Scan::End(end) => return Ok(Some(at + end)),
+                    Scan::Refuse(i, why) => return Err((at + i, why)),
+                }
+            }
+            Ok(None)
+        }
+        let whole = absolute(&[bytes]);
+        for cut in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            assert_eq!(absolute(&[a, b]), whole, "split at {cut} of {bytes:02x?}");
+        }
+        let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(absolute(&bytewise), whole, "bytewise {bytes:02x?}");
+        if let Ok(end) = whole {
+            // When the start is fine, the end is the plain scanner's.
+            assert_eq!(HeadScanner::default().scan(bytes), end, "{bytes:02x?}");
+        }
+        whole
+    }
+
+    /// A fixed pseudo-random stream (xorshift64), the same on every run.
+    fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn requests_start_like_http_at_every_split() {
+        let head = request("");
+        assert_eq!(scan_everywhere(head.as_bytes()), Ok(Some(head.len())));
+        let leading = format!("\r\n{head}");
+        assert_eq!(scan_everywhere(leading.as_bytes()), Ok(Some(leading.len())));
+        let bare_lf = format!("\n{head}");
+        assert_eq!(scan_everywhere(bare_lf.as_bytes()), Ok(Some(bare_lf.len())));
+        // Partial input is not an error.
+        for partial in [
+            &b""[..],
+            b"G",
+            b"GET",
+            b"\r",
+            b"\r\n",
+            b"GET ",
+            b"M-SEARCH",
+            b"GET /r",
+            b"GET /r HTTP/",
+            b"GET /r HTTP/1.1",
+            b"GET /r HTTP/1.1\r",
+            b"GET /r HTTP/1.1\r\nHost: h\r\n",
+        ] {
+            assert_eq!(scan_everywhere(partial), Ok(None), "{partial:?}");
+        }
+        let longest = [&[b'A'; MAX_METHOD_LEN][..], b" / HTTP/1.1\r\n"].concat();
+        assert_eq!(scan_everywhere(&longest), Ok(None));
+        // Two line ends before any method end the head (httparse then
+        // finds it incomplete: a 400 after the scan).
+        assert_eq!(scan_everywhere(b"\r\n\r\nGET"), Ok(Some(4)));
+        // A version we do not answer has the right shape: httparse
+        // refuses it once the head is complete.
+        let two = request("").replace("HTTP/1.1", "HTTP/2.0");
+        assert_eq!(scan_everywhere(two.as_bytes()), Ok(Some(two.len())));
+        assert_eq!(reason(&two), "malformed HTTP request");
+        // Bare LF line ends, as httparse reads them.
+        let lf = request("").replace("\r\n", "\n");
+        assert_eq!(scan_everywhere(lf.as_bytes()), Ok(Some(lf.len())));
+    }
+
+    #[test]
+    fn bytes_that_cannot_start_a_request_are_refused_where_they_show() {
+        use BadStart::{MethodTooLong, NotHttp};
+        let ssh = b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3\r\n";
+        let cases: Vec<(&str, Vec<u8>, usize, BadStart)> = vec![
+            // A TLS ClientHello: handshake record 0x16, version 3.1, length.
+            (
+                "TLS ClientHello",
+                vec![
+                    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+                ],
+                0,
+                NotHttp,
+            ),
+            // All tchar up to its line end...
+            (
+                "SSH banner",
+                b"SSH-2.0-OpenSSH_9.6\r\n".to_vec(),
+                19,
+                NotHttp,
+            ),
+            // ... or up to the SP before its comment, which then reads as
+            // a target with no version after it.
+            ("SSH banner with a comment", ssh.to_vec(), 30, NotHttp),
+            ("NUL", vec![0x00], 0, NotHttp),
+            ("DEL", vec![0x7f], 0, NotHttp),
+            ("byte over 0x7F", vec![b'G', 0xc3, 0xa9], 1, NotHttp),
+            ("leading SP", b" GET / HTTP/1.1\r\n".to_vec(), 0, NotHttp),
+            ("delimiter", b"(GET) / HTTP/1.1\r\n".to_vec(), 0, NotHttp),
+            ("TAB for SP", b"GET\t/ HTTP/1.1\r\n".to_vec(), 3, NotHttp),
+            (
+                "line end in the method",
+                b"GET\r\n\r\n".to_vec(),
+                3,
+                NotHttp,
+            ),
+            ("bare CR before the method", b"\rGET".to_vec(), 1, NotHttp),
+            ("two SPs", b"GET  / HTTP/1.1\r\n".to_vec(), 4, NotHttp),
+            ("HTTP/0.9, no version", b"GET /\r\n".to_vec(), 5, NotHttp),
+            (
+                "control byte in the target",
+                b"GET /a\x00b HTTP/1.1".to_vec(),
+                6,
+                NotHttp,
+            ),
+            (
+                "another protocol",
+                b"GET / FTP/1.1\r\n".to_vec(),
+                6,
+                NotHttp,
+            ),
+            (
+                "lower-case version",
+                b"GET / http/1.1\r\n".to_vec(),
+                6,
+                NotHttp,
+            ),
+            (
+                "version not digits",
+                b"GET / HTTP/x.1\r\n".to_vec(),
+                11,
+                NotHttp,
+            ),
+            (
+                "after the version",
+                b"GET / HTTP/1.1 \r\n".to_vec(),
+                14,
+                NotHttp,
+            ),
+            (
+                "CR without LF",
+                b"GET / HTTP/1.1\rHost: h".to_vec(),
+                15,
+                NotHttp,
+            ),
+            ("CR CR", b"\r\r\n".to_vec(), 1, NotHttp),
+            (
+                "method over MAX_METHOD_LEN",
+                [&[b'A'; MAX_METHOD_LEN + 1][..], b" / HTTP/1.1\r\n"].concat(),
+                MAX_METHOD_LEN,
+                MethodTooLong,
+            ),
+        ];
+        for (name, bytes, at, why) in cases {
+            assert_eq!(scan_everywhere(&bytes), Err((at, why)), "{name}");
+        }
+        assert_eq!(BadStart::NotHttp.refusal().response.status, 400);
+        assert_eq!(BadStart::NotHttp.refusal().reason, "not an HTTP request");
+        assert_eq!(BadStart::MethodTooLong.refusal().response.status, 501);
+    }
+
+    #[test]
+    fn random_bytes_are_refused_within_the_first_few() {
+        for seed in 1..=64 {
+            let bytes = noise(2048, seed);
+            match scan_everywhere(&bytes) {
+                Err((at, _)) => assert!(at <= MAX_METHOD_LEN + 2, "seed {seed}: at {at}"),
+                // Noise that happens to start "token SP" is left to the
+                // head limits; none of these seeds does.
+                other => panic!("seed {seed}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_start_stays_refused() {
+        let mut scanner = HeadScanner::default();
+        assert_eq!(
+            scanner.scan_request(b"\x16\x03"),
+            Scan::Refuse(0, BadStart::NotHttp)
+        );
+        assert_eq!(
+            scanner.scan_request(b"GET / HTTP/1.1\r\n\r\n"),
+            Scan::Refuse(0, BadStart::NotHttp)
+        );
+    }
+
+    #[test]
+    fn tchar_is_rfc_9110s_and_the_early_refusal_never_refuses_what_httparse_takes() {
+        let rfc: Vec<u8> = (b'0'..=b'9')
+            .chain(b'A'..=b'Z')
+            .chain(b'a'..=b'z')
+            .chain(*b"!#$%&'*+-.^_`|~")
+            .collect();
+        for b in 0..=255u8 {
+            assert_eq!(is_tchar(b), rfc.contains(&b), "{b:#04x}");
+        }
+        // Any byte anywhere in a request: if the scanner refuses, httparse
+        // does not read a request either.
+        let request = b"\r\nGET /a?b=c HTTP/1.1\r\nHost: h\r\n\r\n";
+        for b in 0..=255u8 {
+            for at in 0..request.len() {
+                let mut bytes = request.to_vec();
+                bytes[at] = b;
+                let scanned = HeadScanner::default().scan_request(&bytes);
+                let mut headers = [httparse::EMPTY_HEADER; 4];
+                let parsed = httparse::Request::new(&mut headers).parse(&bytes);
+                if let Scan::Refuse(..) = scanned {
+                    assert!(parsed.is_err(), "{b:#04x} at {at}: {parsed:?}");
+                }
+            }
+        }
     }
 
     #[test]
