@@ -81,11 +81,14 @@ pub struct Config {
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Most connections one client address may hold (IPv6: one /64); more
-    /// get 503; 0: no limit. Sized for one load generator opening 10,000
-    /// connections; a public server should set what one home or office
-    /// needs. Behind a reverse proxy every client shares its address.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    /// Most connections one client address may hold (IPv6: one /64, so
+    /// rotating addresses within a block does not multiply them); more get
+    /// 503; 0: no limit. One IPv4 address opens at most about 28,000 to a
+    /// port (the ephemeral range), so the default leaves room for a load
+    /// generator's 20,000 idle users; a public server should set what one
+    /// home or office needs. Behind a reverse proxy every client shares
+    /// its address.
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
     pub max_connections_per_ip: usize,
 
     /// Messages per second one connection may send on average (0: no
