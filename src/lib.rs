@@ -23,6 +23,7 @@
 //! | [`config`] | the command line and every limit's default |
 
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod net;
 pub mod protocol;
