@@ -34,7 +34,10 @@
 //! refused with [`SendError::Full`], which the caller counts as a drop. A
 //! reply is bounded by [`resp::Limits`]. Timeouts: [`CONNECT_TIMEOUT`] from
 //! asking for a socket to Ready, [`REPLY_TIMEOUT`] for the oldest
-//! unanswered command; either disconnects.
+//! unanswered command; either disconnects. A link that has heard nothing
+//! for [`PING_INTERVAL`] with nothing pending sends `PING`, so a server
+//! gone silent (a half-open connection, a stopped process) is found out
+//! within `PING_INTERVAL + REPLY_TIMEOUT` even by an idle subscriber.
 //!
 //! Reconnecting backs off exponentially from [`BACKOFF_BASE`] to
 //! [`BACKOFF_CAP`] with jitter (each delay uniform in the upper half of
@@ -60,6 +63,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the oldest unanswered command may wait before the link is
 /// taken for dead (a stopped or wedged server answers nothing).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence after which a link with nothing pending pings the server.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// The first reconnect delay's step.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// The largest reconnect delay.
@@ -90,6 +95,7 @@ pub struct LinkConfig {
     pub max_pending: usize,
     pub connect_timeout: Duration,
     pub reply_timeout: Duration,
+    pub ping_interval: Duration,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     pub resp: resp::Limits,
@@ -107,6 +113,7 @@ impl LinkConfig {
             max_pending: MAX_PENDING,
             connect_timeout: CONNECT_TIMEOUT,
             reply_timeout: REPLY_TIMEOUT,
+            ping_interval: PING_INTERVAL,
             backoff_base: BACKOFF_BASE,
             backoff_cap: BACKOFF_CAP,
             resp: resp::Limits::default(),
@@ -250,6 +257,8 @@ enum Expect<T> {
     Auth,
     Select,
     Command(T),
+    /// Our keepalive.
+    Ping,
     Subscribe(Vec<u8>),
     Unsubscribe(Vec<u8>),
 }
@@ -269,6 +278,8 @@ pub struct Link<T> {
     out_start: usize,
     /// Received bytes of a reply not yet complete.
     input: Vec<u8>,
+    /// When the server last sent bytes (or the connection was made).
+    last_heard: Instant,
     pending: VecDeque<Pending<T>>,
     /// Subscriber links: the channels wanted, and those Redis confirmed
     /// on this connection.
@@ -291,6 +302,7 @@ impl<T> Link<T> {
             out: Vec::new(),
             out_start: 0,
             input: Vec::new(),
+            last_heard: now,
             pending: VecDeque::new(),
             wanted: BTreeSet::new(),
             confirmed: BTreeSet::new(),
@@ -338,10 +350,10 @@ impl<T> Link<T> {
         match self.state {
             State::Disconnected { retry_at } => Some(retry_at),
             State::Connecting { deadline } | State::Authenticating { deadline } => Some(deadline),
-            State::Ready { .. } => self
-                .pending
-                .front()
-                .map(|p| p.sent + self.config.reply_timeout),
+            State::Ready { .. } => Some(match self.pending.front() {
+                Some(oldest) => oldest.sent + self.config.reply_timeout,
+                None => self.last_heard + self.config.ping_interval,
+            }),
         }
     }
 
@@ -362,13 +374,19 @@ impl<T> Link<T> {
             {
                 self.fail(now, Disconnect::ConnectTimeout);
             }
-            State::Ready { .. } => {
-                if let Some(oldest) = self.pending.front() {
-                    if now >= oldest.sent + self.config.reply_timeout {
-                        self.fail(now, Disconnect::ReplyTimeout);
-                    }
+            State::Ready { .. } => match self.pending.front() {
+                Some(oldest) if now >= oldest.sent + self.config.reply_timeout => {
+                    self.fail(now, Disconnect::ReplyTimeout);
                 }
-            }
+                None if now >= self.last_heard + self.config.ping_interval => {
+                    self.push_command(&[b"PING"]);
+                    self.pending.push_back(Pending {
+                        expect: Expect::Ping,
+                        sent: now,
+                    });
+                }
+                _ => {}
+            },
             _ => {}
         }
     }
@@ -379,6 +397,7 @@ impl<T> Link<T> {
         let State::Connecting { deadline } = self.state else {
             return;
         };
+        self.last_heard = now;
         if let Some(password) = self.config.password.clone() {
             match self.config.user.clone() {
                 Some(user) => self.push_command(&[b"AUTH", &user, &password]),
@@ -415,6 +434,9 @@ impl<T> Link<T> {
                 self.on_connected(now);
             }
             State::Disconnected { .. } => return,
+        }
+        if !bytes.is_empty() {
+            self.last_heard = now;
         }
         if self.input.is_empty() {
             // The common case: decode straight from the read buffer and
@@ -597,6 +619,8 @@ impl<T> Link<T> {
         };
         match front.expect {
             Expect::Command(tag) => self.events.push_back(Event::Reply { tag, reply }),
+            // Any answer will do: the server is alive.
+            Expect::Ping => {}
             Expect::Auth | Expect::Select => {
                 if let Reply::Error(e) = reply {
                     let text = String::from_utf8_lossy(&e).into_owned();
@@ -624,6 +648,25 @@ impl<T> Link<T> {
 
     /// A reply on a subscribed connection: a push `[kind, channel, x]`.
     fn on_push(&mut self, reply: Reply) -> Result<(), Disconnect> {
+        if let Some(Pending {
+            expect: Expect::Ping,
+            ..
+        }) = self.pending.front()
+        {
+            // Subscribed, Redis answers PING with ["pong", ""]; with no
+            // subscription yet, with +PONG.
+            let pong = match &reply {
+                Reply::Simple(s) => s == b"PONG",
+                Reply::Array(Some(items)) => {
+                    items.len() == 2 && items[0].as_bytes() == Some(b"pong".as_slice())
+                }
+                _ => false,
+            };
+            if pong {
+                self.pending.pop_front();
+                return Ok(());
+            }
+        }
         let items = match reply {
             Reply::Array(Some(items)) if items.len() == 3 => items,
             Reply::Error(e) => {
@@ -977,7 +1020,7 @@ mod tests {
         ));
 
         let mut link = ready::<u32>(Role::Commands, t0);
-        assert_eq!(link.poll_timeout(), None);
+        assert_eq!(link.poll_timeout(), Some(t0 + PING_INTERVAL));
         link.send(t0, 1, &[b"PING"]).unwrap();
         link.send(t0 + Duration::from_secs(1), 2, &[b"PING"])
             .unwrap();
@@ -1060,6 +1103,72 @@ mod tests {
             backoff_delay(Duration::ZERO, BACKOFF_CAP, 3, &mut SplitMix64(1)),
             Duration::ZERO
         );
+    }
+
+    /// Silence with nothing pending: a PING; answered, quiet again;
+    /// unanswered, the link is taken for dead.
+    #[test]
+    fn silent_links_ping_and_unanswered_pings_disconnect() {
+        let t0 = Instant::now();
+        let mut link = ready::<u32>(Role::Commands, t0);
+        link.handle_timeout(t0 + PING_INTERVAL - Duration::from_millis(1));
+        assert_eq!(link.output(), b"");
+        // Input postpones it.
+        link.send(t0, 1, &[b"GET", b"k"]).unwrap();
+        take_output(&mut link);
+        let t1 = t0 + Duration::from_secs(2);
+        link.on_input(t1, b"$-1\r\n");
+        assert_eq!(link.poll_timeout(), Some(t1 + PING_INTERVAL));
+        link.handle_timeout(t1 + PING_INTERVAL);
+        assert_eq!(take_output(&mut link), cmd(&[b"PING"]));
+        assert_eq!(
+            link.poll_timeout(),
+            Some(t1 + PING_INTERVAL + REPLY_TIMEOUT)
+        );
+        link.on_input(t1 + PING_INTERVAL, b"+PONG\r\n");
+        assert_eq!(events(&mut link).len(), 1, "only the GET's reply");
+        assert_eq!(link.pending(), 0);
+        let t2 = t1 + PING_INTERVAL;
+        link.handle_timeout(t2 + PING_INTERVAL);
+        assert_eq!(take_output(&mut link), cmd(&[b"PING"]));
+        link.handle_timeout(t2 + PING_INTERVAL + REPLY_TIMEOUT);
+        assert!(matches!(
+            &events(&mut link)[..],
+            [Event::Disconnected {
+                reason: Disconnect::ReplyTimeout,
+                ..
+            }]
+        ));
+
+        // A subscriber is answered ["pong", ""] once subscribed, and
+        // +PONG before; messages may come before the pong.
+        let mut sub = ready::<()>(Role::Subscriber, t0);
+        sub.handle_timeout(t0 + PING_INTERVAL);
+        assert_eq!(take_output(&mut sub), cmd(&[b"PING"]));
+        sub.on_input(t0 + PING_INTERVAL, b"+PONG\r\n");
+        assert_eq!(sub.pending(), 0);
+        let t3 = t0 + PING_INTERVAL;
+        sub.subscribe(t3, b"a").unwrap();
+        sub.on_input(t3, &push(b"subscribe", b"a", b"1"));
+        sub.handle_timeout(t3 + PING_INTERVAL);
+        assert_eq!(
+            take_output(&mut sub),
+            [cmd(&[b"SUBSCRIBE", b"a"]), cmd(&[b"PING"])].concat()
+        );
+        sub.on_input(t3 + PING_INTERVAL, &push(b"message", b"a", b"m"));
+        sub.on_input(t3 + PING_INTERVAL, b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+        assert_eq!(
+            events(&mut sub),
+            [
+                Event::Subscribed(b"a".to_vec()),
+                Event::Message {
+                    channel: b"a".to_vec(),
+                    payload: b"m".to_vec()
+                }
+            ]
+        );
+        assert_eq!(sub.pending(), 0);
+        assert!(sub.is_ready());
     }
 
     fn push(kind: &[u8], channel: &[u8], value: &[u8]) -> Vec<u8> {
