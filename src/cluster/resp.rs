@@ -211,7 +211,9 @@ impl fmt::Display for RespError {
 
 impl std::error::Error for RespError {}
 
-type Step<T> = Result<Status<T>, RespError>;
+/// What a decoding step gives: a value, `Partial`, or why the bytes are
+/// not RESP2.
+pub type Step<T> = Result<Status<T>, RespError>;
 
 /// Says how many bytes the reply at the start of `buf` takes, without
 /// allocating; `Partial` if it is not all there yet.
