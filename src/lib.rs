@@ -16,6 +16,7 @@
 //! | [`config`] | the command line: every limit's default, turned into each layer's settings |
 
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod net;
 pub mod protocol;

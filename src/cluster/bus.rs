@@ -1,0 +1,154 @@
+//! The seam between the chat policy and the other nodes.
+//!
+//! The chat decides what happens in a room; a [`Bus`] carries it to
+//! every other node that has users in that room, and brings theirs back.
+//! On one node there is nobody to tell: [`LocalBus`], the default, does
+//! nothing and answers [`Publish::Local`], so the chat numbers and
+//! delivers its messages itself exactly as it does today, at today's cost.
+//! A Redis bus (to come, over [`super::link`]) answers
+//! [`Publish::Queued`]: the room's sequence number is assigned by Redis
+//! (see [`super::PUBLISH_SCRIPT`]) and comes back as
+//! [`BusEvent::Sequenced`], while other nodes' events arrive as
+//! [`BusEvent::Remote`].
+//!
+//! The bus knows rooms, opaque event bytes and member names; it knows no
+//! chat types, so the chat's encoding of an event (who, what, which
+//! format) stays the chat's business. Calls never block and never fail
+//! loudly: what cannot be sent is said by the return value and counted.
+
+use std::time::Instant;
+
+/// What became of a published event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// No other node: number and deliver it locally now.
+    Local,
+    /// On its way; the outcome comes back as [`BusEvent::Sequenced`] or
+    /// [`BusEvent::Lost`] with this ticket.
+    Queued(Ticket),
+    /// Not sent (the link to other nodes is down or full): deliver it
+    /// locally, and tell the room that other nodes did not get it.
+    Dropped,
+}
+
+/// Matches a [`Publish::Queued`] to its outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// Whether a member is in a room, for presence across nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    Joined,
+    Left,
+}
+
+/// What the bus brings back from other nodes (or from Redis).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BusEvent {
+    /// Our event with `ticket` got the room's sequence number `seq` in
+    /// room epoch `epoch`.
+    Sequenced {
+        ticket: Ticket,
+        room: String,
+        seq: u64,
+        epoch: String,
+    },
+    /// Our event with `ticket` may not have reached the other nodes.
+    Lost { ticket: Ticket },
+    /// Another node's event in `room` (`seq` 0 for unsequenced events
+    /// such as joins and leaves).
+    Remote {
+        room: String,
+        seq: u64,
+        event: Vec<u8>,
+    },
+    /// A member of `room` on another node came or went (including members
+    /// of a node that died, once their presence entries expire).
+    Member {
+        room: String,
+        member: String,
+        presence: Presence,
+    },
+    /// Other nodes are out of reach (`false`) or back (`true`): each room
+    /// is told once, and a gap in history is reported, not hidden.
+    Reachable(bool),
+}
+
+/// The chat's way to other nodes.
+pub trait Bus {
+    /// Carries `event` (the chat's own encoding) to the other nodes with
+    /// users in `room`. `sequenced` asks for the room's next sequence
+    /// number and a place in its shared history (chat messages); joins,
+    /// leaves and nick changes are not sequenced.
+    fn publish(&mut self, now: Instant, room: &str, event: &[u8], sequenced: bool) -> Publish;
+
+    /// This node has users in `room`: bring other nodes' events for it.
+    fn subscribe(&mut self, now: Instant, room: &str);
+
+    /// This node has no more users in `room`.
+    fn unsubscribe(&mut self, now: Instant, room: &str);
+
+    /// A member of this node joined or left `room` (refreshed by the bus
+    /// itself while it lasts, so a dead node's members expire).
+    fn presence(&mut self, now: Instant, room: &str, member: &str, presence: Presence);
+
+    /// The members of `room` on other nodes, as last heard.
+    fn remote_members(&self, room: &str) -> Vec<String>;
+
+    /// The next event from other nodes, if any.
+    fn poll_event(&mut self) -> Option<BusEvent>;
+
+    /// Whether other nodes can be reached now (`/healthz` says degraded
+    /// when not). Always true for [`LocalBus`].
+    fn reachable(&self) -> bool;
+}
+
+/// The single-node bus: nobody else to tell, nothing to hear.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalBus;
+
+impl Bus for LocalBus {
+    fn publish(&mut self, _now: Instant, _room: &str, _event: &[u8], _sequenced: bool) -> Publish {
+        Publish::Local
+    }
+
+    fn subscribe(&mut self, _now: Instant, _room: &str) {}
+
+    fn unsubscribe(&mut self, _now: Instant, _room: &str) {}
+
+    fn presence(&mut self, _now: Instant, _room: &str, _member: &str, _presence: Presence) {}
+
+    fn remote_members(&self, _room: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn poll_event(&mut self) -> Option<BusEvent> {
+        None
+    }
+
+    fn reachable(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_bus_keeps_everything_local() {
+        let now = Instant::now();
+        let mut bus = LocalBus;
+        assert_eq!(bus.publish(now, "lobby", b"hi", true), Publish::Local);
+        assert_eq!(bus.publish(now, "lobby", b"joined", false), Publish::Local);
+        bus.subscribe(now, "lobby");
+        bus.presence(now, "lobby", "User 1", Presence::Joined);
+        assert!(bus.remote_members("lobby").is_empty());
+        assert_eq!(bus.poll_event(), None);
+        assert!(bus.reachable());
+        bus.unsubscribe(now, "lobby");
+        // Usable as a trait object by a chat that holds `Box<dyn Bus>`.
+        let mut boxed: Box<dyn Bus> = Box::new(LocalBus);
+        assert_eq!(boxed.publish(now, "r", b"x", true), Publish::Local);
+    }
+}
