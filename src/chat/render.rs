@@ -216,14 +216,21 @@ pub fn history_json_bound(from: &str, text: &str) -> usize {
     FIXED + json_string_bound(from) + json_string_bound(text)
 }
 
-/// The most bytes a JSON string of `s` takes, quotes included. Written as
-/// arithmetic on each byte, without branches, so that it vectorises: it
-/// runs on every message remembered, at memory speed.
+/// The most bytes a JSON string of `s` takes, quotes included. It runs
+/// on every message remembered, so it counts in byte-wide lanes (blocks of
+/// 255 bytes cannot overflow a `u8` count), which vectorises 16 or 32
+/// bytes at a time; counting straight into `usize` ran four bytes at a
+/// time and cost a fifth of the server's CPU on 64 KiB messages.
 fn json_string_bound(s: &str) -> usize {
-    let escaped: usize = s
-        .bytes()
-        .map(|b| usize::from(b < 0x20) * 5 + usize::from(b == b'"' || b == b'\\'))
-        .sum();
+    let mut escaped = 0;
+    for block in s.as_bytes().chunks(255) {
+        let (mut controls, mut quotes) = (0u8, 0u8);
+        for &b in block {
+            controls += u8::from(b < 0x20);
+            quotes += u8::from(b == b'"' || b == b'\\');
+        }
+        escaped += usize::from(controls) * 5 + usize::from(quotes);
+    }
     2 + s.len() + escaped
 }
 

@@ -8,8 +8,9 @@
 //! within one pass is written early, so a long batch cannot make every
 //! queue grow until the batch ends.
 //!
-//! Backpressure: a delivery that leaves a recipient with more than
-//! [`Pressure::high`] bytes queued pauses the sender being read (its
+//! Backpressure: a delivery that leaves a recipient whose socket is full
+//! with more than [`Pressure::high`] bytes queued pauses the sender being
+//! read (its
 //! socket is not read again, so TCP flow control slows it down) until
 //! that recipient drains to [`Pressure::low`]. A recipient that holds
 //! senders back starts its slow-consumer clock (see [`super::timers`]):
@@ -506,7 +507,10 @@ impl Context for Peers {
                         peer.transport = Transport::Broken;
                     }
                 }
-                if peer.queued_bytes() >= self.pressure.high {
+                // Only a recipient whose socket is full holds senders back: a
+                // queue that grew within this pass toward a socket that
+                // takes everything is written at its end.
+                if peer.stream.is_blocked() && peer.queued_bytes() >= self.pressure.high {
                     if peer.times.backlogged_since.is_none() {
                         peer.times.backlogged_since = Some(self.tick);
                     }
