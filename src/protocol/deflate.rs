@@ -261,6 +261,12 @@ impl Inflater {
         self.max
     }
 
+    /// Bytes reserved for the inflated message: never more than
+    /// [`Inflater::max`] (the allocator may round up).
+    pub fn reserved(&self) -> usize {
+        self.out.capacity()
+    }
+
     /// The message inflated so far (for checking UTF-8 as it comes).
     pub fn output(&self) -> &[u8] {
         &self.out
@@ -505,7 +511,7 @@ mod tests {
                     break;
                 }
             }
-            assert!(inflater.out.capacity() <= 1 << 20);
+            assert!(inflater.reserved() <= 1 << 20);
         }
         // Refused within the first 1 MiB's worth of input, not at the end.
         let (at, e) = refused.expect("refused");
