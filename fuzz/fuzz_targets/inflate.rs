@@ -13,8 +13,7 @@
 //!   after a `reset` gives exactly the same outcome.
 //! - Mode 1, round trip: the rest, compressed (whole, and as two parts
 //!   through a reused `Compressor`: zlib-rs may cut blocks differently),
-//!   inflates back to
-//!   itself when fed in the chunks asked for with the limit at its exact
+//!   inflates back to itself when fed in the chunks asked for with the limit at its exact
 //!   length, and is `TooBig` with one byte less.
 #![no_main]
 
