@@ -6,6 +6,8 @@
 
 pub mod client;
 pub mod connection;
+pub mod deflate;
+pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod outbox;
