@@ -160,7 +160,12 @@ fn encode(line: &Line<'_>, room: &str, json: bool, ts: u64, cx: &mut impl Contex
             text,
             me: false,
             ..
-        } => cx.encode(Kind::Text, &[from.as_bytes(), b": ", text.as_bytes()]),
+        } => {
+            // One vectorised scan finds nothing to escape in ordinary
+            // text, which then goes into the frame as it came.
+            let text = render::safe(text);
+            cx.encode(Kind::Text, &[from.as_bytes(), b": ", text.as_bytes()])
+        }
         _ => {
             let mut bytes = Vec::with_capacity(64);
             render::plain(line, &mut bytes);

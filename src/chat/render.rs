@@ -76,12 +76,111 @@ pub struct Stamp<'a> {
     pub ts: u64,
 }
 
-/// The seed's plain-text line.
+/// What begins each continuation line of a multi-line text in plain
+/// text: a line break, two spaces, a bar and a space. No event line
+/// starts with a space (names have none, and every other line begins with
+/// a name, `wschat: `, `error: `, `* `, `[private` or a digit), so a
+/// continuation can never pass for a line of its own or another speaker.
+pub const CONTINUATION: &str = "\n  | ";
+
+/// What plain text shows instead of a control or invisible formatting
+/// character: U+FFFD REPLACEMENT CHARACTER.
+pub const REPLACEMENT: char = '\u{FFFD}';
+
+/// How a character of user text is shown in plain text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Care {
+    /// As it is.
+    Keep,
+    /// A line break: shown as [`CONTINUATION`].
+    Break,
+    /// Shown as this character instead.
+    Replace(char),
+}
+
+/// How `c` is shown in plain text. Line breaks are LF, CR (CRLF is one
+/// break), NEL U+0085, LS U+2028 and PS U+2029. A tab is a space. Every
+/// other control character (C0, DEL, C1: among them ESC, which starts the
+/// terminal escape sequences that clear screens and set titles) and every
+/// format character (general category Cf: bidi embeddings, overrides,
+/// isolates and marks, zero-width space, word joiner, BOM, soft hyphen,
+/// tags, interlinear annotations...) is U+FFFD, except the zero-width
+/// joiner and non-joiner that emoji sequences and Persian need.
+fn care(c: char) -> Care {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    match c {
+        '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => Care::Break,
+        '\t' => Care::Replace(' '),
+        '\u{200C}' | '\u{200D}' => Care::Keep,
+        c if c.is_control() => Care::Replace(REPLACEMENT),
+        c if c.general_category() == GeneralCategory::Format => Care::Replace(REPLACEMENT),
+        _ => Care::Keep,
+    }
+}
+
+/// Whether a UTF-8 byte may begin a character that [`care`] does not
+/// keep: a C0 control or DEL, or the lead byte of a C1 control, a line
+/// or paragraph separator or a format character (U+0080-00AD, U+0600-070F,
+/// U+0890-08E2, U+180E, U+2000-206F, U+FEFF-FFFB, U+110BD-1D17A,
+/// U+E0001-E007F). Arithmetic only, so the scan vectorises.
+#[inline(always)]
+fn suspicious(b: u8) -> u8 {
+    u8::from(b < 0x20)
+        | u8::from(b == 0x7F)
+        | u8::from(b == 0xC2)
+        | u8::from(b == 0xD8)
+        | u8::from(b == 0xDB)
+        | u8::from(b == 0xDC)
+        | u8::from(b == 0xE0)
+        | u8::from(b == 0xE1)
+        | u8::from(b == 0xE2)
+        | u8::from(b == 0xEF)
+        | u8::from(b == 0xF0)
+        | u8::from(b == 0xF3)
+}
+
+/// Whether `s` may hold something plain text must not show as it is: one
+/// branch-free pass over its bytes, 64 at a time. False for ordinary
+/// text (ASCII, Latin, Cyrillic, Greek, CJK...), which then goes out as
+/// it came, with no copy.
+#[inline]
+pub fn may_need_care(s: &str) -> bool {
+    s.as_bytes()
+        .chunks(64)
+        .any(|chunk| chunk.iter().fold(0u8, |acc, &b| acc | suspicious(b)) != 0)
+}
+
+/// `text` as plain text shows it: itself when nothing in it needs care
+/// (the usual case, no copy), else with each line break made a
+/// [`CONTINUATION`] and each control or format character replaced (see
+/// [`care`]).
+pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !may_need_care(text) || text.chars().all(|c| care(c) == Care::Keep) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match care(c) {
+            Care::Keep => out.push(c),
+            Care::Replace(r) => out.push(r),
+            Care::Break => {
+                if c == '\r' && chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push_str(CONTINUATION);
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The seed's plain-text line, with every name and text made [`safe`].
 pub fn plain(line: &Line<'_>, out: &mut Vec<u8>) {
     let mut put = |parts: &[&str]| {
         parts
             .iter()
-            .for_each(|p| out.extend_from_slice(p.as_bytes()))
+            .for_each(|p| out.extend_from_slice(safe(p).as_bytes()))
     };
     match *line {
         Line::Message {
@@ -370,12 +469,15 @@ mod tests {
     fn plain_lines_are_the_seeds() {
         assert_eq!(
             as_plain(message(false, false)),
-            "alice: hi <b>\"all\"</b>\n"
+            "alice: hi <b>\"all\"</b>\n  | "
         );
-        assert_eq!(as_plain(message(false, true)), "alice: hi <b>\"all\"</b>\n");
+        assert_eq!(
+            as_plain(message(false, true)),
+            "alice: hi <b>\"all\"</b>\n  | "
+        );
         assert_eq!(
             as_plain(message(true, false)),
-            "* alice hi <b>\"all\"</b>\n"
+            "* alice hi <b>\"all\"</b>\n  | "
         );
         assert_eq!(as_plain(Line::Join { from: "User 5" }), "User 5 joined");
         assert_eq!(as_plain(Line::Leave { from: "bob" }), "bob left");
@@ -479,5 +581,112 @@ mod tests {
             history: false,
         });
         assert_eq!(v["text"], "\u{0}\u{1f}\u{2028}");
+    }
+
+    #[test]
+    fn line_breaks_become_continuations_that_no_line_starts_with() {
+        let cases = [
+            (
+                "ok\nUser 51954: I am definitely not bob",
+                "ok\n  | User 51954: I am definitely not bob",
+            ),
+            ("a\r\nb", "a\n  | b"),
+            ("a\rb", "a\n  | b"),
+            ("a\n\rb", "a\n  | \n  | b"),
+            ("a\u{85}b\u{2028}c\u{2029}d", "a\n  | b\n  | c\n  | d"),
+            ("\n", "\n  | "),
+            ("a\n\nb", "a\n  | \n  | b"),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(safe(text), shown, "{text:?}");
+            let line = as_plain(Line::Message {
+                from: "User 1",
+                text,
+                seq: 1,
+                me: false,
+                history: false,
+            });
+            for continuation in line.split('\n').skip(1) {
+                assert!(continuation.starts_with("  | "), "{line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn controls_escapes_and_format_characters_are_replaced() {
+        let cases = [
+            (
+                "\x1b[2J\x1b]0;pwned\x07",
+                "\u{FFFD}[2J\u{FFFD}]0;pwned\u{FFFD}",
+            ),
+            ("tab\there", "tab here"),
+            (
+                "nul\0 del\x7f c1\u{9b}31m",
+                "nul\u{FFFD} del\u{FFFD} c1\u{FFFD}31m",
+            ),
+            ("\u{202E}evil\u{202C}", "\u{FFFD}evil\u{FFFD}"),
+            (
+                "\u{2066}x\u{2069}\u{200E}\u{200F}\u{061C}",
+                "\u{FFFD}x\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}",
+            ),
+            (
+                "zero\u{200B}width\u{2060}\u{FEFF}",
+                "zero\u{FFFD}width\u{FFFD}\u{FFFD}",
+            ),
+            ("soft\u{AD}hyphen", "soft\u{FFFD}hyphen"),
+            ("tag\u{E0041}", "tag\u{FFFD}"),
+            ("\u{FFF9}anno\u{FFFB}", "\u{FFFD}anno\u{FFFD}"),
+            // Kept: joiners in emoji and Persian, and ordinary text.
+            ("👨\u{200D}👩\u{200D}👧", "👨\u{200D}👩\u{200D}👧"),
+            ("می\u{200C}خواهم", "می\u{200C}خواهم"),
+            ("“quotes” — é ✓ 日本 Привет", "“quotes” — é ✓ 日本 Привет"),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(safe(text), shown, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_text_is_not_copied() {
+        for text in ["Your message here..", "héllo back 🎉", "“x” — 日本", ""] {
+            assert!(
+                matches!(safe(text), std::borrow::Cow::Borrowed(_)),
+                "{text:?}"
+            );
+        }
+        assert!(!may_need_care(
+            "Your message here.. plain ASCII, Привет, 日本語"
+        ));
+    }
+
+    #[test]
+    fn the_byte_scan_catches_every_character_that_needs_care() {
+        let mut buf = [0u8; 4];
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            if care(c) != Care::Keep {
+                let first = c.encode_utf8(&mut buf).as_bytes()[0];
+                assert_eq!(suspicious(first), 1, "U+{:04X}", u32::from(c));
+            }
+        }
+    }
+
+    #[test]
+    fn every_plain_line_is_made_safe() {
+        assert_eq!(
+            as_plain(Line::Error {
+                text: "unknown command /x\x1b[2J"
+            }),
+            "error: unknown command /x\u{FFFD}[2J"
+        );
+        assert_eq!(
+            as_plain(Line::Message {
+                from: "a",
+                text: "waves\nUser 2: hi",
+                seq: 1,
+                me: true,
+                history: false
+            }),
+            "* a waves\n  | User 2: hi"
+        );
     }
 }
