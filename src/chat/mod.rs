@@ -23,6 +23,7 @@ pub mod budget;
 pub mod command;
 pub mod echo;
 pub mod history;
+pub mod names;
 pub mod presence;
 pub mod render;
 pub mod rooms;
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 use budget::ReplyBudget;
 use command::Request;
 use history::{Bounds, Entry};
+use names::Holder;
 use render::{Extra, Line, Stamp, JSON_PROTOCOL};
 use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms};
 use target::{Target, TargetError};
@@ -342,39 +344,147 @@ impl Chat {
     }
 
     fn nick(&mut self, id: PeerId, wanted: &str, cx: &mut impl Context) {
-        if let Err(why) = command::check_nick(wanted) {
-            return self.error(id, &why, cx);
-        }
+        let nick = match names::check(wanted) {
+            Ok(nick) => nick,
+            Err(why) => return self.error(id, &why, cx),
+        };
         let Some(user) = self.users.get(id) else {
             return;
         };
         let room = user.room;
-        if user.name() == wanted {
-            return self.error(id, &format!("you are already {wanted}"), cx);
+        if *user.name() == *nick.name {
+            return self.error(id, &format!("you are already {}", nick.name), cx);
         }
-        let taken = self.rooms.get(room).is_some_and(|r| {
-            r.members().any(|m| {
-                m != id
-                    && self
-                        .users
-                        .get(m)
-                        .is_some_and(|u| u.name().to_lowercase() == wanted.to_lowercase())
-            })
-        });
-        if taken {
-            return self.error(id, &format!("the name {wanted} is taken in this room"), cx);
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        match r.names.holder(&nick.keys) {
+            // Another spelling of one's own name (`alice` to `Alice`).
+            Some(Holder::User(holder)) if holder == id => {}
+            Some(Holder::User(holder)) => {
+                let theirs = self.users.get(holder).map(User::name);
+                let text = match theirs {
+                    Some(theirs) if *theirs != *nick.name => format!(
+                        "the name {} is taken in this room: it looks like {theirs}",
+                        nick.name
+                    ),
+                    _ => format!("the name {} is taken in this room", nick.name),
+                };
+                return self.error(id, &text, cx);
+            }
+            Some(Holder::Away(_)) => {
+                let text = format!(
+                    "the name {} is kept for a user who is reconnecting",
+                    nick.name
+                );
+                return self.error(id, &text, cx);
+            }
+            None => {}
         }
-        let new: Rc<str> = Rc::from(wanted);
+        let new: Rc<str> = Rc::from(nick.name.as_str());
         let Some(user) = self.users.get_mut(id) else {
             return;
         };
         let old = user.name().into_owned();
+        let had_nick = std::mem::replace(&mut user.nick, true);
         user.name = Some(Rc::clone(&new));
+        if let Some(r) = self.rooms.get_mut(room) {
+            if had_nick {
+                r.names.remove(&names::keys(&old), Holder::User(id));
+            }
+            r.names.insert(&nick.keys, Holder::User(id));
+        }
         let line = Line::Nick {
             from: &old,
             to: &new,
         };
         self.to_room(room, &line, Audience::All, cx);
+    }
+
+    fn whoami(&self, id: PeerId, cx: &mut impl Context) {
+        let Some(user) = self.users.get(id) else {
+            return;
+        };
+        let Some(r) = self.rooms.get(user.room) else {
+            return;
+        };
+        let name = user.name();
+        let text = format!(
+            "You are {name} in {}; its last message is number {}",
+            r.name, r.last_seq
+        );
+        let extra = Extra::WhoAmI {
+            you: &name,
+            last_seq: r.last_seq,
+            resume: None,
+        };
+        self.system(id, &text, extra, cx);
+    }
+
+    /// A private message to the user called `to` in the sender's room.
+    fn private(&mut self, id: PeerId, to: &str, text: &str, cx: &mut impl Context) {
+        let Some(user) = self.users.get(id) else {
+            return;
+        };
+        let Some(r) = self.rooms.get(user.room) else {
+            return;
+        };
+        let recipient = match self.find(user.room, to) {
+            Ok(recipient) => recipient,
+            Err(why) => return self.error(id, &why, cx),
+        };
+        if recipient == id {
+            return self.error(id, "that is you", cx);
+        }
+        let (from, to) = (user.name(), self.users.get(recipient).map(User::name));
+        let Some(to) = to else {
+            return;
+        };
+        let ts = cx.clock().unix_ms;
+        let room = r.name.as_str();
+        for (peer, sent) in [(recipient, false), (id, true)] {
+            let line = Line::Private {
+                from: &from,
+                to: &to,
+                text,
+                sent,
+            };
+            let json = self.users.get(peer).is_some_and(|u| u.json);
+            let message = encode(&line, room, json, ts, cx);
+            cx.deliver(peer, &message);
+        }
+    }
+
+    /// The member of `room` called `name`: a nickname by its keys (so
+    /// case and look-alikes do not matter), a default name `User <port>`
+    /// by its port.
+    fn find(&self, room: usize, name: &str) -> Result<PeerId, String> {
+        let Some(r) = self.rooms.get(room) else {
+            return Err("no room".into());
+        };
+        let port = name
+            .get(..5)
+            .filter(|p| p.eq_ignore_ascii_case("user "))
+            .and_then(|_| name[5..].parse::<u16>().ok());
+        if let Some(port) = port {
+            let mut found = r.members().filter(|&m| {
+                self.users
+                    .get(m)
+                    .is_some_and(|u| !u.nick && *u.name() == *format!("User {port}"))
+            });
+            return match (found.next(), found.next()) {
+                (Some(m), None) => Ok(m),
+                (Some(_), Some(_)) => Err(format!(
+                    "more than one user here is called User {port}; ask them to take a nickname"
+                )),
+                (None, _) => Err(format!("nobody called User {port} is in this room")),
+            };
+        }
+        match r.names.holder(&names::keys(&names::normalise(name))) {
+            Some(Holder::User(m)) => Ok(m),
+            Some(Holder::Away(_)) => Err(format!("{name} is reconnecting; try again shortly")),
+            None => Err(format!("nobody called {name} is in this room")),
+        }
     }
 
     /// The names of a room's first members, at most the list limit of
@@ -492,6 +602,8 @@ impl Chat {
             Request::Me(text) => self.say(id, text, true, cx),
             Request::Nick(name) => self.nick(id, name, cx),
             Request::Who => self.who(id, cx),
+            Request::WhoAmI => self.whoami(id, cx),
+            Request::Msg { to, text } => self.private(id, to, text, cx),
             Request::Rooms => self.list_rooms(id, cx),
             Request::Help => self.help(id, cx),
             Request::Invalid(why) => self.error(id, &why, cx),
@@ -639,6 +751,7 @@ impl Service for Chat {
         let user = User {
             port: upgrade.remote.port(),
             name: None,
+            nick: false,
             room,
             slot: list.len(),
             json,
@@ -698,6 +811,9 @@ impl Service for Chat {
         let Some(r) = self.rooms.get_mut(user.room) else {
             return;
         };
+        if let Some(name) = user.name.as_ref().filter(|_| user.nick) {
+            r.names.remove(&names::keys(name), Holder::User(id));
+        }
         let list = r.list_mut(user.json);
         list.swap_remove(user.slot);
         if let Some(&moved) = list.get(user.slot) {
@@ -979,20 +1095,124 @@ mod tests {
         say(&mut chat, 1, "/nick ALICE", &mut out);
         assert_eq!(
             out.take(),
-            [(1, "error: the name ALICE is taken in this room".into())]
+            [(
+                1,
+                "error: the name ALICE is taken in this room: it looks like alice".into()
+            )]
         );
         say(&mut chat, 1, "/nick bad name", &mut out);
         assert_eq!(
             out.take(),
-            [(
-                1,
-                "error: a nickname has no spaces or control characters".into()
-            )]
+            [(1, "error: a nickname cannot contain spaces (U+0020)".into())]
         );
         say(&mut chat, 0, "/nick alice", &mut out);
         assert_eq!(out.take(), [(0, "error: you are already alice".into())]);
         chat.on_close(0, BYE, &mut out);
         assert_eq!(out.take(), [(1, "alice left".into())]);
+    }
+
+    #[test]
+    fn look_alike_and_reserved_names_are_refused() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
+        join(&mut chat, 0, "/", false, &mut out);
+        join(&mut chat, 1, "/", false, &mut out);
+        say(&mut chat, 0, "/nick scope", &mut out);
+        out.take();
+        say(
+            &mut chat,
+            1,
+            "/nick \u{455}\u{441}\u{43e}\u{440}\u{435}",
+            &mut out,
+        );
+        assert_eq!(
+            out.lines_for(1),
+            ["error: the name \u{455}\u{441}\u{43e}\u{440}\u{435} is taken in this room: it looks like scope"],
+            "all Cyrillic"
+        );
+        say(&mut chat, 1, "/nick \u{430}lice", &mut out);
+        assert!(out.lines_for(1)[0].contains("cannot mix scripts"));
+        say(&mut chat, 1, "/nick User\u{2800}5000", &mut out);
+        assert!(out.lines_for(1)[0].contains("U+2800 is not allowed"));
+        say(&mut chat, 1, "/nick user5000", &mut out);
+        assert!(out.lines_for(1)[0].contains("reserved"));
+        say(&mut chat, 0, "/nick Scope", &mut out);
+        assert_eq!(out.take().len(), 2, "a new spelling of one's own name");
+        say(&mut chat, 0, "/nick carol", &mut out);
+        out.take();
+        say(&mut chat, 1, "/nick scope", &mut out);
+        assert_eq!(out.lines_for(0), ["User 5001 is now scope"], "freed");
+    }
+
+    #[test]
+    fn whoami_and_private_messages() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
+        join(&mut chat, 0, "/r", false, &mut out);
+        join(&mut chat, 1, "/r", true, &mut out);
+        join(&mut chat, 2, "/r", false, &mut out);
+        join(&mut chat, 3, "/other", false, &mut out);
+        say(&mut chat, 0, "/nick alice", &mut out);
+        say(&mut chat, 0, "one", &mut out);
+        out.take();
+        say(&mut chat, 0, "/whoami", &mut out);
+        assert_eq!(
+            out.lines_for(0)[0],
+            "wschat: You are alice in r; its last message is number 1"
+        );
+        say(&mut chat, 1, r#"{"type":"whoami"}"#, &mut out);
+        let me = &out.json_for(1)[0];
+        assert_eq!(
+            (&me["you"], &me["last_seq"]),
+            (&"User 5001".into(), &1.into())
+        );
+        say(&mut chat, 0, "/msg User 5001 psst\nUser 5002: hi", &mut out);
+        let sent = sorted(out.take());
+        assert_eq!(sent.len(), 2, "the two of them only: {sent:?}");
+        assert_eq!(
+            sent[0],
+            (0, "[private to User 5001] psst\n  | User 5002: hi".into())
+        );
+        let got: Value = serde_json::from_str(&sent[1].1).unwrap();
+        assert_eq!(
+            (&got["type"], &got["from"], &got["to"], &got["text"]),
+            (
+                &"private".into(),
+                &"alice".into(),
+                &"User 5001".into(),
+                &"psst\nUser 5002: hi".into()
+            )
+        );
+        say(
+            &mut chat,
+            1,
+            r#"{"type":"msg","to":"ALICE","text":"back"}"#,
+            &mut out,
+        );
+        assert_eq!(out.lines_for(0), ["[private] User 5001: back"]);
+        say(&mut chat, 0, "/msg User 5003 x", &mut out);
+        assert_eq!(
+            out.lines_for(0),
+            ["error: nobody called User 5003 is in this room"],
+            "other rooms are not reached"
+        );
+        say(&mut chat, 0, "/msg bob x", &mut out);
+        assert_eq!(
+            out.lines_for(0),
+            ["error: nobody called bob is in this room"]
+        );
+        say(&mut chat, 0, "/msg alice x", &mut out);
+        assert_eq!(out.lines_for(0), ["error: that is you"]);
+        assert_eq!(
+            chat.rooms
+                .get(chat.users.get(0).unwrap().room)
+                .unwrap()
+                .last_seq,
+            1
+        );
+        say(&mut chat, 0, "/whoami", &mut out);
+        assert!(
+            out.lines_for(0)[0].ends_with("number 1"),
+            "not numbered, not kept"
+        );
     }
 
     #[test]

@@ -35,6 +35,14 @@ pub enum Line<'a> {
     Error {
         text: &'a str,
     },
+    /// A private message from `from` to `to`; `sent` in the copy its
+    /// sender gets.
+    Private {
+        from: &'a str,
+        to: &'a str,
+        text: &'a str,
+        sent: bool,
+    },
     /// Joins and leaves in a large room since the last summary, and how
     /// many are in the room now (instead of a line per join or leave).
     Presence {
@@ -54,6 +62,13 @@ pub enum Extra<'a> {
         you: &'a str,
         users: &'a [&'a str],
         count: usize,
+    },
+    /// The `/whoami` reply: the recipient's name, the room's last
+    /// sequence number, and its resume token if it has one.
+    WhoAmI {
+        you: &'a str,
+        last_seq: u64,
+        resume: Option<&'a str>,
     },
     /// The `/who` reply: some of the users, and how many there are.
     Users {
@@ -200,6 +215,18 @@ pub fn plain(line: &Line<'_>, out: &mut Vec<u8>) {
         Line::Nick { from, to } => put(&[from, " is now ", to]),
         Line::System { text, .. } => put(&["wschat: ", text]),
         Line::Error { text } => put(&["error: ", text]),
+        Line::Private {
+            from,
+            text,
+            sent: false,
+            ..
+        } => put(&["[private] ", from, ": ", text]),
+        Line::Private {
+            to,
+            text,
+            sent: true,
+            ..
+        } => put(&["[private to ", to, "] ", text]),
         Line::Presence {
             joined,
             left,
@@ -271,6 +298,17 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
                     obj.strs("users", users);
                     obj.num("count", count as u64);
                 }
+                Extra::WhoAmI {
+                    you,
+                    last_seq,
+                    resume,
+                } => {
+                    obj.str("you", you);
+                    obj.num("last_seq", last_seq);
+                    if let Some(resume) = resume {
+                        obj.str("resume", resume);
+                    }
+                }
                 Extra::Users { users, count } => {
                     obj.strs("users", users);
                     obj.num("count", count as u64);
@@ -285,6 +323,14 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
         Line::Error { text } => {
             obj.str("type", "error");
             obj.str("room", context.room);
+            obj.str("text", text);
+            obj.num("ts", context.ts);
+        }
+        Line::Private { from, to, text, .. } => {
+            obj.str("type", "private");
+            obj.str("room", context.room);
+            obj.str("from", from);
+            obj.str("to", to);
             obj.str("text", text);
             obj.num("ts", context.ts);
         }
@@ -552,6 +598,38 @@ mod tests {
             },
         });
         assert_eq!((&who["users"], &who["count"]), (&j!([]), &j!(0)));
+    }
+
+    #[test]
+    fn private_messages_look_private_on_both_sides() {
+        let line = |sent| Line::Private {
+            from: "alice",
+            to: "bob",
+            text: "psst\nUser 2: x",
+            sent,
+        };
+        assert_eq!(
+            as_plain(line(false)),
+            "[private] alice: psst\n  | User 2: x"
+        );
+        assert_eq!(as_plain(line(true)), "[private to bob] psst\n  | User 2: x");
+        assert_eq!(
+            as_json(line(false)),
+            j!({"type":"private","room":"rust","from":"alice","to":"bob","text":"psst\nUser 2: x","ts":1_795_752_000_000u64})
+        );
+        assert_eq!(as_json(line(true)), as_json(line(false)));
+        let me = as_json(Line::System {
+            text: "t",
+            extra: Extra::WhoAmI {
+                you: "alice",
+                last_seq: 42,
+                resume: Some("00ff"),
+            },
+        });
+        assert_eq!(
+            (&me["you"], &me["last_seq"], &me["resume"]),
+            (&j!("alice"), &j!(42), &j!("00ff"))
+        );
     }
 
     #[test]

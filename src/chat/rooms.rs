@@ -19,6 +19,7 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::history::History;
+use super::names::Registry;
 use super::presence::Presence;
 use super::target::LOBBY;
 use crate::service::PeerId;
@@ -57,6 +58,9 @@ pub struct Room {
     pub creator: Option<ClientKey>,
     /// Joins and leaves not yet told (rooms above the announce limit).
     pub presence: Presence,
+    /// The nicknames held here, by key: of users present and of those
+    /// who dropped and may still come back.
+    pub names: Registry,
 }
 
 impl Room {
@@ -70,6 +74,7 @@ impl Room {
             empty_since: None,
             creator,
             presence: Presence::default(),
+            names: Registry::default(),
         }
     }
 

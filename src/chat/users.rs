@@ -18,6 +18,9 @@ pub struct User {
     /// The nickname, or the default name once it was needed as a shared
     /// string (history entries hold it).
     pub name: Option<Rc<str>>,
+    /// `name` is a nickname (held in the room's registry), not a default
+    /// `User <port>`.
+    pub nick: bool,
     pub room: usize,
     /// Where this user sits in its room's member list for its format.
     pub slot: usize,
