@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{Client, Server};
 
 #[test]
@@ -126,10 +128,9 @@ fn whoami_and_private_messages_over_sockets() {
     carol.next_text();
 
     alice.send_text("/whoami");
-    assert_eq!(
-        alice.next_text(),
-        "wschat: You are alice in lobby; its last message is number 1"
-    );
+    assert!(alice.next_text().starts_with(
+        "wschat: You are alice in lobby; its last message is number 1; your resume token is "
+    ));
     bob.send_text(r#"{"type":"whoami"}"#);
     let me = bob.next_json_of("system");
     assert_eq!(me["you"], format!("User {}", bob.port));
@@ -165,4 +166,127 @@ fn whoami_and_private_messages_over_sockets() {
     assert!(late
         .silent_for(std::time::Duration::from_millis(200))
         .is_ok());
+}
+
+/// Drops a client's TCP connection without a Close: a lost connection.
+fn drop_connection(client: Client) {
+    let stream = client.ws.get_ref();
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(client);
+}
+
+#[test]
+fn a_reconnect_within_the_grace_keeps_the_name_and_the_room_sees_nothing() {
+    let server = Server::start(&["--resume-grace", "30"]);
+    let mut observer = server.client();
+    let mut alice = Client::json(server.addr, "/");
+    let welcome = alice.next_json_of("system");
+    let token = welcome["resume"].as_str().expect("a token").to_owned();
+    assert_eq!(token.len(), 32);
+    observer.next_text();
+    alice.send_text(r#"{"type":"nick","name":"alice"}"#);
+    alice.next_json_of("nick");
+    observer.next_text();
+    alice.send_text(r#"{"type":"message","text":"before"}"#);
+    let seq = alice.next_json_of("message")["seq"].as_u64().unwrap();
+    observer.next_text();
+
+    drop_connection(alice);
+    assert!(
+        observer.silent_for(Duration::from_millis(1500)).is_ok(),
+        "no leave for a short drop"
+    );
+    let mut back = Client::json(server.addr, &format!("/?resume={token}&since={seq}"));
+    let welcome = back.next_json_of("system");
+    assert_eq!(welcome["you"], "alice");
+    let fresh = welcome["resume"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, token, "a new token for the next time");
+    assert!(
+        observer.silent_for(Duration::from_millis(300)).is_ok(),
+        "no join either"
+    );
+    back.send_text(r#"{"type":"message","text":"back again"}"#);
+    assert_eq!(observer.next_text(), "alice: back again");
+
+    // The spent token gets a new user, told why.
+    let mut stale = Client::json(server.addr, &format!("/?resume={token}"));
+    let welcome = stale.next_json_of("system");
+    assert_eq!(welcome["you"], format!("User {}", stale.port));
+    let note = stale.next_json_of("system");
+    assert!(note["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("your resume token is not valid here"));
+    assert_eq!(observer.next_text(), format!("User {} joined", stale.port));
+    // A malformed one is refused at the handshake.
+    let (head, _) = common::http_exchange(
+        server.addr,
+        common::upgrade_request(server.addr, "")
+            .replace("GET / ", "GET /?resume=xyz ")
+            .as_bytes(),
+    );
+    assert_eq!(head.status, 400);
+}
+
+#[test]
+fn after_the_grace_the_leave_is_announced_and_the_token_is_refused() {
+    let server = Server::start(&["--resume-grace", "1"]);
+    let mut observer = server.client();
+    let mut alice = Client::json(server.addr, "/");
+    let token = alice.next_json_of("system")["resume"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    observer.next_text();
+    alice.send_text(r#"{"type":"nick","name":"alice"}"#);
+    alice.next_json_of("nick");
+    observer.next_text();
+    let dropped = Instant::now();
+    drop_connection(alice);
+    assert_eq!(observer.next_text(), "alice left");
+    assert!(
+        dropped.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        dropped.elapsed()
+    );
+    let mut late = Client::json(server.addr, &format!("/?resume={token}"));
+    assert_eq!(
+        late.next_json_of("system")["you"],
+        format!("User {}", late.port)
+    );
+    assert!(late.next_json_of("system")["text"]
+        .as_str()
+        .unwrap()
+        .contains("not valid here"));
+    // Her name is free again.
+    late.send_text(r#"{"type":"nick","name":"alice"}"#);
+    assert_eq!(late.next_json_of("nick")["text"], "alice");
+}
+
+#[test]
+fn a_plain_client_resumes_with_the_token_whoami_gave() {
+    let server = Server::start(&["--resume-grace", "30"]);
+    let mut observer = server.client();
+    let mut bob = server.client();
+    observer.next_text();
+    bob.send_text("/whoami");
+    let me = bob.next_text();
+    let token = me.split("token is ").nth(1).expect("a token")[..32].to_owned();
+    drop_connection(bob);
+    assert!(observer.silent_for(Duration::from_millis(1500)).is_ok());
+    let mut back = Client::connect_path(server.addr, &format!("/?resume={token}"), None);
+    let welcome = back.next_text();
+    assert!(
+        welcome.starts_with("wschat: Welcome back: you are User "),
+        "{welcome}"
+    );
+    back.send_text("same me");
+    let heard = observer.next_text();
+    assert!(
+        heard.ends_with(": same me") && !heard.contains(&back.port.to_string()),
+        "{heard}"
+    );
+    // A deliberate goodbye is a leave at once.
+    back.close(1000);
+    assert!(observer.next_text().ends_with(" left"));
 }

@@ -26,6 +26,7 @@ pub mod history;
 pub mod names;
 pub mod presence;
 pub mod render;
+pub mod resume;
 pub mod rooms;
 pub mod target;
 pub mod users;
@@ -39,6 +40,7 @@ use command::Request;
 use history::{Bounds, Entry};
 use names::Holder;
 use render::{Extra, Line, Stamp, JSON_PROTOCOL};
+use resume::{Found, Tokens};
 use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms};
 use target::{Target, TargetError};
 use users::{User, Users};
@@ -75,6 +77,10 @@ pub struct ChatConfig {
     /// Subprotocols accepted besides `wschat.v1.json` (their clients get
     /// plain text).
     pub extra_protocols: Vec<String>,
+    /// How long a user who dropped (and had been told its resume token)
+    /// keeps its name for a reconnect with `?resume=TOKEN`, unannounced
+    /// (zero: no resuming, every drop is a leave).
+    pub resume_grace: Duration,
 }
 
 impl Default for ChatConfig {
@@ -92,6 +98,7 @@ impl Default for ChatConfig {
             reply_rate: 16 * 1024,
             list_limit: 100,
             extra_protocols: Vec::new(),
+            resume_grace: Duration::from_secs(60),
         }
     }
 }
@@ -119,6 +126,8 @@ pub struct Chat {
     due: Vec<usize>,
     /// The earliest time one of them may be sent.
     next_due: Option<Instant>,
+    /// Resume tokens and the users away.
+    tokens: Tokens,
 }
 
 /// The address a client is charged under for the rooms it makes. Today
@@ -140,7 +149,7 @@ enum Change {
 fn refusal(e: TargetError) -> Refusal {
     let status = match e {
         TargetError::BadRoomName => 404,
-        TargetError::BadSince => 400,
+        TargetError::BadSince | TargetError::BadResume => 400,
     };
     Refusal {
         status,
@@ -184,6 +193,7 @@ impl Chat {
             rooms: Rooms::default(),
             due: Vec::new(),
             next_due: None,
+            tokens: Tokens::default(),
         }
     }
 
@@ -401,7 +411,31 @@ impl Chat {
         self.to_room(room, &line, Audience::All, cx);
     }
 
-    fn whoami(&self, id: PeerId, cx: &mut impl Context) {
+    /// `id`'s resume token as shown to users, issued now if it has none
+    /// (`None` with resuming off).
+    fn token_of(&mut self, id: PeerId) -> Option<String> {
+        if self.config.resume_grace.is_zero() {
+            return None;
+        }
+        let user = self.users.get_mut(id)?;
+        if user.token.is_none() {
+            let token = resume::fresh()?;
+            user.token = Some(token);
+            self.tokens.issue(token, id, user.room);
+        }
+        user.token.as_ref().map(resume::hex)
+    }
+
+    /// How a plain-text user is told its token.
+    fn token_text(&self, token: &str, last_seq: u64) -> String {
+        format!(
+            "your resume token is {token}: reconnect within {} s with ?resume={token}&since={last_seq} to come back as yourself (it works once; you are given a new one)",
+            self.config.resume_grace.as_secs()
+        )
+    }
+
+    fn whoami(&mut self, id: PeerId, cx: &mut impl Context) {
+        let token = self.token_of(id);
         let Some(user) = self.users.get(id) else {
             return;
         };
@@ -409,14 +443,18 @@ impl Chat {
             return;
         };
         let name = user.name();
-        let text = format!(
+        let mut text = format!(
             "You are {name} in {}; its last message is number {}",
             r.name, r.last_seq
         );
+        if let Some(token) = &token {
+            text.push_str("; ");
+            text.push_str(&self.token_text(token, r.last_seq));
+        }
         let extra = Extra::WhoAmI {
             you: &name,
             last_seq: r.last_seq,
-            resume: None,
+            resume: token.as_deref(),
         };
         self.system(id, &text, extra, cx);
     }
@@ -610,6 +648,48 @@ impl Chat {
         }
     }
 
+    /// Takes `user` (just removed) out of its room's member list.
+    fn detach(&mut self, id: PeerId, user: &User) {
+        let Some(r) = self.rooms.get_mut(user.room) else {
+            return;
+        };
+        let list = r.list_mut(user.json);
+        if list.get(user.slot) != Some(&id) {
+            return;
+        }
+        list.swap_remove(user.slot);
+        if let Some(&moved) = list.get(user.slot) {
+            if let Some(other) = self.users.get_mut(moved) {
+                other.slot = user.slot;
+            }
+        }
+    }
+
+    /// Announces the leaves of users whose grace has ended, freeing their
+    /// names.
+    fn expire_away(&mut self, cx: &mut impl Context) {
+        let now = cx.clock().now;
+        while let Some((departure, away)) = self.tokens.expire_one(now) {
+            let Some(r) = self.rooms.get_mut(away.room) else {
+                continue;
+            };
+            r.away -= 1;
+            if away.nick {
+                r.names
+                    .remove(&names::keys(&away.name), Holder::Away(departure));
+            }
+            if r.is_empty() {
+                if r.history.is_empty() && r.away == 0 {
+                    self.rooms.forget(away.room);
+                }
+                continue;
+            }
+            let size = r.len() + 1;
+            // Nobody present has this id: everyone is told.
+            self.announce(away.room, Change::Leave, &away.name, PeerId::MAX, size, cx);
+        }
+    }
+
     fn limits(&self) -> RoomLimits {
         RoomLimits {
             max_rooms: self.config.max_rooms,
@@ -743,38 +823,98 @@ impl Service for Chat {
         self.summarise_due(cx);
         let limits = self.limits();
         let room = self.rooms.named(&target.room, client_of(upgrade), limits);
+        // A resume: the name comes back, and nobody is told of a join.
+        let mut resumed: Option<(Rc<str>, bool)> = None;
+        let mut refused = false;
+        if let Some(token) = target
+            .resume
+            .filter(|_| !self.config.resume_grace.is_zero())
+        {
+            match self.tokens.take(&token, room) {
+                Found::Present(old) => {
+                    // Its old connection has not been seen to drop: the
+                    // new one takes its place, and the old one is heard
+                    // no more (the loop closes it when it stops answering
+                    // pings).
+                    if let Some(mut user) = self.users.remove(old) {
+                        self.detach(old, &user);
+                        resumed = Some((user.shared_name(), user.nick));
+                    }
+                }
+                Found::Away(away) => {
+                    if let Some(r) = self.rooms.get_mut(room) {
+                        r.away -= 1;
+                    }
+                    resumed = Some((away.name, away.nick));
+                }
+                Found::Unknown => refused = true,
+            }
+        }
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         let json = upgrade.protocol == Some(JSON_PROTOCOL);
         let list = r.list_mut(json);
+        let (name, nick) = match &resumed {
+            Some((name, nick)) => (Some(Rc::clone(name)), *nick),
+            None => (None, false),
+        };
         let user = User {
             port: upgrade.remote.port(),
-            name: None,
-            nick: false,
+            name,
+            nick,
             room,
             slot: list.len(),
             json,
+            token: None,
             replies: ReplyBudget::default(),
         };
         list.push(id);
         r.empty_since = None;
+        if let Some(name) = user.name.as_ref().filter(|_| nick) {
+            r.names.insert(&names::keys(name), Holder::User(id));
+        }
         let size = r.len();
+        let last_seq = r.last_seq;
         let name = user.name().into_owned();
         self.users.insert(id, user);
+        // JSON clients are given their token at once; plain ones when they
+        // ask (`/whoami`), or when they resumed (theirs was used up).
+        let token = if json || resumed.is_some() {
+            self.token_of(id)
+        } else {
+            None
+        };
         if json {
             let (names, count) = self.names(room);
             let users: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
-            let text = format!("You are {name} in {}", target.room);
+            let again = if resumed.is_some() { " again" } else { "" };
+            let text = format!("You are {name} in {}{again}", target.room);
             let extra = Extra::Welcome {
                 you: &name,
                 users: &users,
                 count,
+                resume: token.as_deref(),
             };
             self.system(id, &text, extra, cx);
+        } else if let (Some(token), Some(_)) = (&token, &resumed) {
+            let text = format!(
+                "Welcome back: you are {name} in {} again; {}",
+                target.room,
+                self.token_text(token, last_seq)
+            );
+            self.system(id, &text, Extra::None, cx);
+        }
+        if refused {
+            let text = format!(
+                "your resume token is not valid here (expired, already used, or for another room): you are {name}, a new user"
+            );
+            self.system(id, &text, Extra::None, cx);
         }
         self.replay(id, room, target.since, cx);
-        self.announce(room, Change::Join, &name, id, size, cx);
+        if resumed.is_none() {
+            self.announce(room, Change::Join, &name, id, size, cx);
+        }
     }
 
     fn on_message(&mut self, id: PeerId, message: Message<'_>, cx: &mut impl Context) {
@@ -803,31 +943,56 @@ impl Service for Chat {
         }
     }
 
-    fn on_close(&mut self, id: PeerId, _goodbye: Goodbye, cx: &mut impl Context) {
+    fn on_close(&mut self, id: PeerId, goodbye: Goodbye, cx: &mut impl Context) {
         self.summarise_due(cx);
-        let Some(user) = self.users.remove(id) else {
+        let Some(mut user) = self.users.remove(id) else {
             return;
         };
+        self.detach(id, &user);
+        let now = cx.clock().now;
+        // A drop (anything but the peer's own normal close) of a user who
+        // knows its token is kept quiet for the grace period.
+        let goodbye_said = goodbye.by_peer && matches!(goodbye.code, 1000 | 1005);
+        if let Some(token) = user.token {
+            let name = user.shared_name();
+            let departure = match goodbye_said {
+                false => self.tokens.depart(
+                    &token,
+                    Rc::clone(&name),
+                    user.nick,
+                    user.room,
+                    now + self.config.resume_grace,
+                ),
+                true => {
+                    self.tokens.revoke(&token);
+                    None
+                }
+            };
+            if let (Some(departure), Some(r)) = (departure, self.rooms.get_mut(user.room)) {
+                r.away += 1;
+                if user.nick {
+                    r.names.insert(&names::keys(&name), Holder::Away(departure));
+                }
+                if r.is_empty() {
+                    r.presence.clear();
+                    r.empty_since = Some(now);
+                }
+                return;
+            }
+        }
         let Some(r) = self.rooms.get_mut(user.room) else {
             return;
         };
         if let Some(name) = user.name.as_ref().filter(|_| user.nick) {
             r.names.remove(&names::keys(name), Holder::User(id));
         }
-        let list = r.list_mut(user.json);
-        list.swap_remove(user.slot);
-        if let Some(&moved) = list.get(user.slot) {
-            if let Some(other) = self.users.get_mut(moved) {
-                other.slot = user.slot;
-            }
-        }
         if r.is_empty() {
             // Nobody is left to be told.
             r.presence.clear();
-            if r.history.is_empty() {
+            if r.history.is_empty() && r.away == 0 {
                 self.rooms.forget(user.room);
             } else {
-                r.empty_since = Some(cx.clock().now);
+                r.empty_since = Some(now);
             }
             return;
         }
@@ -847,6 +1012,7 @@ impl Service for Chat {
 
     fn on_tick(&mut self, cx: &mut impl Context) {
         self.summarise_due(cx);
+        self.expire_away(cx);
         self.rooms.expire(cx.clock().now, self.config.room_ttl);
     }
 
@@ -884,6 +1050,16 @@ impl Service for Chat {
                 name: "wschat_rooms",
                 help: "Rooms, including empty ones kept for their history.",
                 value: self.rooms.len(),
+            },
+            Gauge {
+                name: "wschat_users_away",
+                help: "Users who dropped and may resume within --resume-grace.",
+                value: self.tokens.away(),
+            },
+            Gauge {
+                name: "wschat_resume_tokens",
+                help: "Live resume tokens (users told theirs, and users away).",
+                value: self.tokens.len(),
             },
             Gauge {
                 name: "wschat_history_messages",
@@ -1154,9 +1330,12 @@ mod tests {
         say(&mut chat, 0, "one", &mut out);
         out.take();
         say(&mut chat, 0, "/whoami", &mut out);
-        assert_eq!(
-            out.lines_for(0)[0],
-            "wschat: You are alice in r; its last message is number 1"
+        let me = out.lines_for(0).remove(0);
+        assert!(
+            me.starts_with(
+                "wschat: You are alice in r; its last message is number 1; your resume token is "
+            ),
+            "{me}"
         );
         say(&mut chat, 1, r#"{"type":"whoami"}"#, &mut out);
         let me = &out.json_for(1)[0];
@@ -1209,10 +1388,177 @@ mod tests {
             1
         );
         say(&mut chat, 0, "/whoami", &mut out);
-        assert!(
-            out.lines_for(0)[0].ends_with("number 1"),
-            "not numbered, not kept"
+        let me = out.lines_for(0).remove(0);
+        assert!(me.contains("number 1;"), "not numbered, not kept: {me}");
+    }
+
+    /// A JSON user of `/r` named `name`; returns its resume token.
+    fn json_user(chat: &mut Chat, id: PeerId, name: &str, out: &mut Recorder) -> String {
+        join(chat, id, "/r", true, out);
+        let welcome = out.json_for(id).remove(0);
+        say(
+            chat,
+            id,
+            &format!(r#"{{"type":"nick","name":"{name}"}}"#),
+            out,
         );
+        out.take();
+        welcome["resume"].as_str().expect("a token").to_owned()
+    }
+
+    const DROP: Goodbye = Goodbye {
+        code: 1006,
+        by_peer: false,
+    };
+
+    #[test]
+    fn a_drop_within_the_grace_is_invisible_and_keeps_the_name() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
+        join(&mut chat, 0, "/r", false, &mut out);
+        let token = json_user(&mut chat, 1, "alice", &mut out);
+        assert_eq!(token.len(), 32);
+        chat.on_close(1, DROP, &mut out);
+        chat.on_tick(&mut out);
+        assert!(out.take().is_empty(), "no leave yet");
+        // The name is kept for her.
+        say(&mut chat, 0, "/nick alice", &mut out);
+        assert!(out.lines_for(0)[0].contains("kept for a user who is reconnecting"));
+        out.clock.now += Duration::from_secs(59);
+        join(
+            &mut chat,
+            2,
+            &format!("/r?resume={token}&since=0"),
+            true,
+            &mut out,
+        );
+        let welcome = out.json_for(2).remove(0);
+        assert_eq!(welcome["you"], "alice");
+        assert_eq!(welcome["text"], "You are alice in r again");
+        let new_token = welcome["resume"].as_str().unwrap().to_owned();
+        assert_ne!(new_token, token, "single use: a new one");
+        assert!(out.take().is_empty(), "no join told");
+        say(
+            &mut chat,
+            2,
+            r#"{"type":"message","text":"back"}"#,
+            &mut out,
+        );
+        assert_eq!(out.lines_for(0), ["alice: back"]);
+        // The old token is spent: a new user, told so.
+        join(&mut chat, 3, &format!("/r?resume={token}"), false, &mut out);
+        let lines = out.lines_for(3);
+        assert!(
+            lines[0].starts_with("wschat: your resume token is not valid here"),
+            "{lines:?}"
+        );
+        // Taking over a connection that has not dropped yet.
+        join(
+            &mut chat,
+            4,
+            &format!("/r?resume={new_token}"),
+            true,
+            &mut out,
+        );
+        assert_eq!(out.json_for(4)[0]["you"], "alice");
+        say(
+            &mut chat,
+            2,
+            r#"{"type":"message","text":"ghost"}"#,
+            &mut out,
+        );
+        assert!(out.take().is_empty(), "the old connection is heard no more");
+        chat.on_close(2, DROP, &mut out);
+        assert!(out.take().is_empty());
+        say(&mut chat, 0, "/who", &mut out);
+        let who = out.lines_for(0).remove(0);
+        assert_eq!(who.matches("alice").count(), 1, "{who}");
+    }
+
+    #[test]
+    fn after_the_grace_the_leave_is_told_and_the_token_refused() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
+        join(&mut chat, 0, "/r", false, &mut out);
+        let token = json_user(&mut chat, 1, "alice", &mut out);
+        chat.on_close(1, DROP, &mut out);
+        out.clock.now += Duration::from_secs(60);
+        chat.on_tick(&mut out);
+        assert_eq!(out.lines_for(0), ["alice left"]);
+        say(&mut chat, 0, "/nick alice", &mut out);
+        assert_eq!(out.lines_for(0), ["User 5000 is now alice"], "freed");
+        join(&mut chat, 2, &format!("/r?resume={token}"), true, &mut out);
+        let events = out.json_for(2);
+        assert_eq!(events[0]["you"], "User 5002");
+        assert!(events[1]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("your resume token is not valid here"));
+        assert_eq!(chat.tokens.away(), 0);
+    }
+
+    #[test]
+    fn a_goodbye_or_a_user_never_told_its_token_leaves_at_once() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
+        join(&mut chat, 0, "/r", false, &mut out);
+        json_user(&mut chat, 1, "alice", &mut out);
+        let bye = Goodbye {
+            code: 1000,
+            by_peer: true,
+        };
+        chat.on_close(1, bye, &mut out);
+        assert_eq!(out.lines_for(0), ["alice left"]);
+        join(&mut chat, 2, "/r", false, &mut out);
+        out.take();
+        chat.on_close(2, DROP, &mut out);
+        assert_eq!(out.lines_for(0), ["User 5002 left"], "the seed's behaviour");
+        // A plain user told its token by /whoami is kept.
+        join(&mut chat, 3, "/r", false, &mut out);
+        out.take();
+        say(&mut chat, 3, "/whoami", &mut out);
+        let me = out.lines_for(3).remove(0);
+        let token = me.split("token is ").nth(1).unwrap()[..32].to_owned();
+        chat.on_close(3, DROP, &mut out);
+        assert!(out.take().is_empty());
+        join(&mut chat, 4, &format!("/r?resume={token}"), false, &mut out);
+        let lines = out.lines_for(4);
+        assert!(
+            lines[0].starts_with(
+                "wschat: Welcome back: you are User 5003 in r again; your resume token is "
+            ),
+            "{lines:?}"
+        );
+        assert!(out.take().is_empty());
+        // With resuming off, no token and no grace.
+        let config = ChatConfig {
+            resume_grace: Duration::ZERO,
+            ..ChatConfig::default()
+        };
+        let (mut chat, mut out) = (Chat::new(config), Recorder::default());
+        join(&mut chat, 0, "/r", false, &mut out);
+        join(&mut chat, 1, "/r", true, &mut out);
+        assert!(out.json_for(1)[0].get("resume").is_none());
+        chat.on_close(1, DROP, &mut out);
+        assert_eq!(out.lines_for(0), ["User 5001 left"]);
+    }
+
+    #[test]
+    fn a_room_with_users_away_is_not_forgotten() {
+        let config = ChatConfig {
+            history: Bounds {
+                max_entries: 0,
+                max_bytes: 0,
+            },
+            ..ChatConfig::default()
+        };
+        let (mut chat, mut out) = (Chat::new(config), Recorder::default());
+        let token = json_user(&mut chat, 0, "alice", &mut out);
+        chat.on_close(0, DROP, &mut out);
+        assert!(chat.rooms.contains_name("r"), "kept for her");
+        join(&mut chat, 1, &format!("/r?resume={token}"), true, &mut out);
+        assert_eq!(out.json_for(1)[0]["you"], "alice");
+        chat.on_close(1, DROP, &mut out);
+        out.clock.now += Duration::from_secs(61);
+        chat.on_tick(&mut out);
+        assert!(!chat.rooms.contains_name("r"), "forgotten after the grace");
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub enum Extra<'a> {
         you: &'a str,
         users: &'a [&'a str],
         count: usize,
+        /// The resume token (absent when resuming is off).
+        resume: Option<&'a str>,
     },
     /// The `/whoami` reply: the recipient's name, the room's last
     /// sequence number, and its resume token if it has one.
@@ -293,10 +295,18 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
             obj.str("text", text);
             match extra {
                 Extra::None => {}
-                Extra::Welcome { you, users, count } => {
+                Extra::Welcome {
+                    you,
+                    users,
+                    count,
+                    resume,
+                } => {
                     obj.str("you", you);
                     obj.strs("users", users);
                     obj.num("count", count as u64);
+                    if let Some(resume) = resume {
+                        obj.str("resume", resume);
+                    }
                 }
                 Extra::WhoAmI {
                     you,
@@ -572,9 +582,11 @@ mod tests {
                 you: "alice",
                 users: &users,
                 count: 7,
+                resume: Some("ab"),
             },
         });
         assert_eq!(welcome["you"], "alice");
+        assert_eq!(welcome["resume"], "ab");
         assert_eq!(welcome["users"], j!(["alice", "User \"7\""]));
         assert_eq!(welcome["count"], 7, "the list may be a part of the room");
         let rooms = [("lobby", 2), ("rust", 0)];

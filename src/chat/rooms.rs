@@ -61,6 +61,9 @@ pub struct Room {
     /// The nicknames held here, by key: of users present and of those
     /// who dropped and may still come back.
     pub names: Registry,
+    /// Users of this room who dropped and may still come back: while
+    /// there are any, the room is not forgotten.
+    pub away: usize,
 }
 
 impl Room {
@@ -75,6 +78,7 @@ impl Room {
             creator,
             presence: Presence::default(),
             names: Registry::default(),
+            away: 0,
         }
     }
 
@@ -185,7 +189,7 @@ impl Rooms {
     fn oldest_empty(&self) -> Option<usize> {
         self.slab
             .iter()
-            .filter(|(_, r)| r.creator.is_some())
+            .filter(|(_, r)| r.creator.is_some() && r.away == 0)
             .filter_map(|(i, r)| r.empty_since.map(|t| (t, i)))
             .min()
             .map(|(_, i)| i)
@@ -234,8 +238,9 @@ impl Rooms {
             .slab
             .iter()
             .filter(|(_, r)| {
-                r.empty_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
+                r.away == 0
+                    && r.empty_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
             })
             .map(|(i, _)| i)
             .collect();

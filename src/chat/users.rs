@@ -26,6 +26,8 @@ pub struct User {
     pub slot: usize,
     /// Speaks the JSON subprotocol.
     pub json: bool,
+    /// Its resume token, once it was told one.
+    pub token: Option<super::resume::Token>,
     /// What is left of its budget for `/who`, `/rooms` and `/help` replies.
     pub replies: ReplyBudget,
 }
