@@ -172,8 +172,7 @@ fn encode(line: &Line<'_>, room: &str, json: bool, ts: u64, cx: &mut impl Contex
             me: false,
             ..
         } => {
-            // One vectorised scan finds nothing to escape in ordinary
-            // text, which then goes into the frame as it came.
+            // Ordinary text goes into the frame as it came (no copy).
             let text = render::safe(text);
             cx.encode(Kind::Text, &[from.as_bytes(), b": ", text.as_bytes()])
         }
@@ -337,11 +336,26 @@ impl Chat {
             history: false,
         };
         let ts = cx.clock().unix_ms;
-        // The plain-text message is made once, for its recipients and for
-        // history alike.
-        let plain = encode(&line, &r.name, false, ts, cx);
+        // One pass over the text tells whether plain text must take care
+        // of it and what it can cost history. The plain-text message is
+        // made once, for its recipients and for history alike: ordinary
+        // text goes into the frame as it came.
+        let scan = render::scan(text);
+        let plain = if me || scan.care {
+            encode(&line, &r.name, false, ts, cx)
+        } else {
+            cx.encode(Kind::Text, &[from.as_bytes(), b": ", text.as_bytes()])
+        };
         if bounds.max_entries > 0 {
-            let entry = Entry::new(seq, ts, Rc::clone(&from), text, me, plain.clone());
+            let entry = Entry::new(
+                seq,
+                ts,
+                Rc::clone(&from),
+                text,
+                me,
+                plain.clone(),
+                scan.json_extra,
+            );
             r.history.push(entry, bounds);
         }
         self.to_room_with(
