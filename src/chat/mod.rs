@@ -519,10 +519,17 @@ impl Chat {
             .filter(|p| p.eq_ignore_ascii_case("user "))
             .and_then(|_| name[5..].parse::<u16>().ok());
         if let Some(port) = port {
+            // A resumed user keeps the name of its first port, so the
+            // name decides, not the port (no string made per member).
+            let wanted = format!("User {port}");
             let mut found = r.members().filter(|&m| {
-                self.users
-                    .get(m)
-                    .is_some_and(|u| !u.nick && *u.name() == *format!("User {port}"))
+                self.users.get(m).is_some_and(|u| {
+                    !u.nick
+                        && match &u.name {
+                            Some(name) => **name == *wanted,
+                            None => u.port == port,
+                        }
+                })
             });
             return match (found.next(), found.next()) {
                 (Some(m), None) => Ok(m),
@@ -1541,6 +1548,12 @@ mod tests {
             "{lines:?}"
         );
         assert!(out.take().is_empty());
+        say(&mut chat, 0, "/msg User 5003 still you?", &mut out);
+        assert_eq!(
+            out.lines_for(4),
+            ["[private] User 5000: still you?"],
+            "found by the name it kept"
+        );
         // With resuming off, no token and no grace.
         let config = ChatConfig {
             resume_grace: Duration::ZERO,
