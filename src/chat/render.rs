@@ -134,7 +134,8 @@ fn care(c: char) -> Care {
     }
 }
 
-/// General category Cf (Unicode 16), written out so that testing a
+/// General category Cf (as in the `unicode-properties` tables, Unicode
+/// 16 to 18 alike), written out so that testing a
 /// character is a few comparisons, not a table search; a test checks it
 /// against the `unicode-properties` tables.
 #[inline]
