@@ -118,6 +118,13 @@ pub struct Config {
     #[arg(long, default_value = "600", value_parser = parse_secs, value_name = "SECS")]
     pub room_ttl: Duration,
 
+    /// Seconds a user who dropped keeps its name for a reconnect with
+    /// `?resume=TOKEN` (the token comes in the JSON welcome, or from
+    /// /whoami), its leave announced only when they are over (0: no
+    /// resuming, a drop is a leave at once).
+    #[arg(long, default_value = "60", value_parser = parse_secs, value_name = "SECS")]
+    pub resume_grace: Duration,
+
     /// Most rooms at once, the lobby not counted (history memory is at
     /// most this, plus one, times --history-bytes); a new room beyond it
     /// gets 503 unless an empty room can be forgotten. Existing rooms and
@@ -216,6 +223,7 @@ impl Config {
             reply_rate: self.reply_rate,
             list_limit: self.list_limit.max(1),
             extra_protocols: self.protocols.clone(),
+            resume_grace: self.resume_grace,
         }
     }
 

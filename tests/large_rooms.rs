@@ -172,6 +172,4 @@ fn a_crowd_of_idle_users_costs_deliveries_linear_in_its_size() {
 }
 
 /// The `/help` text (its reply ends the observer's reading).
-const HELP: &str = "commands: /nick NAME (set your name), /who (users in this room), \
-/rooms (rooms and their users), /me ACTION (an action line), /help; \
-start a message with // to send a leading /";
+const HELP: &str = wschat::chat::command::HELP;

@@ -226,3 +226,53 @@ fn two_node_repls_chat_through_localhost() {
         first.out
     );
 }
+
+#[test]
+#[ignore = "needs Node 20.10+ as `node`; run with `cargo test -- --include-ignored`"]
+fn a_node_repl_cannot_forge_lines_or_send_terminal_escapes() {
+    let flag = node_version()
+        .and_then(|v| websocket_flag(&v))
+        .unwrap_or_else(|why| panic!("this test needs Node 20.10+ as `node`: {why}"));
+    let server = Server::start_raw(&["--listen", "[::]:0"]);
+    let port = server.port();
+    let mut observer = Client::connect(server.addr);
+    let seed_connect = format!("let ws = new WebSocket(\"ws://localhost:{port}\")");
+    let seed_onmessage = "ws.onmessage = message => console.log(`${message.data}`)";
+
+    let mut mallory = Repl::start("mallory", flag);
+    mallory.type_line(&seed_connect);
+    mallory.type_line(seed_onmessage);
+    mallory.wait_for_line("[Function (anonymous)]");
+    let mallory_port = joined_port(&observer.next_text());
+
+    let mut victim = Repl::start("victim", flag);
+    victim.type_line(&seed_connect);
+    victim.type_line(seed_onmessage);
+    victim.wait_for_line("[Function (anonymous)]");
+    let victim_port = joined_port(&observer.next_text());
+    mallory.wait_for_line(&format!("User {victim_port} joined"));
+
+    // The forging string, typed exactly as a user would.
+    mallory.type_line(r#"ws.send("ok\nUser 51954: I am definitely not bob")"#);
+    victim.wait_for_line(&format!("User {mallory_port}: ok"));
+    victim.wait_for_line("  | User 51954: I am definitely not bob");
+    assert!(
+        !victim.printed("User 51954: I am definitely not bob"),
+        "a forged line reached the victim:\n{}",
+        victim.out
+    );
+
+    // Terminal escapes: clear the screen, set the title, ring the bell.
+    mallory.type_line(r#"ws.send("\x1b[2J\x1b]0;pwned\x07")"#);
+    let shown = format!("User {mallory_port}: \u{FFFD}[2J\u{FFFD}]0;pwned\u{FFFD}");
+    victim.wait_for_line(&shown);
+    assert!(
+        !victim.out.contains('\u{1b}') && !victim.out.contains('\u{7}'),
+        "an escape reached the victim's terminal: {:?}",
+        victim.out
+    );
+
+    // Ordinary text is the seed's, byte for byte.
+    mallory.type_line("ws.send(\"Your message here..\")");
+    victim.wait_for_line(&format!("User {mallory_port}: Your message here.."));
+}

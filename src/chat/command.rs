@@ -8,8 +8,7 @@
 
 use serde::Deserialize;
 
-/// The longest nickname, in characters.
-pub const MAX_NICK: usize = 24;
+pub use super::names::MAX_NICK;
 
 /// One thing a user asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,6 +17,12 @@ pub enum Request<'a> {
     Me(&'a str),
     Nick(&'a str),
     Who,
+    WhoAmI,
+    /// A private message to the user of that name in the room.
+    Msg {
+        to: &'a str,
+        text: &'a str,
+    },
     Rooms,
     Help,
     /// Not understood: the reason goes back to the sender alone.
@@ -52,10 +57,37 @@ fn parse_command(rest: &str) -> Request<'_> {
         "me" if arg.is_empty() => Request::Invalid("usage: /me ACTION".into()),
         "me" => Request::Me(arg),
         "who" => no_argument(Request::Who),
+        "whoami" => no_argument(Request::WhoAmI),
+        "msg" => parse_msg(arg),
         "rooms" => no_argument(Request::Rooms),
         "help" => no_argument(Request::Help),
         _ => Request::Invalid(format!("unknown command /{name} (try /help)")),
     }
+}
+
+/// `/msg NAME text`; a default name `User 51234` is one name.
+fn parse_msg(arg: &str) -> Request<'_> {
+    const USAGE: &str = "usage: /msg NAME TEXT";
+    let default_name = arg
+        .get(..5)
+        .filter(|p| p.eq_ignore_ascii_case("user "))
+        .map(|_| {
+            let digits = arg[5..].bytes().take_while(u8::is_ascii_digit).count();
+            5 + digits
+        })
+        .filter(|&end| end > 5 && arg[end..].starts_with(char::is_whitespace));
+    let (to, text) = match default_name {
+        Some(end) => (&arg[..end], &arg[end..]),
+        None => match arg.split_once(char::is_whitespace) {
+            Some((to, text)) => (to, text),
+            None => return Request::Invalid(USAGE.into()),
+        },
+    };
+    let text = text.trim_start();
+    if to.is_empty() || text.is_empty() {
+        return Request::Invalid(USAGE.into());
+    }
+    Request::Msg { to, text }
 }
 
 /// What a JSON client may send.
@@ -67,13 +99,15 @@ enum JsonRequest {
     Nick { name: String },
     Me { text: String },
     Who,
+    Whoami,
+    Msg { to: String, text: String },
     Rooms,
     Help,
 }
 
 /// A JSON client's request, owning its strings (they were unescaped).
 #[derive(Debug, PartialEq, Eq)]
-pub struct OwnedRequest(Kind, String);
+pub struct OwnedRequest(Kind, String, String);
 
 #[derive(Debug, PartialEq, Eq)]
 enum Kind {
@@ -82,6 +116,8 @@ enum Kind {
     Nick,
     Me,
     Who,
+    WhoAmI,
+    Msg,
     Rooms,
     Help,
     Invalid,
@@ -101,6 +137,12 @@ impl OwnedRequest {
             Kind::Nick => Request::Nick(text.trim()),
             Kind::Me => Request::Me(text),
             Kind::Who => Request::Who,
+            Kind::WhoAmI => Request::WhoAmI,
+            Kind::Msg if text.is_empty() => Request::Invalid("a private message has text".into()),
+            Kind::Msg => Request::Msg {
+                to: self.2.trim(),
+                text,
+            },
             Kind::Rooms => Request::Rooms,
             Kind::Help => Request::Help,
             Kind::Invalid => Request::Invalid(text.to_owned()),
@@ -110,15 +152,18 @@ impl OwnedRequest {
 
 /// Parses a JSON client's message.
 pub fn parse_json(text: &str) -> OwnedRequest {
+    let one = |kind, text| OwnedRequest(kind, text, String::new());
     match serde_json::from_str::<JsonRequest>(text) {
-        Ok(JsonRequest::Message { text }) => OwnedRequest(Kind::Say, text),
-        Ok(JsonRequest::Command { text }) => OwnedRequest(Kind::Typed, text),
-        Ok(JsonRequest::Nick { name }) => OwnedRequest(Kind::Nick, name),
-        Ok(JsonRequest::Me { text }) => OwnedRequest(Kind::Me, text),
-        Ok(JsonRequest::Who) => OwnedRequest(Kind::Who, String::new()),
-        Ok(JsonRequest::Rooms) => OwnedRequest(Kind::Rooms, String::new()),
-        Ok(JsonRequest::Help) => OwnedRequest(Kind::Help, String::new()),
-        Err(e) => OwnedRequest(
+        Ok(JsonRequest::Message { text }) => one(Kind::Say, text),
+        Ok(JsonRequest::Command { text }) => one(Kind::Typed, text),
+        Ok(JsonRequest::Nick { name }) => one(Kind::Nick, name),
+        Ok(JsonRequest::Me { text }) => one(Kind::Me, text),
+        Ok(JsonRequest::Who) => one(Kind::Who, String::new()),
+        Ok(JsonRequest::Whoami) => one(Kind::WhoAmI, String::new()),
+        Ok(JsonRequest::Msg { to, text }) => OwnedRequest(Kind::Msg, text, to),
+        Ok(JsonRequest::Rooms) => one(Kind::Rooms, String::new()),
+        Ok(JsonRequest::Help) => one(Kind::Help, String::new()),
+        Err(e) => one(
             Kind::Invalid,
             format!(
                 "expected a JSON request such as {{\"type\":\"message\",\"text\":\"hi\"}} ({e})"
@@ -127,23 +172,10 @@ pub fn parse_json(text: &str) -> OwnedRequest {
     }
 }
 
-/// Checks a nickname's form (uniqueness is the room's business).
-pub fn check_nick(name: &str) -> Result<(), String> {
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_NICK {
-        return Err(format!("a nickname is 1-{MAX_NICK} characters"));
-    }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("a nickname has no spaces or control characters".into());
-    }
-    if name.starts_with('/') {
-        return Err("a nickname cannot start with /".into());
-    }
-    Ok(())
-}
-
 /// The `/help` text.
 pub const HELP: &str = "commands: /nick NAME (set your name), /who (users in this room), \
+/whoami (your name, room, its last message number and your resume token), \
+/msg NAME TEXT (a private message to one user in this room), \
 /rooms (rooms and their users), /me ACTION (an action line), /help; \
 start a message with // to send a leading /";
 
@@ -162,6 +194,42 @@ mod tests {
         assert_eq!(parse_typed("/NICK bob"), Request::Nick("bob"));
         assert_eq!(parse_typed("/me waves hello"), Request::Me("waves hello"));
         assert_eq!(parse_typed("/who"), Request::Who);
+        assert_eq!(parse_typed("/whoami"), Request::WhoAmI);
+        assert_eq!(
+            parse_typed("/msg bob hi there"),
+            Request::Msg {
+                to: "bob",
+                text: "hi there"
+            }
+        );
+        assert_eq!(
+            parse_typed("/msg User 51234  hi"),
+            Request::Msg {
+                to: "User 51234",
+                text: "hi"
+            }
+        );
+        assert_eq!(
+            parse_typed("/msg user5 x"),
+            Request::Msg {
+                to: "user5",
+                text: "x"
+            }
+        );
+        assert_eq!(
+            parse_typed("/msg Userx hi"),
+            Request::Msg {
+                to: "Userx",
+                text: "hi"
+            }
+        );
+        for bad in ["/msg", "/msg bob", "/msg bob   "] {
+            assert_eq!(
+                parse_typed(bad),
+                Request::Invalid("usage: /msg NAME TEXT".into()),
+                "{bad}"
+            );
+        }
         assert_eq!(parse_typed("/rooms"), Request::Rooms);
         assert_eq!(parse_typed("/help"), Request::Help);
         assert_eq!(parse_typed(""), Request::Say(""));
@@ -212,6 +280,18 @@ mod tests {
             Request::Me("waves")
         );
         assert_eq!(r(r#"{"type":"who"}"#).as_request(), Request::Who);
+        assert_eq!(r(r#"{"type":"whoami"}"#).as_request(), Request::WhoAmI);
+        assert_eq!(
+            r(r#"{"type":"msg","to":"bob","text":"/not a command"}"#).as_request(),
+            Request::Msg {
+                to: "bob",
+                text: "/not a command"
+            }
+        );
+        assert!(matches!(
+            r(r#"{"type":"msg","to":"bob","text":""}"#).as_request(),
+            Request::Invalid(_)
+        ));
         assert_eq!(r(r#"{"type":"rooms"}"#).as_request(), Request::Rooms);
         assert_eq!(r(r#"{"type":"help"}"#).as_request(), Request::Help);
         assert_eq!(
@@ -229,18 +309,5 @@ mod tests {
         ] {
             assert!(matches!(r(bad).as_request(), Request::Invalid(_)), "{bad}");
         }
-    }
-
-    #[test]
-    fn nicknames() {
-        assert!(check_nick("alice").is_ok());
-        assert!(check_nick("Ünïcødé_42").is_ok());
-        assert!(check_nick(&"x".repeat(24)).is_ok());
-        assert!(check_nick(&"x".repeat(25)).is_err());
-        assert!(check_nick("").is_err());
-        assert!(check_nick("a b").is_err());
-        assert!(check_nick("tab\there").is_err());
-        assert!(check_nick("bell\u{7}").is_err());
-        assert!(check_nick("/root").is_err());
     }
 }

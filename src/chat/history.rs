@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use super::render::history_json_bound;
+use super::render::history_json_bound_scanned;
 use crate::service::Outgoing;
 
 /// One remembered message: what was said, by whom, when, and the handle
@@ -36,9 +36,18 @@ impl Entry {
     /// shared outgoing message) and what replaying it as JSON can take,
     /// so that the history's byte bound bounds both its memory and any
     /// replay (a text of control characters is six times longer in JSON).
-    pub fn new(seq: u64, ts: u64, from: Rc<str>, text: &str, me: bool, plain: Outgoing) -> Entry {
+    /// `json_extra` is what [`super::render::scan`] found in `text`.
+    pub fn new(
+        seq: u64,
+        ts: u64,
+        from: Rc<str>,
+        text: &str,
+        me: bool,
+        plain: Outgoing,
+        json_extra: usize,
+    ) -> Entry {
         let held = text.len() + from.len() + plain.wire_len();
-        let weight = held.max(history_json_bound(&from, text));
+        let weight = held.max(history_json_bound_scanned(&from, text.len(), json_extra));
         Entry {
             seq,
             ts,
@@ -134,7 +143,8 @@ mod tests {
     /// for text without characters to escape).
     fn entry(seq: u64, text: &str) -> Entry {
         let plain = Outgoing::from_plain(SharedFrame::concat(b"al: ", &[text.as_bytes()]));
-        Entry::new(seq, 0, Rc::from("al"), text, false, plain)
+        let extra = super::super::render::scan(text).json_extra;
+        Entry::new(seq, 0, Rc::from("al"), text, false, plain, extra)
     }
 
     const ROOMY: Bounds = Bounds {
@@ -177,7 +187,8 @@ mod tests {
     fn control_characters_are_charged_their_json_escapes() {
         let controls = "\u{1}".repeat(100);
         let plain = Outgoing::from_plain(SharedFrame::concat(b"al: ", &[controls.as_bytes()]));
-        let e = Entry::new(1, 0, Rc::from("al"), &controls, false, plain);
+        let extra = super::super::render::scan(&controls).json_extra;
+        let e = Entry::new(1, 0, Rc::from("al"), &controls, false, plain, extra);
         assert_eq!(e.weight(), 200 + 4 + 2 + 600);
     }
 

@@ -23,8 +23,10 @@ pub mod budget;
 pub mod command;
 pub mod echo;
 pub mod history;
+pub mod names;
 pub mod presence;
 pub mod render;
+pub mod resume;
 pub mod rooms;
 pub mod target;
 pub mod users;
@@ -36,7 +38,9 @@ use std::time::{Duration, Instant};
 use budget::ReplyBudget;
 use command::Request;
 use history::{Bounds, Entry};
+use names::Holder;
 use render::{Extra, Line, Stamp, JSON_PROTOCOL};
+use resume::{Found, Tokens};
 use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms};
 use target::{Target, TargetError};
 use users::{User, Users};
@@ -73,6 +77,10 @@ pub struct ChatConfig {
     /// Subprotocols accepted besides `wschat.v1.json` (their clients get
     /// plain text).
     pub extra_protocols: Vec<String>,
+    /// How long a user who dropped (and had been told its resume token)
+    /// keeps its name for a reconnect with `?resume=TOKEN`, unannounced
+    /// (zero: no resuming, every drop is a leave).
+    pub resume_grace: Duration,
 }
 
 impl Default for ChatConfig {
@@ -90,6 +98,7 @@ impl Default for ChatConfig {
             reply_rate: 16 * 1024,
             list_limit: 100,
             extra_protocols: Vec::new(),
+            resume_grace: Duration::from_secs(60),
         }
     }
 }
@@ -117,6 +126,8 @@ pub struct Chat {
     due: Vec<usize>,
     /// The earliest time one of them may be sent.
     next_due: Option<Instant>,
+    /// Resume tokens and the users away.
+    tokens: Tokens,
 }
 
 /// The address a client is charged under for the rooms it makes. Today
@@ -138,7 +149,7 @@ enum Change {
 fn refusal(e: TargetError) -> Refusal {
     let status = match e {
         TargetError::BadRoomName => 404,
-        TargetError::BadSince => 400,
+        TargetError::BadSince | TargetError::BadResume => 400,
     };
     Refusal {
         status,
@@ -160,7 +171,11 @@ fn encode(line: &Line<'_>, room: &str, json: bool, ts: u64, cx: &mut impl Contex
             text,
             me: false,
             ..
-        } => cx.encode(Kind::Text, &[from.as_bytes(), b": ", text.as_bytes()]),
+        } => {
+            // Ordinary text goes into the frame as it came (no copy).
+            let text = render::safe(text);
+            cx.encode(Kind::Text, &[from.as_bytes(), b": ", text.as_bytes()])
+        }
         _ => {
             let mut bytes = Vec::with_capacity(64);
             render::plain(line, &mut bytes);
@@ -177,6 +192,7 @@ impl Chat {
             rooms: Rooms::default(),
             due: Vec::new(),
             next_due: None,
+            tokens: Tokens::default(),
         }
     }
 
@@ -320,11 +336,26 @@ impl Chat {
             history: false,
         };
         let ts = cx.clock().unix_ms;
-        // The plain-text message is made once, for its recipients and for
-        // history alike.
-        let plain = encode(&line, &r.name, false, ts, cx);
+        // One pass over the text tells whether plain text must take care
+        // of it and what it can cost history. The plain-text message is
+        // made once, for its recipients and for history alike: ordinary
+        // text goes into the frame as it came.
+        let scan = render::scan(text);
+        let plain = if me || scan.care {
+            encode(&line, &r.name, false, ts, cx)
+        } else {
+            cx.encode(Kind::Text, &[from.as_bytes(), b": ", text.as_bytes()])
+        };
         if bounds.max_entries > 0 {
-            let entry = Entry::new(seq, ts, Rc::clone(&from), text, me, plain.clone());
+            let entry = Entry::new(
+                seq,
+                ts,
+                Rc::clone(&from),
+                text,
+                me,
+                plain.clone(),
+                scan.json_extra,
+            );
             r.history.push(entry, bounds);
         }
         self.to_room_with(
@@ -337,39 +368,182 @@ impl Chat {
     }
 
     fn nick(&mut self, id: PeerId, wanted: &str, cx: &mut impl Context) {
-        if let Err(why) = command::check_nick(wanted) {
-            return self.error(id, &why, cx);
-        }
+        let nick = match names::check(wanted) {
+            Ok(nick) => nick,
+            Err(why) => return self.error(id, &why, cx),
+        };
         let Some(user) = self.users.get(id) else {
             return;
         };
         let room = user.room;
-        if user.name() == wanted {
-            return self.error(id, &format!("you are already {wanted}"), cx);
+        if *user.name() == *nick.name {
+            return self.error(id, &format!("you are already {}", nick.name), cx);
         }
-        let taken = self.rooms.get(room).is_some_and(|r| {
-            r.members().any(|m| {
-                m != id
-                    && self
-                        .users
-                        .get(m)
-                        .is_some_and(|u| u.name().to_lowercase() == wanted.to_lowercase())
-            })
-        });
-        if taken {
-            return self.error(id, &format!("the name {wanted} is taken in this room"), cx);
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        match r.names.holder(&nick.keys) {
+            // Another spelling of one's own name (`alice` to `Alice`).
+            Some(Holder::User(holder)) if holder == id => {}
+            Some(Holder::User(holder)) => {
+                let theirs = self.users.get(holder).map(User::name);
+                let text = match theirs {
+                    Some(theirs) if *theirs != *nick.name => format!(
+                        "the name {} is taken in this room: it looks like {theirs}",
+                        nick.name
+                    ),
+                    _ => format!("the name {} is taken in this room", nick.name),
+                };
+                return self.error(id, &text, cx);
+            }
+            Some(Holder::Away(_)) => {
+                let text = format!(
+                    "the name {} is kept for a user who is reconnecting",
+                    nick.name
+                );
+                return self.error(id, &text, cx);
+            }
+            None => {}
         }
-        let new: Rc<str> = Rc::from(wanted);
+        let new: Rc<str> = Rc::from(nick.name.as_str());
         let Some(user) = self.users.get_mut(id) else {
             return;
         };
         let old = user.name().into_owned();
+        let had_nick = std::mem::replace(&mut user.nick, true);
         user.name = Some(Rc::clone(&new));
+        if let Some(r) = self.rooms.get_mut(room) {
+            if had_nick {
+                r.names.remove(&names::keys(&old), Holder::User(id));
+            }
+            r.names.insert(&nick.keys, Holder::User(id));
+        }
         let line = Line::Nick {
             from: &old,
             to: &new,
         };
         self.to_room(room, &line, Audience::All, cx);
+    }
+
+    /// `id`'s resume token as shown to users, issued now if it has none
+    /// (`None` with resuming off).
+    fn token_of(&mut self, id: PeerId) -> Option<String> {
+        if self.config.resume_grace.is_zero() {
+            return None;
+        }
+        let user = self.users.get_mut(id)?;
+        if user.token.is_none() {
+            let token = resume::fresh()?;
+            user.token = Some(token);
+            self.tokens.issue(token, id, user.room);
+        }
+        user.token.as_ref().map(resume::hex)
+    }
+
+    /// How a plain-text user is told its token.
+    fn token_text(&self, token: &str, last_seq: u64) -> String {
+        format!(
+            "your resume token is {token}: reconnect within {} s with ?resume={token}&since={last_seq} to come back as yourself (it works once; you are given a new one)",
+            self.config.resume_grace.as_secs()
+        )
+    }
+
+    fn whoami(&mut self, id: PeerId, cx: &mut impl Context) {
+        let token = self.token_of(id);
+        let Some(user) = self.users.get(id) else {
+            return;
+        };
+        let Some(r) = self.rooms.get(user.room) else {
+            return;
+        };
+        let name = user.name();
+        let mut text = format!(
+            "You are {name} in {}; its last message is number {}",
+            r.name, r.last_seq
+        );
+        if let Some(token) = &token {
+            text.push_str("; ");
+            text.push_str(&self.token_text(token, r.last_seq));
+        }
+        let extra = Extra::WhoAmI {
+            you: &name,
+            last_seq: r.last_seq,
+            resume: token.as_deref(),
+        };
+        self.system(id, &text, extra, cx);
+    }
+
+    /// A private message to the user called `to` in the sender's room.
+    fn private(&mut self, id: PeerId, to: &str, text: &str, cx: &mut impl Context) {
+        let Some(user) = self.users.get(id) else {
+            return;
+        };
+        let Some(r) = self.rooms.get(user.room) else {
+            return;
+        };
+        let recipient = match self.find(user.room, to) {
+            Ok(recipient) => recipient,
+            Err(why) => return self.error(id, &why, cx),
+        };
+        if recipient == id {
+            return self.error(id, "that is you", cx);
+        }
+        let (from, to) = (user.name(), self.users.get(recipient).map(User::name));
+        let Some(to) = to else {
+            return;
+        };
+        let ts = cx.clock().unix_ms;
+        let room = r.name.as_str();
+        for (peer, sent) in [(recipient, false), (id, true)] {
+            let line = Line::Private {
+                from: &from,
+                to: &to,
+                text,
+                sent,
+            };
+            let json = self.users.get(peer).is_some_and(|u| u.json);
+            let message = encode(&line, room, json, ts, cx);
+            cx.deliver(peer, &message);
+        }
+    }
+
+    /// The member of `room` called `name`: a nickname by its keys (so
+    /// case and look-alikes do not matter), a default name `User <port>`
+    /// by its port.
+    fn find(&self, room: usize, name: &str) -> Result<PeerId, String> {
+        let Some(r) = self.rooms.get(room) else {
+            return Err("no room".into());
+        };
+        let port = name
+            .get(..5)
+            .filter(|p| p.eq_ignore_ascii_case("user "))
+            .and_then(|_| name[5..].parse::<u16>().ok());
+        if let Some(port) = port {
+            // A resumed user keeps the name of its first port, so the
+            // name decides, not the port (no string made per member).
+            let wanted = format!("User {port}");
+            let mut found = r.members().filter(|&m| {
+                self.users.get(m).is_some_and(|u| {
+                    !u.nick
+                        && match &u.name {
+                            Some(name) => **name == *wanted,
+                            None => u.port == port,
+                        }
+                })
+            });
+            return match (found.next(), found.next()) {
+                (Some(m), None) => Ok(m),
+                (Some(_), Some(_)) => Err(format!(
+                    "more than one user here is called User {port}; ask them to take a nickname"
+                )),
+                (None, _) => Err(format!("nobody called User {port} is in this room")),
+            };
+        }
+        match r.names.holder(&names::keys(&names::normalise(name))) {
+            Some(Holder::User(m)) => Ok(m),
+            Some(Holder::Away(_)) => Err(format!("{name} is reconnecting; try again shortly")),
+            None => Err(format!("nobody called {name} is in this room")),
+        }
     }
 
     /// The names of a room's first members, at most the list limit of
@@ -487,9 +661,53 @@ impl Chat {
             Request::Me(text) => self.say(id, text, true, cx),
             Request::Nick(name) => self.nick(id, name, cx),
             Request::Who => self.who(id, cx),
+            Request::WhoAmI => self.whoami(id, cx),
+            Request::Msg { to, text } => self.private(id, to, text, cx),
             Request::Rooms => self.list_rooms(id, cx),
             Request::Help => self.help(id, cx),
             Request::Invalid(why) => self.error(id, &why, cx),
+        }
+    }
+
+    /// Takes `user` (just removed) out of its room's member list.
+    fn detach(&mut self, id: PeerId, user: &User) {
+        let Some(r) = self.rooms.get_mut(user.room) else {
+            return;
+        };
+        let list = r.list_mut(user.json);
+        if list.get(user.slot) != Some(&id) {
+            return;
+        }
+        list.swap_remove(user.slot);
+        if let Some(&moved) = list.get(user.slot) {
+            if let Some(other) = self.users.get_mut(moved) {
+                other.slot = user.slot;
+            }
+        }
+    }
+
+    /// Announces the leaves of users whose grace has ended, freeing their
+    /// names.
+    fn expire_away(&mut self, cx: &mut impl Context) {
+        let now = cx.clock().now;
+        while let Some((departure, away)) = self.tokens.expire_one(now) {
+            let Some(r) = self.rooms.get_mut(away.room) else {
+                continue;
+            };
+            r.away -= 1;
+            if away.nick {
+                r.names
+                    .remove(&names::keys(&away.name), Holder::Away(departure));
+            }
+            if r.is_empty() {
+                if r.history.is_empty() && r.away == 0 {
+                    self.rooms.forget(away.room);
+                }
+                continue;
+            }
+            let size = r.len() + 1;
+            // Nobody present has this id: everyone is told.
+            self.announce(away.room, Change::Leave, &away.name, PeerId::MAX, size, cx);
         }
     }
 
@@ -626,37 +844,98 @@ impl Service for Chat {
         self.summarise_due(cx);
         let limits = self.limits();
         let room = self.rooms.named(&target.room, client_of(upgrade), limits);
+        // A resume: the name comes back, and nobody is told of a join.
+        let mut resumed: Option<(Rc<str>, bool)> = None;
+        let mut refused = false;
+        if let Some(token) = target
+            .resume
+            .filter(|_| !self.config.resume_grace.is_zero())
+        {
+            match self.tokens.take(&token, room) {
+                Found::Present(old) => {
+                    // Its old connection has not been seen to drop: the
+                    // new one takes its place, and the old one is heard
+                    // no more (the loop closes it when it stops answering
+                    // pings).
+                    if let Some(mut user) = self.users.remove(old) {
+                        self.detach(old, &user);
+                        resumed = Some((user.shared_name(), user.nick));
+                    }
+                }
+                Found::Away(away) => {
+                    if let Some(r) = self.rooms.get_mut(room) {
+                        r.away -= 1;
+                    }
+                    resumed = Some((away.name, away.nick));
+                }
+                Found::Unknown => refused = true,
+            }
+        }
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         let json = upgrade.protocol == Some(JSON_PROTOCOL);
         let list = r.list_mut(json);
+        let (name, nick) = match &resumed {
+            Some((name, nick)) => (Some(Rc::clone(name)), *nick),
+            None => (None, false),
+        };
         let user = User {
             port: upgrade.remote.port(),
-            name: None,
+            name,
+            nick,
             room,
             slot: list.len(),
             json,
+            token: None,
             replies: ReplyBudget::default(),
         };
         list.push(id);
         r.empty_since = None;
+        if let Some(name) = user.name.as_ref().filter(|_| nick) {
+            r.names.insert(&names::keys(name), Holder::User(id));
+        }
         let size = r.len();
+        let last_seq = r.last_seq;
         let name = user.name().into_owned();
         self.users.insert(id, user);
+        // JSON clients are given their token at once; plain ones when they
+        // ask (`/whoami`), or when they resumed (theirs was used up).
+        let token = if json || resumed.is_some() {
+            self.token_of(id)
+        } else {
+            None
+        };
         if json {
             let (names, count) = self.names(room);
             let users: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
-            let text = format!("You are {name} in {}", target.room);
+            let again = if resumed.is_some() { " again" } else { "" };
+            let text = format!("You are {name} in {}{again}", target.room);
             let extra = Extra::Welcome {
                 you: &name,
                 users: &users,
                 count,
+                resume: token.as_deref(),
             };
             self.system(id, &text, extra, cx);
+        } else if let (Some(token), Some(_)) = (&token, &resumed) {
+            let text = format!(
+                "Welcome back: you are {name} in {} again; {}",
+                target.room,
+                self.token_text(token, last_seq)
+            );
+            self.system(id, &text, Extra::None, cx);
+        }
+        if refused {
+            let text = format!(
+                "your resume token is not valid here (expired, already used, or for another room): you are {name}, a new user"
+            );
+            self.system(id, &text, Extra::None, cx);
         }
         self.replay(id, room, target.since, cx);
-        self.announce(room, Change::Join, &name, id, size, cx);
+        if resumed.is_none() {
+            self.announce(room, Change::Join, &name, id, size, cx);
+        }
     }
 
     fn on_message(&mut self, id: PeerId, message: Message<'_>, cx: &mut impl Context) {
@@ -685,28 +964,56 @@ impl Service for Chat {
         }
     }
 
-    fn on_close(&mut self, id: PeerId, _goodbye: Goodbye, cx: &mut impl Context) {
+    fn on_close(&mut self, id: PeerId, goodbye: Goodbye, cx: &mut impl Context) {
         self.summarise_due(cx);
-        let Some(user) = self.users.remove(id) else {
+        let Some(mut user) = self.users.remove(id) else {
             return;
         };
+        self.detach(id, &user);
+        let now = cx.clock().now;
+        // A drop (anything but the peer's own normal close) of a user who
+        // knows its token is kept quiet for the grace period.
+        let goodbye_said = goodbye.by_peer && matches!(goodbye.code, 1000 | 1005);
+        if let Some(token) = user.token {
+            let name = user.shared_name();
+            let departure = match goodbye_said {
+                false => self.tokens.depart(
+                    &token,
+                    Rc::clone(&name),
+                    user.nick,
+                    user.room,
+                    now + self.config.resume_grace,
+                ),
+                true => {
+                    self.tokens.revoke(&token);
+                    None
+                }
+            };
+            if let (Some(departure), Some(r)) = (departure, self.rooms.get_mut(user.room)) {
+                r.away += 1;
+                if user.nick {
+                    r.names.insert(&names::keys(&name), Holder::Away(departure));
+                }
+                if r.is_empty() {
+                    r.presence.clear();
+                    r.empty_since = Some(now);
+                }
+                return;
+            }
+        }
         let Some(r) = self.rooms.get_mut(user.room) else {
             return;
         };
-        let list = r.list_mut(user.json);
-        list.swap_remove(user.slot);
-        if let Some(&moved) = list.get(user.slot) {
-            if let Some(other) = self.users.get_mut(moved) {
-                other.slot = user.slot;
-            }
+        if let Some(name) = user.name.as_ref().filter(|_| user.nick) {
+            r.names.remove(&names::keys(name), Holder::User(id));
         }
         if r.is_empty() {
             // Nobody is left to be told.
             r.presence.clear();
-            if r.history.is_empty() {
+            if r.history.is_empty() && r.away == 0 {
                 self.rooms.forget(user.room);
             } else {
-                r.empty_since = Some(cx.clock().now);
+                r.empty_since = Some(now);
             }
             return;
         }
@@ -726,6 +1033,7 @@ impl Service for Chat {
 
     fn on_tick(&mut self, cx: &mut impl Context) {
         self.summarise_due(cx);
+        self.expire_away(cx);
         self.rooms.expire(cx.clock().now, self.config.room_ttl);
     }
 
@@ -763,6 +1071,16 @@ impl Service for Chat {
                 name: "wschat_rooms",
                 help: "Rooms, including empty ones kept for their history.",
                 value: self.rooms.len(),
+            },
+            Gauge {
+                name: "wschat_users_away",
+                help: "Users who dropped and may resume within --resume-grace.",
+                value: self.tokens.away(),
+            },
+            Gauge {
+                name: "wschat_resume_tokens",
+                help: "Live resume tokens (users told theirs, and users away).",
+                value: self.tokens.len(),
             },
             Gauge {
                 name: "wschat_history_messages",
@@ -974,20 +1292,300 @@ mod tests {
         say(&mut chat, 1, "/nick ALICE", &mut out);
         assert_eq!(
             out.take(),
-            [(1, "error: the name ALICE is taken in this room".into())]
+            [(
+                1,
+                "error: the name ALICE is taken in this room: it looks like alice".into()
+            )]
         );
         say(&mut chat, 1, "/nick bad name", &mut out);
         assert_eq!(
             out.take(),
-            [(
-                1,
-                "error: a nickname has no spaces or control characters".into()
-            )]
+            [(1, "error: a nickname cannot contain spaces (U+0020)".into())]
         );
         say(&mut chat, 0, "/nick alice", &mut out);
         assert_eq!(out.take(), [(0, "error: you are already alice".into())]);
         chat.on_close(0, BYE, &mut out);
         assert_eq!(out.take(), [(1, "alice left".into())]);
+    }
+
+    #[test]
+    fn look_alike_and_reserved_names_are_refused() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
+        join(&mut chat, 0, "/", false, &mut out);
+        join(&mut chat, 1, "/", false, &mut out);
+        say(&mut chat, 0, "/nick scope", &mut out);
+        out.take();
+        say(
+            &mut chat,
+            1,
+            "/nick \u{455}\u{441}\u{43e}\u{440}\u{435}",
+            &mut out,
+        );
+        assert_eq!(
+            out.lines_for(1),
+            ["error: the name \u{455}\u{441}\u{43e}\u{440}\u{435} is taken in this room: it looks like scope"],
+            "all Cyrillic"
+        );
+        say(&mut chat, 1, "/nick \u{430}lice", &mut out);
+        assert!(out.lines_for(1)[0].contains("cannot mix scripts"));
+        say(&mut chat, 1, "/nick User\u{2800}5000", &mut out);
+        assert!(out.lines_for(1)[0].contains("U+2800 is not allowed"));
+        say(&mut chat, 1, "/nick user5000", &mut out);
+        assert!(out.lines_for(1)[0].contains("reserved"));
+        say(&mut chat, 0, "/nick Scope", &mut out);
+        assert_eq!(out.take().len(), 2, "a new spelling of one's own name");
+        say(&mut chat, 0, "/nick carol", &mut out);
+        out.take();
+        say(&mut chat, 1, "/nick scope", &mut out);
+        assert_eq!(out.lines_for(0), ["User 5001 is now scope"], "freed");
+    }
+
+    #[test]
+    fn whoami_and_private_messages() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
+        join(&mut chat, 0, "/r", false, &mut out);
+        join(&mut chat, 1, "/r", true, &mut out);
+        join(&mut chat, 2, "/r", false, &mut out);
+        join(&mut chat, 3, "/other", false, &mut out);
+        say(&mut chat, 0, "/nick alice", &mut out);
+        say(&mut chat, 0, "one", &mut out);
+        out.take();
+        say(&mut chat, 0, "/whoami", &mut out);
+        let me = out.lines_for(0).remove(0);
+        assert!(
+            me.starts_with(
+                "wschat: You are alice in r; its last message is number 1; your resume token is "
+            ),
+            "{me}"
+        );
+        say(&mut chat, 1, r#"{"type":"whoami"}"#, &mut out);
+        let me = &out.json_for(1)[0];
+        assert_eq!(
+            (&me["you"], &me["last_seq"]),
+            (&"User 5001".into(), &1.into())
+        );
+        say(&mut chat, 0, "/msg User 5001 psst\nUser 5002: hi", &mut out);
+        let sent = sorted(out.take());
+        assert_eq!(sent.len(), 2, "the two of them only: {sent:?}");
+        assert_eq!(
+            sent[0],
+            (0, "[private to User 5001] psst\n  | User 5002: hi".into())
+        );
+        let got: Value = serde_json::from_str(&sent[1].1).unwrap();
+        assert_eq!(
+            (&got["type"], &got["from"], &got["to"], &got["text"]),
+            (
+                &"private".into(),
+                &"alice".into(),
+                &"User 5001".into(),
+                &"psst\nUser 5002: hi".into()
+            )
+        );
+        say(
+            &mut chat,
+            1,
+            r#"{"type":"msg","to":"ALICE","text":"back"}"#,
+            &mut out,
+        );
+        assert_eq!(out.lines_for(0), ["[private] User 5001: back"]);
+        say(&mut chat, 0, "/msg User 5003 x", &mut out);
+        assert_eq!(
+            out.lines_for(0),
+            ["error: nobody called User 5003 is in this room"],
+            "other rooms are not reached"
+        );
+        say(&mut chat, 0, "/msg bob x", &mut out);
+        assert_eq!(
+            out.lines_for(0),
+            ["error: nobody called bob is in this room"]
+        );
+        say(&mut chat, 0, "/msg alice x", &mut out);
+        assert_eq!(out.lines_for(0), ["error: that is you"]);
+        assert_eq!(
+            chat.rooms
+                .get(chat.users.get(0).unwrap().room)
+                .unwrap()
+                .last_seq,
+            1
+        );
+        say(&mut chat, 0, "/whoami", &mut out);
+        let me = out.lines_for(0).remove(0);
+        assert!(me.contains("number 1;"), "not numbered, not kept: {me}");
+    }
+
+    /// A JSON user of `/r` named `name`; returns its resume token.
+    fn json_user(chat: &mut Chat, id: PeerId, name: &str, out: &mut Recorder) -> String {
+        join(chat, id, "/r", true, out);
+        let welcome = out.json_for(id).remove(0);
+        say(
+            chat,
+            id,
+            &format!(r#"{{"type":"nick","name":"{name}"}}"#),
+            out,
+        );
+        out.take();
+        welcome["resume"].as_str().expect("a token").to_owned()
+    }
+
+    const DROP: Goodbye = Goodbye {
+        code: 1006,
+        by_peer: false,
+    };
+
+    #[test]
+    fn a_drop_within_the_grace_is_invisible_and_keeps_the_name() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
+        join(&mut chat, 0, "/r", false, &mut out);
+        let token = json_user(&mut chat, 1, "alice", &mut out);
+        assert_eq!(token.len(), 32);
+        chat.on_close(1, DROP, &mut out);
+        chat.on_tick(&mut out);
+        assert!(out.take().is_empty(), "no leave yet");
+        // The name is kept for her.
+        say(&mut chat, 0, "/nick alice", &mut out);
+        assert!(out.lines_for(0)[0].contains("kept for a user who is reconnecting"));
+        out.clock.now += Duration::from_secs(59);
+        join(
+            &mut chat,
+            2,
+            &format!("/r?resume={token}&since=0"),
+            true,
+            &mut out,
+        );
+        let welcome = out.json_for(2).remove(0);
+        assert_eq!(welcome["you"], "alice");
+        assert_eq!(welcome["text"], "You are alice in r again");
+        let new_token = welcome["resume"].as_str().unwrap().to_owned();
+        assert_ne!(new_token, token, "single use: a new one");
+        assert!(out.take().is_empty(), "no join told");
+        say(
+            &mut chat,
+            2,
+            r#"{"type":"message","text":"back"}"#,
+            &mut out,
+        );
+        assert_eq!(out.lines_for(0), ["alice: back"]);
+        // The old token is spent: a new user, told so.
+        join(&mut chat, 3, &format!("/r?resume={token}"), false, &mut out);
+        let lines = out.lines_for(3);
+        assert!(
+            lines[0].starts_with("wschat: your resume token is not valid here"),
+            "{lines:?}"
+        );
+        // Taking over a connection that has not dropped yet.
+        join(
+            &mut chat,
+            4,
+            &format!("/r?resume={new_token}"),
+            true,
+            &mut out,
+        );
+        assert_eq!(out.json_for(4)[0]["you"], "alice");
+        say(
+            &mut chat,
+            2,
+            r#"{"type":"message","text":"ghost"}"#,
+            &mut out,
+        );
+        assert!(out.take().is_empty(), "the old connection is heard no more");
+        chat.on_close(2, DROP, &mut out);
+        assert!(out.take().is_empty());
+        say(&mut chat, 0, "/who", &mut out);
+        let who = out.lines_for(0).remove(0);
+        assert_eq!(who.matches("alice").count(), 1, "{who}");
+    }
+
+    #[test]
+    fn after_the_grace_the_leave_is_told_and_the_token_refused() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
+        join(&mut chat, 0, "/r", false, &mut out);
+        let token = json_user(&mut chat, 1, "alice", &mut out);
+        chat.on_close(1, DROP, &mut out);
+        out.clock.now += Duration::from_secs(60);
+        chat.on_tick(&mut out);
+        assert_eq!(out.lines_for(0), ["alice left"]);
+        say(&mut chat, 0, "/nick alice", &mut out);
+        assert_eq!(out.lines_for(0), ["User 5000 is now alice"], "freed");
+        join(&mut chat, 2, &format!("/r?resume={token}"), true, &mut out);
+        let events = out.json_for(2);
+        assert_eq!(events[0]["you"], "User 5002");
+        assert!(events[1]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("your resume token is not valid here"));
+        assert_eq!(chat.tokens.away(), 0);
+    }
+
+    #[test]
+    fn a_goodbye_or_a_user_never_told_its_token_leaves_at_once() {
+        let (mut chat, mut out) = (chat(), Recorder::default());
+        join(&mut chat, 0, "/r", false, &mut out);
+        json_user(&mut chat, 1, "alice", &mut out);
+        let bye = Goodbye {
+            code: 1000,
+            by_peer: true,
+        };
+        chat.on_close(1, bye, &mut out);
+        assert_eq!(out.lines_for(0), ["alice left"]);
+        join(&mut chat, 2, "/r", false, &mut out);
+        out.take();
+        chat.on_close(2, DROP, &mut out);
+        assert_eq!(out.lines_for(0), ["User 5002 left"], "the seed's behaviour");
+        // A plain user told its token by /whoami is kept.
+        join(&mut chat, 3, "/r", false, &mut out);
+        out.take();
+        say(&mut chat, 3, "/whoami", &mut out);
+        let me = out.lines_for(3).remove(0);
+        let token = me.split("token is ").nth(1).unwrap()[..32].to_owned();
+        chat.on_close(3, DROP, &mut out);
+        assert!(out.take().is_empty());
+        join(&mut chat, 4, &format!("/r?resume={token}"), false, &mut out);
+        let lines = out.lines_for(4);
+        assert!(
+            lines[0].starts_with(
+                "wschat: Welcome back: you are User 5003 in r again; your resume token is "
+            ),
+            "{lines:?}"
+        );
+        assert!(out.take().is_empty());
+        say(&mut chat, 0, "/msg User 5003 still you?", &mut out);
+        assert_eq!(
+            out.lines_for(4),
+            ["[private] User 5000: still you?"],
+            "found by the name it kept"
+        );
+        // With resuming off, no token and no grace.
+        let config = ChatConfig {
+            resume_grace: Duration::ZERO,
+            ..ChatConfig::default()
+        };
+        let (mut chat, mut out) = (Chat::new(config), Recorder::default());
+        join(&mut chat, 0, "/r", false, &mut out);
+        join(&mut chat, 1, "/r", true, &mut out);
+        assert!(out.json_for(1)[0].get("resume").is_none());
+        chat.on_close(1, DROP, &mut out);
+        assert_eq!(out.lines_for(0), ["User 5001 left"]);
+    }
+
+    #[test]
+    fn a_room_with_users_away_is_not_forgotten() {
+        let config = ChatConfig {
+            history: Bounds {
+                max_entries: 0,
+                max_bytes: 0,
+            },
+            ..ChatConfig::default()
+        };
+        let (mut chat, mut out) = (Chat::new(config), Recorder::default());
+        let token = json_user(&mut chat, 0, "alice", &mut out);
+        chat.on_close(0, DROP, &mut out);
+        assert!(chat.rooms.contains_name("r"), "kept for her");
+        join(&mut chat, 1, &format!("/r?resume={token}"), true, &mut out);
+        assert_eq!(out.json_for(1)[0]["you"], "alice");
+        chat.on_close(1, DROP, &mut out);
+        out.clock.now += Duration::from_secs(61);
+        chat.on_tick(&mut out);
+        assert!(!chat.rooms.contains_name("r"), "forgotten after the grace");
     }
 
     #[test]

@@ -35,6 +35,14 @@ pub enum Line<'a> {
     Error {
         text: &'a str,
     },
+    /// A private message from `from` to `to`; `sent` in the copy its
+    /// sender gets.
+    Private {
+        from: &'a str,
+        to: &'a str,
+        text: &'a str,
+        sent: bool,
+    },
     /// Joins and leaves in a large room since the last summary, and how
     /// many are in the room now (instead of a line per join or leave).
     Presence {
@@ -54,6 +62,15 @@ pub enum Extra<'a> {
         you: &'a str,
         users: &'a [&'a str],
         count: usize,
+        /// The resume token (absent when resuming is off).
+        resume: Option<&'a str>,
+    },
+    /// The `/whoami` reply: the recipient's name, the room's last
+    /// sequence number, and its resume token if it has one.
+    WhoAmI {
+        you: &'a str,
+        last_seq: u64,
+        resume: Option<&'a str>,
     },
     /// The `/who` reply: some of the users, and how many there are.
     Users {
@@ -76,12 +93,180 @@ pub struct Stamp<'a> {
     pub ts: u64,
 }
 
-/// The seed's plain-text line.
+/// What begins each continuation line of a multi-line text in plain
+/// text: a line break, two spaces, a bar and a space. No event line
+/// starts with a space (names have none, and every other line begins with
+/// a name, `wschat: `, `error: `, `* `, `[private` or a digit), so a
+/// continuation can never pass for a line of its own or another speaker.
+pub const CONTINUATION: &str = "\n  | ";
+
+/// What plain text shows instead of a control or invisible formatting
+/// character: U+FFFD REPLACEMENT CHARACTER.
+pub const REPLACEMENT: char = '\u{FFFD}';
+
+/// How a character of user text is shown in plain text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Care {
+    /// As it is.
+    Keep,
+    /// A line break: shown as [`CONTINUATION`].
+    Break,
+    /// Shown as this character instead.
+    Replace(char),
+}
+
+/// How `c` is shown in plain text. Line breaks are LF, CR (CRLF is one
+/// break), NEL U+0085, LS U+2028 and PS U+2029. A tab is a space. Every
+/// other control character (C0, DEL, C1: among them ESC, which starts the
+/// terminal escape sequences that clear screens and set titles) and every
+/// format character (general category Cf: bidi embeddings, overrides,
+/// isolates and marks, zero-width space, word joiner, BOM, soft hyphen,
+/// tags, interlinear annotations...) is U+FFFD, except the zero-width
+/// joiner and non-joiner that emoji sequences and Persian need.
+#[inline]
+fn care(c: char) -> Care {
+    match c {
+        '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => Care::Break,
+        '\t' => Care::Replace(' '),
+        '\u{200C}' | '\u{200D}' => Care::Keep,
+        c if c.is_control() || is_format(c) => Care::Replace(REPLACEMENT),
+        _ => Care::Keep,
+    }
+}
+
+/// General category Cf (as in the `unicode-properties` tables, Unicode
+/// 16 to 18 alike), written out so that testing a
+/// character is a few comparisons, not a table search; a test checks it
+/// against the `unicode-properties` tables.
+#[inline]
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{AD}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61C}'
+            | '\u{6DD}'
+            | '\u{70F}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
+/// Whether a UTF-8 byte may begin a character that [`care`] does not
+/// keep: a C0 control or DEL, or the lead byte of a C1 control, a line
+/// or paragraph separator or a format character (U+0080-00AD, U+0600-070F,
+/// U+0890-08E2, U+180E, U+2000-206F, U+FEFF-FFFB, U+110BD-1D17A,
+/// U+E0001-E007F). Arithmetic only, so the scan vectorises.
+#[inline(always)]
+fn suspicious(b: u8) -> u8 {
+    // Primitive operators only (no `From` calls), so that even an
+    // unoptimised build does this in a few instructions.
+    ((b < 0x20)
+        | (b == 0x7F)
+        | (b == 0xC2)
+        | (b == 0xD8)
+        | (b == 0xDB)
+        | (b == 0xDC)
+        | (b == 0xE0)
+        | (b == 0xE1)
+        | (b == 0xE2)
+        | (b == 0xEF)
+        | (b == 0xF0)
+        | (b == 0xF3)) as u8
+}
+
+/// Whether `s` may hold something plain text must not show as it is.
+/// Printable ASCII is passed 64 bytes at a time, eight words tested at
+/// once with arithmetic alone (a byte below 0x20, or 0x7F and above, sets
+/// a high bit); from the first block that is not printable ASCII on, each
+/// byte is tested by [`suspicious`], 64 at a time and branch-free. Both
+/// vectorise, and each block costs a handful of instructions even
+/// unoptimised. False for ordinary text (ASCII, Latin, Cyrillic, Greek,
+/// CJK...), which then goes out as it came, with no copy.
+#[inline]
+pub fn may_need_care(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let mut blocks = bytes.chunks_exact(64);
+    let mut start = 0;
+    for block in &mut blocks {
+        if !printable_ascii(block) {
+            return lead_bytes_need_care(&bytes[start..]);
+        }
+        start += 64;
+    }
+    lead_bytes_need_care(blocks.remainder())
+}
+
+/// Whether 64 bytes are all printable ASCII (0x20 to 0x7E).
+#[inline(always)]
+fn printable_ascii(block: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut flags = 0u64;
+    for k in 0..8 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&block[8 * k..8 * k + 8]);
+        let w = u64::from_le_bytes(word);
+        // A byte below 0x20 borrows into its high bit; one of 0x7F or
+        // above has it set after adding one (or before).
+        flags |= (w.wrapping_sub(ONES * 0x20) & !w) | w.wrapping_add(ONES) | w;
+    }
+    flags & HIGH == 0
+}
+
+/// The byte-by-byte test of [`may_need_care`].
+#[inline]
+fn lead_bytes_need_care(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(64)
+        .any(|chunk| chunk.iter().fold(0u8, |acc, &b| acc | suspicious(b)) != 0)
+}
+
+/// `text` as plain text shows it: itself when nothing in it needs care
+/// (the usual case, no copy), else with each line break made a
+/// [`CONTINUATION`] and each control or format character replaced (see
+/// [`care`]).
+pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !may_need_care(text) || text.chars().all(|c| care(c) == Care::Keep) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match care(c) {
+            Care::Keep => out.push(c),
+            Care::Replace(r) => out.push(r),
+            Care::Break => {
+                if c == '\r' && chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push_str(CONTINUATION);
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The seed's plain-text line, with every name and text made [`safe`].
 pub fn plain(line: &Line<'_>, out: &mut Vec<u8>) {
     let mut put = |parts: &[&str]| {
         parts
             .iter()
-            .for_each(|p| out.extend_from_slice(p.as_bytes()))
+            .for_each(|p| out.extend_from_slice(safe(p).as_bytes()))
     };
     match *line {
         Line::Message {
@@ -101,6 +286,18 @@ pub fn plain(line: &Line<'_>, out: &mut Vec<u8>) {
         Line::Nick { from, to } => put(&[from, " is now ", to]),
         Line::System { text, .. } => put(&["wschat: ", text]),
         Line::Error { text } => put(&["error: ", text]),
+        Line::Private {
+            from,
+            text,
+            sent: false,
+            ..
+        } => put(&["[private] ", from, ": ", text]),
+        Line::Private {
+            to,
+            text,
+            sent: true,
+            ..
+        } => put(&["[private to ", to, "] ", text]),
         Line::Presence {
             joined,
             left,
@@ -167,10 +364,29 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
             obj.str("text", text);
             match extra {
                 Extra::None => {}
-                Extra::Welcome { you, users, count } => {
+                Extra::Welcome {
+                    you,
+                    users,
+                    count,
+                    resume,
+                } => {
                     obj.str("you", you);
                     obj.strs("users", users);
                     obj.num("count", count as u64);
+                    if let Some(resume) = resume {
+                        obj.str("resume", resume);
+                    }
+                }
+                Extra::WhoAmI {
+                    you,
+                    last_seq,
+                    resume,
+                } => {
+                    obj.str("you", you);
+                    obj.num("last_seq", last_seq);
+                    if let Some(resume) = resume {
+                        obj.str("resume", resume);
+                    }
                 }
                 Extra::Users { users, count } => {
                     obj.strs("users", users);
@@ -186,6 +402,14 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
         Line::Error { text } => {
             obj.str("type", "error");
             obj.str("room", context.room);
+            obj.str("text", text);
+            obj.num("ts", context.ts);
+        }
+        Line::Private { from, to, text, .. } => {
+            obj.str("type", "private");
+            obj.str("room", context.room);
+            obj.str("from", from);
+            obj.str("to", to);
             obj.str("text", text);
             obj.num("ts", context.ts);
         }
@@ -216,22 +440,46 @@ pub fn history_json_bound(from: &str, text: &str) -> usize {
     FIXED + json_string_bound(from) + json_string_bound(text)
 }
 
-/// The most bytes a JSON string of `s` takes, quotes included. It runs
-/// on every message remembered, so it counts in byte-wide lanes (blocks of
-/// 255 bytes cannot overflow a `u8` count), which vectorises 16 or 32
-/// bytes at a time; counting straight into `usize` ran four bytes at a
-/// time and cost a fifth of the server's CPU on 64 KiB messages.
+/// [`history_json_bound`] for a text of `len` bytes whose [`Scan`] found
+/// `json_extra`.
+pub fn history_json_bound_scanned(from: &str, len: usize, json_extra: usize) -> usize {
+    const FIXED: usize = 200;
+    FIXED + json_string_bound(from) + 2 + len + json_extra
+}
+
+/// The most bytes a JSON string of `s` takes, quotes included.
 fn json_string_bound(s: &str) -> usize {
-    let mut escaped = 0;
-    for block in s.as_bytes().chunks(255) {
-        let (mut controls, mut quotes) = (0u8, 0u8);
-        for &b in block {
-            controls += u8::from(b < 0x20);
-            quotes += u8::from(b == b'"' || b == b'\\');
+    2 + s.len() + scan(s).json_extra
+}
+
+/// What one pass over a message's bytes learns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// Plain text may have to show it otherwise ([`may_need_care`]'s
+    /// answer; [`safe`] decides).
+    pub care: bool,
+    /// The most bytes escaping adds to it in a JSON string: every control
+    /// character counted as a six-byte `\u00XX`, `"` and `\` as two.
+    pub json_extra: usize,
+}
+
+/// Scans a message once for both plain text and history: arithmetic on
+/// each byte, without branches, 64 bytes at a time, so that it vectorises
+/// and runs at memory speed on every message said.
+pub fn scan(text: &str) -> Scan {
+    let (mut flags, mut extra) = (0u8, 0usize);
+    for chunk in text.as_bytes().chunks(64) {
+        let mut chunk_extra = 0u32;
+        for &b in chunk {
+            flags |= suspicious(b);
+            chunk_extra += (b < 0x20) as u32 * 5 + ((b == b'"') | (b == b'\\')) as u32;
         }
-        escaped += usize::from(controls) * 5 + usize::from(quotes);
+        extra += chunk_extra as usize;
     }
-    2 + s.len() + escaped
+    Scan {
+        care: flags != 0,
+        json_extra: extra,
+    }
 }
 
 /// Writes one flat JSON object; string values are escaped by serde_json.
@@ -377,12 +625,15 @@ mod tests {
     fn plain_lines_are_the_seeds() {
         assert_eq!(
             as_plain(message(false, false)),
-            "alice: hi <b>\"all\"</b>\n"
+            "alice: hi <b>\"all\"</b>\n  | "
         );
-        assert_eq!(as_plain(message(false, true)), "alice: hi <b>\"all\"</b>\n");
+        assert_eq!(
+            as_plain(message(false, true)),
+            "alice: hi <b>\"all\"</b>\n  | "
+        );
         assert_eq!(
             as_plain(message(true, false)),
-            "* alice hi <b>\"all\"</b>\n"
+            "* alice hi <b>\"all\"</b>\n  | "
         );
         assert_eq!(as_plain(Line::Join { from: "User 5" }), "User 5 joined");
         assert_eq!(as_plain(Line::Leave { from: "bob" }), "bob left");
@@ -431,9 +682,11 @@ mod tests {
                 you: "alice",
                 users: &users,
                 count: 7,
+                resume: Some("ab"),
             },
         });
         assert_eq!(welcome["you"], "alice");
+        assert_eq!(welcome["resume"], "ab");
         assert_eq!(welcome["users"], j!(["alice", "User \"7\""]));
         assert_eq!(welcome["count"], 7, "the list may be a part of the room");
         let rooms = [("lobby", 2), ("rust", 0)];
@@ -457,6 +710,38 @@ mod tests {
             },
         });
         assert_eq!((&who["users"], &who["count"]), (&j!([]), &j!(0)));
+    }
+
+    #[test]
+    fn private_messages_look_private_on_both_sides() {
+        let line = |sent| Line::Private {
+            from: "alice",
+            to: "bob",
+            text: "psst\nUser 2: x",
+            sent,
+        };
+        assert_eq!(
+            as_plain(line(false)),
+            "[private] alice: psst\n  | User 2: x"
+        );
+        assert_eq!(as_plain(line(true)), "[private to bob] psst\n  | User 2: x");
+        assert_eq!(
+            as_json(line(false)),
+            j!({"type":"private","room":"rust","from":"alice","to":"bob","text":"psst\nUser 2: x","ts":1_795_752_000_000u64})
+        );
+        assert_eq!(as_json(line(true)), as_json(line(false)));
+        let me = as_json(Line::System {
+            text: "t",
+            extra: Extra::WhoAmI {
+                you: "alice",
+                last_seq: 42,
+                resume: Some("00ff"),
+            },
+        });
+        assert_eq!(
+            (&me["you"], &me["last_seq"], &me["resume"]),
+            (&j!("alice"), &j!(42), &j!("00ff"))
+        );
     }
 
     #[test]
@@ -486,5 +771,125 @@ mod tests {
             history: false,
         });
         assert_eq!(v["text"], "\u{0}\u{1f}\u{2028}");
+    }
+
+    #[test]
+    fn line_breaks_become_continuations_that_no_line_starts_with() {
+        let cases = [
+            (
+                "ok\nUser 51954: I am definitely not bob",
+                "ok\n  | User 51954: I am definitely not bob",
+            ),
+            ("a\r\nb", "a\n  | b"),
+            ("a\rb", "a\n  | b"),
+            ("a\n\rb", "a\n  | \n  | b"),
+            ("a\u{85}b\u{2028}c\u{2029}d", "a\n  | b\n  | c\n  | d"),
+            ("\n", "\n  | "),
+            ("a\n\nb", "a\n  | \n  | b"),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(safe(text), shown, "{text:?}");
+            let line = as_plain(Line::Message {
+                from: "User 1",
+                text,
+                seq: 1,
+                me: false,
+                history: false,
+            });
+            for continuation in line.split('\n').skip(1) {
+                assert!(continuation.starts_with("  | "), "{line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn controls_escapes_and_format_characters_are_replaced() {
+        let cases = [
+            (
+                "\x1b[2J\x1b]0;pwned\x07",
+                "\u{FFFD}[2J\u{FFFD}]0;pwned\u{FFFD}",
+            ),
+            ("tab\there", "tab here"),
+            (
+                "nul\0 del\x7f c1\u{9b}31m",
+                "nul\u{FFFD} del\u{FFFD} c1\u{FFFD}31m",
+            ),
+            ("\u{202E}evil\u{202C}", "\u{FFFD}evil\u{FFFD}"),
+            (
+                "\u{2066}x\u{2069}\u{200E}\u{200F}\u{061C}",
+                "\u{FFFD}x\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}",
+            ),
+            (
+                "zero\u{200B}width\u{2060}\u{FEFF}",
+                "zero\u{FFFD}width\u{FFFD}\u{FFFD}",
+            ),
+            ("soft\u{AD}hyphen", "soft\u{FFFD}hyphen"),
+            ("tag\u{E0041}", "tag\u{FFFD}"),
+            ("\u{FFF9}anno\u{FFFB}", "\u{FFFD}anno\u{FFFD}"),
+            // Kept: joiners in emoji and Persian, and ordinary text.
+            ("👨\u{200D}👩\u{200D}👧", "👨\u{200D}👩\u{200D}👧"),
+            ("می\u{200C}خواهم", "می\u{200C}خواهم"),
+            ("“quotes” — é ✓ 日本 Привет", "“quotes” — é ✓ 日本 Привет"),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(safe(text), shown, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_text_is_not_copied() {
+        for text in ["Your message here..", "héllo back 🎉", "“x” — 日本", ""] {
+            assert!(
+                matches!(safe(text), std::borrow::Cow::Borrowed(_)),
+                "{text:?}"
+            );
+        }
+        assert!(!may_need_care(
+            "Your message here.. plain ASCII, Привет, 日本語"
+        ));
+    }
+
+    #[test]
+    fn the_format_characters_are_those_of_the_unicode_tables() {
+        use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            assert_eq!(
+                is_format(c),
+                c.general_category() == GeneralCategory::Format,
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+    }
+
+    #[test]
+    fn the_byte_scan_catches_every_character_that_needs_care() {
+        let mut buf = [0u8; 4];
+        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+            if care(c) != Care::Keep {
+                let first = c.encode_utf8(&mut buf).as_bytes()[0];
+                assert_eq!(suspicious(first), 1, "U+{:04X}", u32::from(c));
+            }
+        }
+    }
+
+    #[test]
+    fn every_plain_line_is_made_safe() {
+        assert_eq!(
+            as_plain(Line::Error {
+                text: "unknown command /x\x1b[2J"
+            }),
+            "error: unknown command /x\u{FFFD}[2J"
+        );
+        assert_eq!(
+            as_plain(Line::Message {
+                from: "a",
+                text: "waves\nUser 2: hi",
+                seq: 1,
+                me: true,
+                history: false
+            }),
+            "* a waves\n  | User 2: hi"
+        );
     }
 }

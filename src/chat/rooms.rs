@@ -19,6 +19,7 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::history::History;
+use super::names::Registry;
 use super::presence::Presence;
 use super::target::LOBBY;
 use crate::service::PeerId;
@@ -57,6 +58,12 @@ pub struct Room {
     pub creator: Option<ClientKey>,
     /// Joins and leaves not yet told (rooms above the announce limit).
     pub presence: Presence,
+    /// The nicknames held here, by key: of users present and of those
+    /// who dropped and may still come back.
+    pub names: Registry,
+    /// Users of this room who dropped and may still come back: while
+    /// there are any, the room is not forgotten.
+    pub away: usize,
 }
 
 impl Room {
@@ -70,6 +77,8 @@ impl Room {
             empty_since: None,
             creator,
             presence: Presence::default(),
+            names: Registry::default(),
+            away: 0,
         }
     }
 
@@ -180,7 +189,7 @@ impl Rooms {
     fn oldest_empty(&self) -> Option<usize> {
         self.slab
             .iter()
-            .filter(|(_, r)| r.creator.is_some())
+            .filter(|(_, r)| r.creator.is_some() && r.away == 0)
             .filter_map(|(i, r)| r.empty_since.map(|t| (t, i)))
             .min()
             .map(|(_, i)| i)
@@ -229,8 +238,9 @@ impl Rooms {
             .slab
             .iter()
             .filter(|(_, r)| {
-                r.empty_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
+                r.away == 0
+                    && r.empty_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= ttl)
             })
             .map(|(i, _)| i)
             .collect();

@@ -4,7 +4,9 @@
 //! is 1–32 characters from ASCII letters, digits, `-` and `_`, compared
 //! case-insensitively and kept in lower case, so that `/Rust` and `/rust`
 //! are one room and no name needs escaping anywhere it is shown. The query
-//! may carry `since=SEQ`, the last sequence number a client saw.
+//! may carry `since=SEQ`, the last sequence number a client saw, and
+//! `resume=TOKEN`, the secret that gives a reconnecting client its name
+//! back (32 hex digits).
 
 /// The lobby's name.
 pub const LOBBY: &str = "lobby";
@@ -17,6 +19,7 @@ pub const MAX_ROOM_NAME: usize = 32;
 pub struct Target {
     pub room: String,
     pub since: Option<u64>,
+    pub resume: Option<super::resume::Token>,
 }
 
 /// Why a target is refused; shown to the client.
@@ -24,6 +27,7 @@ pub struct Target {
 pub enum TargetError {
     BadRoomName,
     BadSince,
+    BadResume,
 }
 
 impl TargetError {
@@ -33,6 +37,7 @@ impl TargetError {
                 "no such room: a room name is 1-32 ASCII letters, digits, - or _"
             }
             TargetError::BadSince => "since must be a sequence number",
+            TargetError::BadResume => "resume must be a token of 32 hex digits",
         }
     }
 }
@@ -48,13 +53,19 @@ pub fn parse(target: &str) -> Result<Target, TargetError> {
     } else {
         return Err(TargetError::BadRoomName);
     };
-    let mut since = None;
+    let (mut since, mut resume) = (None, None);
     for pair in query.split('&') {
         if let Some(value) = pair.strip_prefix("since=") {
             since = Some(value.parse().map_err(|_| TargetError::BadSince)?);
+        } else if let Some(value) = pair.strip_prefix("resume=") {
+            resume = Some(super::resume::parse(value).ok_or(TargetError::BadResume)?);
         }
     }
-    Ok(Target { room, since })
+    Ok(Target {
+        room,
+        since,
+        resume,
+    })
 }
 
 fn valid_room_name(name: &str) -> bool {
@@ -99,5 +110,16 @@ mod tests {
         assert_eq!(parse("/rust").unwrap().since, None);
         assert_eq!(parse("/rust?since=-1"), Err(TargetError::BadSince));
         assert_eq!(parse("/rust?since="), Err(TargetError::BadSince));
+    }
+
+    #[test]
+    fn resume() {
+        let token = "00112233445566778899aabbccddeeff";
+        let t = parse(&format!("/rust?since=4&resume={token}")).unwrap();
+        assert_eq!(t.since, Some(4));
+        assert_eq!(t.resume.map(|t| t[15]), Some(0xff));
+        assert_eq!(parse("/rust").unwrap().resume, None);
+        assert_eq!(parse("/?resume=xyz"), Err(TargetError::BadResume));
+        assert_eq!(parse("/?resume="), Err(TargetError::BadResume));
     }
 }

@@ -18,11 +18,16 @@ pub struct User {
     /// The nickname, or the default name once it was needed as a shared
     /// string (history entries hold it).
     pub name: Option<Rc<str>>,
+    /// `name` is a nickname (held in the room's registry), not a default
+    /// `User <port>`.
+    pub nick: bool,
     pub room: usize,
     /// Where this user sits in its room's member list for its format.
     pub slot: usize,
     /// Speaks the JSON subprotocol.
     pub json: bool,
+    /// Its resume token, once it was told one.
+    pub token: Option<super::resume::Token>,
     /// What is left of its budget for `/who`, `/rooms` and `/help` replies.
     pub replies: ReplyBudget,
 }

@@ -287,19 +287,28 @@ try {
     }
   });
 
-  await step("page 2 reconnects after a drop and shows the missed messages exactly once", async () => {
+  await step("page 2 drops, reconnects with its resume token: same name, missed messages once, no leave or join", async () => {
     const before = await page2.evaluate(() => window.wschat.lastSeq);
     check(before > 0, `page 2's last seq is ${before}`);
+    const token = await page2.evaluate(() => window.wschat.resume);
+    check(/^[0-9a-f]{32}$/.test(token || ""), `page 2's resume token is ${JSON.stringify(token)}`);
+    const quietFrom1 = (await lines(page1)).length;
     // Hold page 2 offline (DevTools network emulation, this page only) so
     // that the two messages are certainly sent while it is away, whatever
-    // the reconnect timing; then close its socket from the page itself.
+    // the reconnect timing; then drop its socket from the page itself
+    // (close code 4000: not a goodbye, so the server keeps its name).
     const cdp = await context.newCDPSession(page2);
     await cdp.send("Network.enable");
     const offline = (on) => cdp.send("Network.emulateNetworkConditions",
       { offline: on, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
     await offline(true);
-    await page2.evaluate(() => window.wschat.socket.close());
-    await expectLine(page1, { type: "leave", text: `${p2} left` });
+    await page2.evaluate(() => window.wschat.socket.close(4000, "drop"));
+    // The server has seen the drop once /who no longer lists page 2.
+    await waitFor(`the server to see ${p2} drop`, () => {
+      plain.ws.send("/who");
+      const last = plain.lines.filter((l) => l.startsWith("wschat: Users in ")).at(-1) || "";
+      return last && !last.includes(p2);
+    });
     await say(page1, "missed one");
     await say(page1, "missed two");
     await plain.expect("alice: missed one");
@@ -309,10 +318,13 @@ try {
     await offline(false);
     await cdp.detach();
 
-    const p2again = await waitFor("page 2 to reconnect (a new welcome)", () => page2.evaluate(
-      (old) => window.wschat.socket?.readyState === 1 && window.wschat.you !== old && window.wschat.you, p2), () => dump(page2));
+    await waitFor("page 2 to reconnect (a new welcome, a new token)", () => page2.evaluate(
+      (old) => window.wschat.socket?.readyState === 1 && window.wschat.resume !== old, token), () => dump(page2));
+    const again = await page2.evaluate(() => window.wschat.you);
+    check(again === p2, `page 2 came back as ${again}, not ${p2}`);
     const resume = sockets.page2.at(-1);
-    check(resume === `${wsBase}${ROOM}?since=${before}`, `page 2 reconnected to ${resume}, expected ?since=${before}`);
+    check(resume === `${wsBase}${ROOM}?since=${before}&resume=${token}`,
+      `page 2 reconnected to ${resume}, expected ?since=${before}&resume=${token}`);
     for (const text of ["missed one", "missed two"]) {
       await expectLine(page2, { type: "history", from: "alice", text });
     }
@@ -324,11 +336,30 @@ try {
     }
     const seqs = all.filter((l) => l.seq != null).map((l) => l.seq);
     check(new Set(seqs).size === seqs.length, `page 2 shows a seq twice: ${seqs.join(",")}`);
-    await expectLine(page1, { type: "join", text: `${p2again} joined` });
-    await expectWho(page1, ["alice", p2again, plainName], [p2]);
     await say(page1, "after the reconnect");
     await expectLine(page2, { type: "message", from: "alice", text: "after the reconnect" });
-    p2 = p2again;
+    await expectWho(page1, ["alice", p2, plainName]);
+    const noise = (await lines(page1)).slice(quietFrom1).filter((l) => l.type === "join" || l.type === "leave");
+    check(noise.length === 0, `page 1 was told of the drop: ${JSON.stringify(noise)}`);
+    const plainNoise = plain.lines.filter((l) => l === `${p2} left` || l === `${p2} joined`);
+    check(plainNoise.length === 1, `the plain client saw ${JSON.stringify(plainNoise)}, expected only the first join`);
+  });
+
+  await step("page 1 reloads: still alice (its tab's token), nobody told; a private message reads as one", async () => {
+    const quietFrom2 = (await lines(page2)).length;
+    await page1.reload({ timeout: TIMEOUT });
+    await waitFor("page 1 to be welcomed back", () => page1.evaluate(() => window.wschat?.socket?.readyState === 1 && window.wschat.you), () => dump(page1));
+    const name = await page1.evaluate(() => window.wschat.you);
+    check(name === "alice", `after a reload page 1 is ${name}`);
+    check(await page1.evaluate(() => localStorage.getItem("wschat.nick")) === "alice", "the nickname is remembered");
+    await say(page1, `/msg ${p2} just for you`);
+    await expectLine(page2, { type: "private", from: "alice", text: "just for you" });
+    await expectLine(page1, { type: "private", from: `to ${p2}`, text: "just for you" });
+    await say(page1, "after the reload");
+    await plain.expect("alice: after the reload");
+    check(!plain.lines.includes("[private] alice: just for you"), "the plain client got the private message");
+    const noise = (await lines(page2)).slice(quietFrom2).filter((l) => l.type === "join" || l.type === "leave");
+    check(noise.length === 0, `page 2 was told of the reload: ${JSON.stringify(noise)}`);
   });
 
   await step("screenshots (desktop and phone width); no horizontal overflow on a phone", async () => {

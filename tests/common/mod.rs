@@ -181,6 +181,55 @@ impl Client {
         Client { ws, port }
     }
 
+    /// A client of `path` (e.g. `/rust?since=3`) offering `protocol`.
+    pub fn connect_path(addr: SocketAddr, path: &str, protocol: Option<&str>) -> Client {
+        let stream = tcp(addr);
+        let port = stream.local_addr().unwrap().port();
+        let mut request =
+            tungstenite::ClientRequestBuilder::new(format!("ws://{addr}{path}").parse().unwrap());
+        if let Some(protocol) = protocol {
+            request = request.with_sub_protocol(protocol);
+        }
+        let (ws, response) = tungstenite::client(request, stream)
+            .unwrap_or_else(|e| panic!("WebSocket handshake with {addr}{path}: {e}"));
+        assert_eq!(response.status(), 101);
+        Client { ws, port }
+    }
+
+    /// A `wschat.v1.json` client of `path`.
+    pub fn json(addr: SocketAddr, path: &str) -> Client {
+        Client::connect_path(addr, path, Some("wschat.v1.json"))
+    }
+
+    /// The next JSON event whose `type` is `kind`, skipping others.
+    pub fn next_json_of(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let event = self.next_json();
+            if event["type"] == kind {
+                return event;
+            }
+        }
+    }
+
+    /// Whether nothing arrives within `wait` (control frames aside).
+    pub fn silent_for(&mut self, wait: Duration) -> Result<(), Message> {
+        self.ws.get_ref().set_read_timeout(Some(wait)).unwrap();
+        let result = loop {
+            match self.ws.read() {
+                Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                Ok(message) => break Err(message),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    break Ok(())
+                }
+                Err(e) => panic!("client {}: read failed: {e}", self.port),
+            }
+        };
+        self.ws.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+        result
+    }
+
     /// The chat name the server gives this client.
     pub fn name(&self) -> String {
         format!("User {}", self.port)
