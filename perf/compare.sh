@@ -99,18 +99,30 @@ run_one() { # server scenario run
     fi
     # uws-chat prints the port alone ("uws chat listening on 9001").
     [[ "$addr" == *:* ]] || addr=127.0.0.1:$addr
+    # A server may print its line before it accepts (uws-chat does): wait
+    # until a TCP connect succeeds, or the run's clients all fail.
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null && break
+        sleep 0.1
+    done
     # shellcheck disable=SC2046
     if timeout 300 taskset -c 1 "$LOAD" --url "ws://$addr/" --server-pid "$pid" \
         --label "$server $scenario" --json $(scenario_args "$scenario") \
         >"$log.json" 2>"$log.load.err"; then
-        python3 - "$server" "$scenario" "$run" "$log.json" >>"$RESULTS" <<'PY'
+        if python3 - "$server" "$scenario" "$run" "$log.json" >>"$RESULTS" 2>>"$log.load.err" <<'PY'
 import json, sys
 server, scenario, run, path = sys.argv[1:5]
 data = json.load(open(path))
+if data.get("clients") and not data.get("connected"):
+    sys.exit(f"no client connected ({data.get('connect_failures')} failures)")
 data.update(server=server, scenario=scenario, run=int(run))
 print(json.dumps(data))
 PY
-        echo "  $server $scenario run $run: ok"
+        then
+            echo "  $server $scenario run $run: ok"
+        else
+            echo "  $server $scenario run $run: failed (see $log.load.err)"
+        fi
     else
         echo "  $server $scenario run $run: failed (see $log.load.err)"
     fi
