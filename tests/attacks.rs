@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -51,20 +51,6 @@ fn a_frame_trickled_a_byte_at_a_time_must_still_finish_in_time() {
     }
 }
 
-/// A client with a small receive buffer that never reads.
-fn non_reader(addr: SocketAddr) -> RawClient {
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket
-        .connect_timeout(&addr.into(), TIMEOUT)
-        .expect("connect");
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    RawClient::upgrade(stream, addr)
-}
-
 #[test]
 fn a_peer_that_pings_but_never_reads_is_dropped_when_its_socket_stalls() {
     // The slow-consumer grace is long, so only the write timeout can drop
@@ -79,7 +65,7 @@ fn a_peer_that_pings_but_never_reads_is_dropped_when_its_socket_stalls() {
         "--max-message-rate",
         "0",
     ]);
-    let mut stalled = non_reader(server.addr);
+    let mut stalled = RawClient::non_reader(server.addr);
     let port = stalled.port;
     let mut talker = server.client();
     // Fill its socket: 8 MiB of chat it never reads.
@@ -228,7 +214,9 @@ fn sighup_and_sigusr1_do_not_stop_the_chat() {
 fn sigterm_exits_within_the_close_timeout_with_users_not_reading() {
     let mut server = Server::start(&["--close-timeout", "2"]);
     let readers: Vec<Client> = (0..20).map(|_| server.client()).collect();
-    let mut stalled: Vec<RawClient> = (0..20).map(|_| non_reader(server.addr)).collect();
+    let mut stalled: Vec<RawClient> = (0..20)
+        .map(|_| RawClient::non_reader(server.addr))
+        .collect();
     let mut talker = server.client();
     for _ in 0..200 {
         talker.send_text(&"y".repeat(8 * 1024));

@@ -7,12 +7,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{text_frame, Client, RawClient, Server, TIMEOUT};
-use socket2::{Domain, Protocol, Socket, Type};
 
 /// A text of `size` bytes that starts with its number.
 fn payload(seq: usize, size: usize) -> String {
@@ -188,25 +186,12 @@ fn forty_64_kib_messages_in_a_row_reach_ten_readers() {
     assert_eq!(metrics.count("wschat_slow_consumer_disconnects_total"), 0);
 }
 
-/// A client with a small receive buffer that completes the upgrade and
-/// then never reads.
-fn stopped_reader(addr: SocketAddr) -> RawClient {
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket
-        .connect_timeout(&addr.into(), TIMEOUT)
-        .expect("connect");
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    RawClient::upgrade(stream, addr)
-}
-
 #[test]
 fn only_the_readers_that_stop_are_dropped_after_the_grace() {
     let server = Server::start(&["--max-message-rate", "0", "--slow-consumer-grace", "1"]);
-    let stopped: Vec<RawClient> = (0..20).map(|_| stopped_reader(server.addr)).collect();
+    let stopped: Vec<RawClient> = (0..20)
+        .map(|_| RawClient::non_reader(server.addr))
+        .collect();
     // A healthy pair and a sender of 16 KiB messages: 8 MiB each, far
     // past what the stopped readers' sockets and queues can take.
     let started = Instant::now();

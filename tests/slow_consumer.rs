@@ -12,14 +12,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Client, RawClient, Server, TIMEOUT};
-use socket2::{Domain, Protocol, Socket, Type};
 use wschat::protocol::client::{close_code, decode_server_frame, Status};
 
 /// Clients that never read.
@@ -50,24 +48,6 @@ fn messages() -> usize {
         .unwrap_or(4 << 20);
     let bytes = (kernel + MAX_OUTBOX + (64 << 10)) * 5 / 4;
     (bytes / SIZE).clamp(2000, 40_000)
-}
-
-/// A client with a small receive buffer (set before connecting, so the
-/// window it advertises is small from the start) that completes the
-/// upgrade and then never reads: the kernel's buffers fill soon and the
-/// server's queue for it grows.
-fn slow_client(addr: SocketAddr) -> RawClient {
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket
-        .connect_timeout(&addr.into(), TIMEOUT)
-        .expect("connect");
-    let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    RawClient::upgrade(stream, addr)
 }
 
 /// The text of broadcast `i`: its number, then padding to [`SIZE`].
@@ -161,7 +141,9 @@ fn slow_consumers_are_cut_off_with_1008_and_the_room_gets_everything() {
     let rss_before = server.rss_kib();
     let messages = messages();
 
-    let mut slow: Vec<RawClient> = (0..SLOW).map(|_| slow_client(server.addr)).collect();
+    let mut slow: Vec<RawClient> = (0..SLOW)
+        .map(|_| RawClient::non_reader(server.addr))
+        .collect();
     let slow_ports: BTreeSet<u16> = slow.iter().map(|c| c.port).collect();
     let receivers = [server.client(), server.client()];
     let mut sender = server.client();

@@ -488,6 +488,25 @@ pub struct RawClient {
 }
 
 impl RawClient {
+    /// A client with a small receive buffer (set before connecting, so the
+    /// window it advertises is small from the start) that completes the
+    /// upgrade and then never reads: the kernel's buffers fill soon and the
+    /// server's queue for it grows.
+    pub fn non_reader(addr: SocketAddr) -> RawClient {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket
+            .connect_timeout(&addr.into(), TIMEOUT)
+            .expect("connect");
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawClient::upgrade(stream, addr)
+    }
+
     pub fn connect(addr: SocketAddr) -> RawClient {
         RawClient::upgrade(tcp(addr), addr)
     }
