@@ -16,10 +16,9 @@ use std::net::SocketAddr;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use wschat::chat::{Chat, ChatConfig};
+use wschat::net::peers::encode_message;
 use wschat::protocol::client;
 use wschat::protocol::connection::{Connection, Event, Input, Message, Settings};
-use wschat::protocol::frame::{self, OpCode};
-use wschat::protocol::outbox::SharedFrame;
 use wschat::service::{self, Clock, Context, Kind, Outgoing, PeerId, Service, Upgrade};
 
 /// In-memory peers: what the server's hub does, minus the sockets.
@@ -36,16 +35,7 @@ impl Context for Peers {
     }
 
     fn encode(&mut self, kind: Kind, parts: &[&[u8]]) -> Outgoing {
-        let opcode = match kind {
-            Kind::Text => OpCode::Text,
-            Kind::Binary => OpCode::Binary,
-        };
-        let len = parts.iter().map(|p| p.len()).sum();
-        let mut header = [0u8; frame::MAX_SERVER_HEADER_LEN];
-        Outgoing::from_plain(SharedFrame::concat(
-            frame::encode_header(true, opcode, len, &mut header),
-            parts,
-        ))
+        encode_message(kind, parts)
     }
 
     fn deliver(&mut self, to: PeerId, message: &Outgoing) {

@@ -463,17 +463,8 @@ impl Context for Peers {
     }
 
     fn encode(&mut self, kind: Kind, parts: &[&[u8]]) -> Outgoing {
-        let opcode = match kind {
-            Kind::Text => OpCode::Text,
-            Kind::Binary => OpCode::Binary,
-        };
-        let len = parts.iter().map(|p| p.len()).sum();
         self.metrics.messages_out += 1;
-        let mut header = [0u8; frame::MAX_SERVER_HEADER_LEN];
-        Outgoing::from_plain(SharedFrame::concat(
-            frame::encode_header(true, opcode, len, &mut header),
-            parts,
-        ))
+        encode_message(kind, parts)
     }
 
     fn deliver(&mut self, to: PeerId, message: &Outgoing) {
@@ -521,4 +512,20 @@ impl Context for Peers {
             Err(SendError::Overflow) => self.overflowed.push(to),
         }
     }
+}
+
+/// One unfragmented server frame of `kind` whose payload is `parts`
+/// concatenated, built in one allocation: what [`Context::encode`] hands
+/// the service (the fan-out bench builds its frames with it too).
+pub fn encode_message(kind: Kind, parts: &[&[u8]]) -> Outgoing {
+    let opcode = match kind {
+        Kind::Text => OpCode::Text,
+        Kind::Binary => OpCode::Binary,
+    };
+    let len = parts.iter().map(|p| p.len()).sum();
+    let mut header = [0u8; frame::MAX_SERVER_HEADER_LEN];
+    Outgoing::from_plain(SharedFrame::concat(
+        frame::encode_header(true, opcode, len, &mut header),
+        parts,
+    ))
 }
