@@ -148,6 +148,32 @@ impl Drop for Repl {
     }
 }
 
+/// The flag Node needs for `WebSocket`; panics (this test is never
+/// skipped silently) without Node 20.10+.
+fn required_flag() -> Option<&'static str> {
+    node_version()
+        .and_then(|v| websocket_flag(&v))
+        .unwrap_or_else(|why| panic!("this test needs Node 20.10+ as `node`: {why}"))
+}
+
+/// A REPL that typed the seed's two lines against `port`, and its port
+/// as the server announced it to `observer`.
+fn seed_repl(
+    name: &'static str,
+    flag: Option<&str>,
+    port: u16,
+    observer: &mut Client,
+) -> (Repl, u16) {
+    let mut repl = Repl::start(name, flag);
+    repl.type_line(&format!(
+        "let ws = new WebSocket(\"ws://localhost:{port}\")"
+    ));
+    repl.type_line("ws.onmessage = message => console.log(`${message.data}`)");
+    repl.wait_for_line("[Function (anonymous)]");
+    let joined = joined_port(&observer.next_text());
+    (repl, joined)
+}
+
 /// The port in an announcement `User <port> joined`.
 fn joined_port(announcement: &str) -> u16 {
     announcement
@@ -178,9 +204,7 @@ fn websocket_flag_follows_node_versions() {
 #[ignore = "needs Node 20.10+ as `node`; run with `cargo test -- --include-ignored`"]
 fn two_node_repls_chat_through_localhost() {
     // Run, this test fails without what it needs: it is never skipped silently.
-    let flag = node_version()
-        .and_then(|v| websocket_flag(&v))
-        .unwrap_or_else(|why| panic!("this test needs Node 20.10+ as `node`: {why}"));
+    let flag = required_flag();
 
     let server = Server::start_raw(&["--listen", "[::]:0"]);
     let port = server.port();
@@ -188,20 +212,8 @@ fn two_node_repls_chat_through_localhost() {
     // announcements, the port (name) of each Node client.
     let mut observer = Client::connect(server.addr);
 
-    let seed_connect = format!("let ws = new WebSocket(\"ws://localhost:{port}\")");
-    let seed_onmessage = "ws.onmessage = message => console.log(`${message.data}`)";
-
-    let mut first = Repl::start("first", flag);
-    first.type_line(&seed_connect);
-    first.type_line(seed_onmessage);
-    first.wait_for_line("[Function (anonymous)]");
-    let first_port = joined_port(&observer.next_text());
-
-    let mut second = Repl::start("second", flag);
-    second.type_line(&seed_connect);
-    second.type_line(seed_onmessage);
-    second.wait_for_line("[Function (anonymous)]");
-    let second_port = joined_port(&observer.next_text());
+    let (mut first, first_port) = seed_repl("first", flag, port, &mut observer);
+    let (mut second, second_port) = seed_repl("second", flag, port, &mut observer);
     assert_ne!(first_port, second_port);
 
     // The first sees the second join.
@@ -230,26 +242,13 @@ fn two_node_repls_chat_through_localhost() {
 #[test]
 #[ignore = "needs Node 20.10+ as `node`; run with `cargo test -- --include-ignored`"]
 fn a_node_repl_cannot_forge_lines_or_send_terminal_escapes() {
-    let flag = node_version()
-        .and_then(|v| websocket_flag(&v))
-        .unwrap_or_else(|why| panic!("this test needs Node 20.10+ as `node`: {why}"));
+    let flag = required_flag();
     let server = Server::start_raw(&["--listen", "[::]:0"]);
     let port = server.port();
     let mut observer = Client::connect(server.addr);
-    let seed_connect = format!("let ws = new WebSocket(\"ws://localhost:{port}\")");
-    let seed_onmessage = "ws.onmessage = message => console.log(`${message.data}`)";
 
-    let mut mallory = Repl::start("mallory", flag);
-    mallory.type_line(&seed_connect);
-    mallory.type_line(seed_onmessage);
-    mallory.wait_for_line("[Function (anonymous)]");
-    let mallory_port = joined_port(&observer.next_text());
-
-    let mut victim = Repl::start("victim", flag);
-    victim.type_line(&seed_connect);
-    victim.type_line(seed_onmessage);
-    victim.wait_for_line("[Function (anonymous)]");
-    let victim_port = joined_port(&observer.next_text());
+    let (mut mallory, mallory_port) = seed_repl("mallory", flag, port, &mut observer);
+    let (mut victim, victim_port) = seed_repl("victim", flag, port, &mut observer);
     mallory.wait_for_line(&format!("User {victim_port} joined"));
 
     // The forging string, typed exactly as a user would.
