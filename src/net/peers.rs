@@ -100,10 +100,19 @@ pub struct Peer {
     generation: u32,
     /// Recipients holding this sender paused; it is read only at 0.
     paused_by: u32,
+    /// What only a peer under backpressure or past its end needs.
+    rare: Option<Box<Rare>>,
+}
+
+/// The state of a peer that only backpressure or a finished connection
+/// gives it, kept out of line: an idle peer carries one word for it, not
+/// the 56 bytes of three fields, and idle connections are most of them.
+#[derive(Debug, Default)]
+struct Rare {
     /// Senders paused because this recipient's queue is high.
     holding: Vec<PeerRef>,
     /// Bytes read but not yet fed when the peer was paused mid-read.
-    pub unread: Vec<u8>,
+    unread: Vec<u8>,
     /// Bytes read and thrown away since the connection was finished.
     discarded: usize,
 }
@@ -120,16 +129,37 @@ impl Peer {
             flood: FloodGuard::default(),
             generation,
             paused_by: 0,
-            holding: Vec::new(),
-            unread: Vec::new(),
-            discarded: 0,
+            rare: None,
         }
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
     }
 
     /// Counts `n` bytes read and thrown away; returns the total.
     pub fn discard(&mut self, n: usize) -> usize {
-        self.discarded = self.discarded.saturating_add(n);
-        self.discarded
+        let rare = self.rare();
+        rare.discarded = rare.discarded.saturating_add(n);
+        rare.discarded
+    }
+
+    /// Whether bytes a pause left unread wait to be fed.
+    pub fn has_unread(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| !r.unread.is_empty())
+    }
+
+    /// Keeps bytes a pause left unread, after those already kept.
+    pub fn keep_unread(&mut self, bytes: &[u8]) {
+        self.rare().unread.extend_from_slice(bytes);
+    }
+
+    /// Takes the bytes a pause left unread (their memory goes with them).
+    pub fn take_unread(&mut self) -> Vec<u8> {
+        self.rare
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.unread))
+            .unwrap_or_default()
     }
 
     /// Backpressure holds this peer: its socket is not read.
@@ -250,10 +280,11 @@ impl Peers {
         let Some(recipient) = self.slab.get_mut(to) else {
             return;
         };
-        if recipient.holding.contains(&held) {
+        let holding = &mut recipient.rare().holding;
+        if holding.contains(&held) {
             return;
         }
-        recipient.holding.push(held);
+        holding.push(held);
         if let Some(sender) = self.slab.get_mut(sender) {
             if sender.paused_by == 0 {
                 self.metrics.senders_paused += 1;
@@ -267,10 +298,10 @@ impl Peers {
         let Some(peer) = self.slab.get_mut(key) else {
             return;
         };
-        if peer.holding.is_empty() {
+        let Some(rare) = peer.rare.as_mut().filter(|r| !r.holding.is_empty()) else {
             return;
-        }
-        for held in std::mem::take(&mut peer.holding) {
+        };
+        for held in std::mem::take(&mut rare.holding) {
             let Some(sender) = self.slab.get_mut(held.key) else {
                 continue;
             };
@@ -528,4 +559,19 @@ pub fn encode_message(kind: Kind, parts: &[&[u8]]) -> Outgoing {
         frame::encode_header(true, opcode, len, &mut header),
         parts,
     ))
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::Peer;
+
+    /// An idle connection costs its `Peer` in the slab and little more
+    /// (README, "Memory": S4's 0.4 KiB per idle connection): what only
+    /// some connections need is boxed out of line (`Rare`, a message being
+    /// assembled, a split control frame), and this keeps it so.
+    #[test]
+    fn an_idle_peer_stays_small() {
+        let size = std::mem::size_of::<Peer>();
+        assert!(size <= 264, "Peer grew to {size} bytes");
+    }
 }

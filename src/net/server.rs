@@ -392,15 +392,15 @@ impl<S: Service> Server<S> {
         if peer.is_paused() {
             return false;
         }
-        if peer.unread.is_empty() {
+        if !peer.has_unread() {
             return true;
         }
-        let mut unread = std::mem::take(&mut peer.unread);
+        let mut unread = peer.take_unread();
         self.feed(key, &mut unread);
         self.peers
             .slab
             .get(key)
-            .is_some_and(|p| !p.is_paused() && p.unread.is_empty())
+            .is_some_and(|p| !p.is_paused() && !p.has_unread())
     }
 
     /// Runs bytes read from the peer through its connection. If a message
@@ -412,7 +412,7 @@ impl<S: Service> Server<S> {
         while let Some(peer) = self.peers.slab.get_mut(key) {
             if peer.is_paused() {
                 if peer.transport == Transport::Live && !input.is_empty() {
-                    peer.unread.extend_from_slice(input.remaining());
+                    peer.keep_unread(input.remaining());
                 }
                 break;
             }

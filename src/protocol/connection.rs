@@ -212,6 +212,41 @@ impl HeaderStash {
     }
 }
 
+/// A control frame's payload split across reads: at most 125 bytes
+/// (RFC 6455 §5.5: "All control frames MUST have a payload length of 125
+/// bytes or less"), which the frame header was checked for.
+#[derive(Clone, Copy, Debug)]
+struct ControlStash {
+    bytes: [u8; frame::MAX_CONTROL_PAYLOAD],
+    len: u8,
+}
+
+impl Default for ControlStash {
+    fn default() -> ControlStash {
+        ControlStash {
+            bytes: [0; frame::MAX_CONTROL_PAYLOAD],
+            len: 0,
+        }
+    }
+}
+
+impl ControlStash {
+    /// Adds bytes of the payload; what would pass 125 bytes (which a
+    /// checked header never announces) is not kept.
+    fn append(&mut self, chunk: &[u8]) {
+        let start = usize::from(self.len);
+        let room = self.bytes.len() - start;
+        let n = chunk.len().min(room);
+        self.bytes[start..start + n].copy_from_slice(&chunk[..n]);
+        // start + n <= 125, so it fits a u8.
+        self.len = u8::try_from(start + n).unwrap_or(u8::MAX);
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 /// The length a frame header declared, as a `usize`, if it is at most
 /// `room` bytes. A length a `usize` cannot hold (over 4 GiB on a 32-bit
 /// host) is over any limit: it is refused, never truncated.
@@ -247,8 +282,9 @@ pub struct Connection {
     /// Boxed: most connections never need one, and an idle connection's
     /// state should stay a few words.
     message: Option<Box<Assembly>>,
-    /// A control frame's payload split across reads (at most 125 bytes).
-    control: Vec<u8>,
+    /// A control frame's payload split across reads, boxed for the same
+    /// reason as `message`.
+    control: Option<Box<ControlStash>>,
     outbox: Outbox,
 }
 
@@ -268,7 +304,7 @@ impl Connection {
             stash: HeaderStash::default(),
             frame: None,
             message: None,
-            control: Vec::new(),
+            control: None,
             outbox: Outbox::default(),
         }
     }
@@ -464,7 +500,7 @@ impl Connection {
     fn drop_partial_input(&mut self) {
         self.head = None;
         self.message = None;
-        self.control = Vec::new();
+        self.control = None;
     }
 
     // ----- the opening handshake -----
@@ -551,7 +587,9 @@ impl Connection {
         frame::apply_mask(chunk, progress.mask, progress.read);
         progress.read += chunk.len();
         if progress.opcode.is_control() {
-            self.control.extend_from_slice(chunk);
+            self.control
+                .get_or_insert_with(Box::default)
+                .append(chunk);
         } else if let Err(step) = self.gather(&progress).append(chunk, false) {
             return step;
         }
@@ -561,8 +599,8 @@ impl Connection {
         }
         self.frame = None;
         if progress.opcode.is_control() {
-            let payload = std::mem::take(&mut self.control);
-            return self.control_frame(progress.opcode, &payload, settings);
+            let stash = self.control.take().unwrap_or_default();
+            return self.control_frame(progress.opcode, stash.payload(), settings);
         }
         self.end_data_frame(progress.fin)
     }
@@ -644,7 +682,7 @@ impl Connection {
             read: 0,
         };
         if header.opcode.is_control() {
-            self.control.clear();
+            self.control = None;
         } else if let Some(message) = &mut self.message {
             message.fragments += 1;
         } else if !header.fin {
