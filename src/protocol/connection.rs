@@ -587,9 +587,7 @@ impl Connection {
         frame::apply_mask(chunk, progress.mask, progress.read);
         progress.read += chunk.len();
         if progress.opcode.is_control() {
-            self.control
-                .get_or_insert_with(Box::default)
-                .append(chunk);
+            self.control.get_or_insert_with(Box::default).append(chunk);
         } else if let Err(step) = self.gather(&progress).append(chunk, false) {
             return step;
         }
