@@ -90,7 +90,7 @@ fn poll_until<T: PartialEq + Copy>(limit: Duration, want: T, mut probe: impl FnM
     }
 }
 
-// Regression: a write failing inside `Server::flush_dirty` announces a
+// Regression: a write failing inside `Server::flush` announces a
 // departure, marking other peers dirty mid-flush; those used to be lost
 // (never written to again), so clean-close cycles hung.
 #[test]

@@ -3,7 +3,7 @@
 //!
 //! A delivery only queues a shared handle and marks the peer dirty; after
 //! the batch of readiness events every dirty peer gets one vectored write
-//! ([`Peers::flush_dirty`]), so a broadcast reaching a peer several times
+//! ([`Peers::flush_some`]), so a broadcast reaching a peer several times
 //! in one pass costs it one system call. A peer whose queue grows long
 //! within one pass is written early, so a long batch cannot make every
 //! queue grow until the batch ends.
@@ -210,8 +210,10 @@ pub struct Peers {
     pub tick: Tick,
     /// Peers with new frames queued in this batch.
     dirty: Vec<PeerId>,
-    /// The dirty list being flushed (kept to reuse its allocation).
+    /// The dirty list being flushed (kept to reuse its allocation), and
+    /// the next of it to write.
     flush_batch: Vec<PeerId>,
+    flush_next: usize,
     /// Peers whose outbox overflowed in this batch.
     overflowed: Vec<PeerId>,
     /// Peers whose write failed, to be reported lost.
@@ -237,6 +239,7 @@ impl Peers {
             tick: Tick(0),
             dirty: Vec::new(),
             flush_batch: Vec::new(),
+            flush_next: 0,
             overflowed: Vec::new(),
             broken: Vec::new(),
             to_remove: Vec::new(),
@@ -391,24 +394,32 @@ impl Peers {
 
     /// Writes every peer with new frames, until no one is left dirty.
     /// Peers whose write fails are left in [`Peers::take_broken`].
-    pub fn flush_dirty(&mut self, registry: &Registry) {
-        let mut batch = std::mem::take(&mut self.flush_batch);
-        loop {
-            std::mem::swap(&mut batch, &mut self.dirty);
-            if batch.is_empty() {
-                break;
-            }
-            for &key in &batch {
-                if let Some(peer) = self.slab.get_mut(key) {
-                    peer.dirty = false;
-                    if !peer.stream.awaiting_writable() {
-                        self.flush(key, registry);
-                    }
+    /// Writes up to `max` of the dirty peers, in the order they were
+    /// marked; returns whether some are still waiting. A peer marked again
+    /// while it waits in the current round keeps its place, so frames
+    /// queued for it meanwhile go out in the same write.
+    pub fn flush_some(&mut self, registry: &Registry, max: usize) -> bool {
+        let mut written = 0;
+        while written < max {
+            if self.flush_next == self.flush_batch.len() {
+                self.flush_batch.clear();
+                self.flush_next = 0;
+                std::mem::swap(&mut self.flush_batch, &mut self.dirty);
+                if self.flush_batch.is_empty() {
+                    return false;
                 }
             }
-            batch.clear();
+            let key = self.flush_batch[self.flush_next];
+            self.flush_next += 1;
+            if let Some(peer) = self.slab.get_mut(key) {
+                peer.dirty = false;
+                if !peer.stream.awaiting_writable() {
+                    self.flush(key, registry);
+                    written += 1;
+                }
+            }
         }
-        self.flush_batch = batch;
+        true
     }
 
     /// The socket drained: write what waits.
