@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 HERE="$(pwd)"
 
-for dir in node-websocket node-ws; do
+for dir in node-websocket node-ws node-ws-redis; do
   echo "== npm install in $dir" >&2
   # With a package-lock.json present, `npm ci` gives the exact locked tree;
   # skip the reinstall when node_modules already matches it.
@@ -30,11 +30,13 @@ echo "== cargo build --release in tokio-tungstenite" >&2
 # Smoke check that each runnable resolves its dependencies.
 (cd node-websocket && node -e "require('websocket')")
 (cd node-ws && node -e "require('ws'); require('bufferutil')")
+(cd node-ws-redis && node -e "require('ws'); require('ioredis')")
 test -x tokio-tungstenite/target/release/peer-tokio-tungstenite
 
 cat <<EOT
 node-websocket:    node $HERE/node-websocket/server.js
 node-ws:           node $HERE/node-ws/server.js
+node-ws-redis:     REDIS_URL=redis://HOST:PORT node $HERE/node-ws-redis/server.js (one per node)
 tokio-tungstenite: $HERE/tokio-tungstenite/target/release/peer-tokio-tungstenite
 (port: --port N | first arg | env PORT | default 8080; each prints "listening on 127.0.0.1:PORT")
 EOT
