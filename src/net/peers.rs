@@ -33,7 +33,9 @@ use super::metrics::Metrics;
 use super::stream::Stream;
 use super::timers::{Stage, Tick, Times};
 use crate::protocol::connection::{Closure, Connection, Phase, SendError, Settings};
-use crate::protocol::frame::{self, CloseCode, OpCode};
+use crate::protocol::deflate::Compressor;
+use crate::protocol::extensions::Negotiated;
+use crate::protocol::frame::{self, CloseCode, OpCode, RSV1};
 use crate::protocol::outbox::SharedFrame;
 use crate::service::{Clock, Context, Kind, Outgoing, PeerId};
 
@@ -192,6 +194,9 @@ pub struct Peers {
     resumed: Vec<PeerId>,
     /// Connections held per client address.
     pub addresses: AddressCounts,
+    /// The one compressor of the loop, made the first time a message is
+    /// compressed (no context takeover: it serves every connection).
+    deflater: Deflater,
 }
 
 impl Peers {
@@ -212,6 +217,7 @@ impl Peers {
             to_remove: Vec::new(),
             resumed: Vec::new(),
             addresses: AddressCounts::default(),
+            deflater: Deflater::default(),
         }
     }
 
@@ -474,7 +480,14 @@ impl Context for Peers {
         if peer.transport != Transport::Live {
             return;
         }
-        match peer.conn.send(message.plain(), &self.settings) {
+        let frame = match peer.conn.deflate() {
+            Some(terms) => self
+                .deflater
+                .frame_for(message, terms, self.settings.compression_min_size)
+                .unwrap_or(message.plain()),
+            None => message.plain(),
+        };
+        match peer.conn.send(frame, &self.settings) {
             Ok(()) => {
                 self.metrics.deliveries += 1;
                 if !peer.dirty {
@@ -528,4 +541,51 @@ pub fn encode_message(kind: Kind, parts: &[&[u8]]) -> Outgoing {
         frame::encode_header(true, opcode, len, &mut header),
         parts,
     ))
+}
+
+/// The loop's compressor and its scratch buffer, and the choice of frame
+/// for a recipient that negotiated `permessage-deflate`.
+#[derive(Debug, Default)]
+struct Deflater {
+    compressor: Option<Compressor>,
+    scratch: Vec<u8>,
+}
+
+impl Deflater {
+    /// The compressed frame of `message` for a recipient with `terms`, or
+    /// `None` for the plain one: under `min_size`, longer than the
+    /// recipient's window allows, or no smaller compressed. Compressed
+    /// once per message, the first time any recipient asks.
+    fn frame_for<'m>(
+        &mut self,
+        message: &'m Outgoing,
+        terms: Negotiated,
+        min_size: usize,
+    ) -> Option<&'m SharedFrame> {
+        let payload_len = frame::split_server_frame(message.plain().as_bytes())?
+            .1
+            .len();
+        if payload_len < min_size.max(1) || !terms.may_compress(payload_len) {
+            return None;
+        }
+        message.deflated(|plain| self.compress(plain))
+    }
+
+    /// RFC 7692 §7.2.1 on the payload of `plain`, as a frame with RSV1
+    /// set; `None` unless it is smaller than `plain`.
+    fn compress(&mut self, plain: &SharedFrame) -> Option<SharedFrame> {
+        let (first, payload) = frame::split_server_frame(plain.as_bytes())?;
+        let opcode = OpCode::from_bits(first & 0x0F)?;
+        self.scratch.clear();
+        self.compressor
+            .get_or_insert_with(Compressor::new)
+            .compress_into(&[payload], &mut self.scratch);
+        let mut header = [0u8; frame::MAX_SERVER_HEADER_LEN];
+        let head = frame::encode_header_with(true, RSV1, opcode, self.scratch.len(), &mut header);
+        let deflated = SharedFrame::concat(head, &[&self.scratch]);
+        if self.scratch.capacity() > 64 * 1024 {
+            self.scratch = Vec::new(); // a rare long message keeps no buffer
+        }
+        (deflated.len() < plain.len()).then_some(deflated)
+    }
 }
