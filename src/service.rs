@@ -13,7 +13,7 @@
 //! `permessage-deflate`, one shared compressed frame; the loop picks per
 //! recipient, while the service still encodes once.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -150,6 +150,10 @@ struct Formats {
     /// `None` inside: compressing was not worth it (too short, or no
     /// smaller), and the plain frame goes to everyone.
     deflated: OnceCell<Option<SharedFrame>>,
+    /// Compressed with a smaller window, for the rare peer that asked for
+    /// one (`server_max_window_bits`) and a message longer than it: by
+    /// window bits, each made once.
+    narrow: RefCell<Vec<(u8, SharedFrame)>>,
 }
 
 impl Outgoing {
@@ -158,6 +162,7 @@ impl Outgoing {
         Outgoing(Rc::new(Formats {
             plain,
             deflated: OnceCell::new(),
+            narrow: RefCell::new(Vec::new()),
         }))
     }
 
@@ -174,6 +179,21 @@ impl Outgoing {
         make: impl FnOnce(&SharedFrame) -> Option<SharedFrame>,
     ) -> Option<&SharedFrame> {
         self.0.deflated.get_or_init(|| make(&self.0.plain)).as_ref()
+    }
+
+    /// The frame compressed with a window of `bits`, made by `make` the
+    /// first time it is asked for and shared from then on.
+    pub fn deflated_narrow(
+        &self,
+        bits: u8,
+        make: impl FnOnce(&SharedFrame) -> Option<SharedFrame>,
+    ) -> Option<SharedFrame> {
+        if let Some((_, frame)) = self.0.narrow.borrow().iter().find(|(b, _)| *b == bits) {
+            return Some(frame.clone());
+        }
+        let frame = make(&self.0.plain)?;
+        self.0.narrow.borrow_mut().push((bits, frame.clone()));
+        Some(frame)
     }
 
     /// Bytes on the wire for a recipient of the plain frame.

@@ -484,10 +484,10 @@ impl Context for Peers {
             Some(terms) => self
                 .deflater
                 .frame_for(message, terms, self.settings.compression_min_size)
-                .unwrap_or(message.plain()),
-            None => message.plain(),
+                .unwrap_or_else(|| message.plain().clone()),
+            None => message.plain().clone(),
         };
-        match peer.conn.send(frame, &self.settings) {
+        match peer.conn.send(&frame, &self.settings) {
             Ok(()) => {
                 self.metrics.deliveries += 1;
                 if !peer.dirty {
@@ -543,49 +543,78 @@ pub fn encode_message(kind: Kind, parts: &[&[u8]]) -> Outgoing {
     ))
 }
 
-/// The loop's compressor and its scratch buffer, and the choice of frame
+/// The loop's compressors and scratch buffer, and the choice of frame
 /// for a recipient that negotiated `permessage-deflate`.
 #[derive(Debug, Default)]
 struct Deflater {
+    /// The full (15-bit) window: every peer but those that asked for less.
     compressor: Option<Compressor>,
+    /// Smaller windows, made when a peer that asked for one first needs
+    /// a message longer than its window.
+    narrow: Vec<(u8, Compressor)>,
     scratch: Vec<u8>,
 }
 
 impl Deflater {
-    /// The compressed frame of `message` for a recipient with `terms`, or
-    /// `None` for the plain one: under `min_size`, longer than the
-    /// recipient's window allows, or no smaller compressed. Compressed
-    /// once per message, the first time any recipient asks.
-    fn frame_for<'m>(
+    /// The frame of `message` for a recipient with `terms`: compressed
+    /// (RSV1) when it is at least `min_size` long, else `None` for the
+    /// plain one. Each format is compressed once per message, the first
+    /// time any recipient asks. A message is compressed whatever it
+    /// gains: random bytes grow by a few bytes at most (stored blocks), and
+    /// a rule by size alone keeps every peer's choice the same.
+    fn frame_for(
         &mut self,
-        message: &'m Outgoing,
+        message: &Outgoing,
         terms: Negotiated,
         min_size: usize,
-    ) -> Option<&'m SharedFrame> {
+    ) -> Option<SharedFrame> {
         let payload_len = frame::split_server_frame(message.plain().as_bytes())?
             .1
             .len();
-        if payload_len < min_size.max(1) || !terms.may_compress(payload_len) {
+        if payload_len < min_size.max(1) {
             return None;
         }
-        message.deflated(|plain| self.compress(plain))
-    }
-
-    /// RFC 7692 §7.2.1 on the payload of `plain`, as a frame with RSV1
-    /// set; `None` unless it is smaller than `plain`.
-    fn compress(&mut self, plain: &SharedFrame) -> Option<SharedFrame> {
-        let (first, payload) = frame::split_server_frame(plain.as_bytes())?;
-        let opcode = OpCode::from_bits(first & 0x0F)?;
-        self.scratch.clear();
-        self.compressor
-            .get_or_insert_with(Compressor::new)
-            .compress_into(&[payload], &mut self.scratch);
-        let mut header = [0u8; frame::MAX_SERVER_HEADER_LEN];
-        let head = frame::encode_header_with(true, RSV1, opcode, self.scratch.len(), &mut header);
-        let deflated = SharedFrame::concat(head, &[&self.scratch]);
-        if self.scratch.capacity() > 64 * 1024 {
-            self.scratch = Vec::new(); // a rare long message keeps no buffer
+        if terms.may_compress(payload_len) {
+            // Matches reach back less than the message's length, which
+            // fits the window: the shared full-window frame will do.
+            return message
+                .deflated(|plain| {
+                    compress(
+                        plain,
+                        self.compressor.get_or_insert_with(Compressor::new),
+                        &mut self.scratch,
+                    )
+                })
+                .cloned();
         }
-        (deflated.len() < plain.len()).then_some(deflated)
+        let bits = terms.server_window_bits();
+        let at = match self.narrow.iter().position(|(b, _)| *b == bits) {
+            Some(at) => at,
+            None => {
+                self.narrow.push((bits, Compressor::for_window(bits)));
+                self.narrow.len() - 1
+            }
+        };
+        let (narrow, scratch) = (&mut self.narrow[at].1, &mut self.scratch);
+        message.deflated_narrow(bits, |plain| compress(plain, narrow, scratch))
     }
+}
+
+/// RFC 7692 §7.2.1 on the payload of `plain`, as a frame with RSV1 set.
+fn compress(
+    plain: &SharedFrame,
+    compressor: &mut Compressor,
+    scratch: &mut Vec<u8>,
+) -> Option<SharedFrame> {
+    let (first, payload) = frame::split_server_frame(plain.as_bytes())?;
+    let opcode = OpCode::from_bits(first & 0x0F)?;
+    scratch.clear();
+    compressor.compress_into(&[payload], scratch);
+    let mut header = [0u8; frame::MAX_SERVER_HEADER_LEN];
+    let head = frame::encode_header_with(true, RSV1, opcode, scratch.len(), &mut header);
+    let deflated = SharedFrame::concat(head, &[scratch.as_slice()]);
+    if scratch.capacity() > 64 * 1024 {
+        *scratch = Vec::new(); // a rare long message keeps no buffer
+    }
+    Some(deflated)
 }
