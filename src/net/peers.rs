@@ -480,14 +480,15 @@ impl Context for Peers {
         if peer.transport != Transport::Live {
             return;
         }
-        let frame = match peer.conn.deflate() {
-            Some(terms) => self
-                .deflater
+        // The plain path takes no reference count of its own.
+        let deflated = peer.conn.deflate().and_then(|terms| {
+            self.deflater
                 .frame_for(message, terms, self.settings.compression_min_size)
-                .unwrap_or_else(|| message.plain().clone()),
-            None => message.plain().clone(),
-        };
-        match peer.conn.send(&frame, &self.settings) {
+        });
+        match peer
+            .conn
+            .send(deflated.as_ref().unwrap_or(message.plain()), &self.settings)
+        {
             Ok(()) => {
                 self.metrics.deliveries += 1;
                 if !peer.dirty {
