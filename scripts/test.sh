@@ -7,7 +7,8 @@
 #      and the tests plain `cargo test` skips as ignored because they need
 #      tools (Node REPLs, Chromium); run here, they fail if those are
 #      missing;
-#   3. the Autobahn TestSuite, sections 1-10, against `wschat --echo`.
+#   3. the Autobahn TestSuite, sections 1-10, against `wschat --echo`, then
+#      sections 1-13 against `wschat --echo --compression`.
 # Needs: cargo, a C++ compiler (libfuzzer-sys), node (20.10+), python3 with
 # venv, Chromium and `npm ci` in tests/browser (.ci/run installs them).
 # Installs kosoku under target/.
@@ -23,3 +24,7 @@ cargo test --locked --workspace -- --include-ignored
 echo "== Autobahn TestSuite (sections 1-10)"
 cargo build --release --locked --bin wschat
 bash scripts/autobahn.sh target/release/wschat
+
+echo "== Autobahn TestSuite (sections 1-13, --compression)"
+AUTOBAHN_COMPRESSION=1 AUTOBAHN_REPORT_DIR=target/autobahn-compression \
+    bash scripts/autobahn.sh target/release/wschat

@@ -53,6 +53,21 @@ pub struct Config {
     #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "BYTES")]
     pub max_message_size: usize,
 
+    /// Offer permessage-deflate (RFC 7692) to clients that ask for it.
+    /// Off by default: compressing costs CPU for every broadcast and
+    /// inflating costs CPU for every compressed message received, for a
+    /// gain only on slow links with long text (see README,
+    /// "Compression"). When on, every connection agrees to no context
+    /// takeover, so a broadcast is compressed once for all recipients.
+    #[arg(long)]
+    pub compression: bool,
+
+    /// With --compression, messages shorter than this are sent
+    /// uncompressed (deflate gains little on short text; README has the
+    /// measurements).
+    #[arg(long, default_value = "256", value_parser = parse_size, value_name = "BYTES")]
+    pub compression_min_size: usize,
+
     /// Most fragments one message may have; more closes with 1008. Tiny
     /// fragments cost work per frame without adding bytes.
     #[arg(long, default_value_t = 1024, value_name = "N")]
@@ -203,10 +218,12 @@ impl Config {
                 protocols: Vec::new(),
                 max_head_bytes: self.max_head,
                 max_headers: self.max_headers,
+                compression: self.compression,
             },
             max_message_size: self.max_message_size,
             max_fragments: self.max_fragments,
             max_outbox_bytes: self.max_outbox,
+            compression_min_size: self.compression_min_size,
         }
     }
 

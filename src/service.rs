@@ -8,11 +8,15 @@
 //! [`Context`], which turns a message into an [`Outgoing`] once and hands
 //! that handle to as many peers as it likes.
 //!
-//! [`Outgoing`] is opaque to the service: today it holds one shared plain
-//! frame; a compressed variant can sit beside it later and be chosen per
-//! recipient by the loop, while the service still encodes once per format.
+//! [`Outgoing`] is opaque to the service: it holds one shared plain frame
+//! and, made lazily by the loop for the first recipient that negotiated
+//! `permessage-deflate`, one shared compressed frame; the loop picks per
+//! recipient, while the service still encodes once.
 
+use std::cell::{OnceCell, RefCell};
+use std::fmt;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 use crate::protocol::outbox::SharedFrame;
@@ -133,27 +137,95 @@ pub enum Kind {
 /// A message encoded for the wire, ready to be delivered to any number of
 /// peers. Cloning is a reference-count increment; the bytes are the
 /// loop's business.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outgoing {
+///
+/// It holds the plain frame and, made the first time a recipient that
+/// negotiated `permessage-deflate` needs it, the compressed frame: each
+/// format is encoded at most once per message, however many recipients
+/// (and history replays) it has.
+#[derive(Clone)]
+pub struct Outgoing(Rc<Formats>);
+
+struct Formats {
     plain: SharedFrame,
+    /// `None` inside: compressing was not worth it (too short, or no
+    /// smaller), and the plain frame goes to everyone.
+    deflated: OnceCell<Option<SharedFrame>>,
+    /// Compressed with a smaller window, for the rare peer that asked for
+    /// one (`server_max_window_bits`) and a message longer than it: by
+    /// window bits, each made once.
+    narrow: RefCell<Vec<(u8, SharedFrame)>>,
 }
 
 impl Outgoing {
     /// Wraps an encoded frame (done by the loop's [`Context::encode`]).
     pub fn from_plain(plain: SharedFrame) -> Outgoing {
-        Outgoing { plain }
+        Outgoing(Rc::new(Formats {
+            plain,
+            deflated: OnceCell::new(),
+            narrow: RefCell::new(Vec::new()),
+        }))
     }
 
     /// The uncompressed frame, for the loop to queue.
     pub fn plain(&self) -> &SharedFrame {
-        &self.plain
+        &self.0.plain
+    }
+
+    /// The compressed frame, made by `make` from the plain one the first
+    /// time it is asked for and shared from then on; `None` if `make`
+    /// found compressing not worth it.
+    pub fn deflated(
+        &self,
+        make: impl FnOnce(&SharedFrame) -> Option<SharedFrame>,
+    ) -> Option<&SharedFrame> {
+        self.0.deflated.get_or_init(|| make(&self.0.plain)).as_ref()
+    }
+
+    /// The frame compressed with a window of `bits`, made by `make` the
+    /// first time it is asked for and shared from then on.
+    pub fn deflated_narrow(
+        &self,
+        bits: u8,
+        make: impl FnOnce(&SharedFrame) -> Option<SharedFrame>,
+    ) -> Option<SharedFrame> {
+        if let Some((_, frame)) = self.0.narrow.borrow().iter().find(|(b, _)| *b == bits) {
+            return Some(frame.clone());
+        }
+        let frame = make(&self.0.plain)?;
+        self.0.narrow.borrow_mut().push((bits, frame.clone()));
+        Some(frame)
     }
 
     /// Bytes on the wire for a recipient of the plain frame.
     pub fn wire_len(&self) -> usize {
-        self.plain.len()
+        self.0.plain.len()
     }
 }
+
+impl fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("plain", &self.0.plain.len())
+            .field(
+                "deflated",
+                &self
+                    .0
+                    .deflated
+                    .get()
+                    .map(|d| d.as_ref().map(SharedFrame::len)),
+            )
+            .finish()
+    }
+}
+
+impl PartialEq for Outgoing {
+    /// The same message: the same plain bytes.
+    fn eq(&self, other: &Outgoing) -> bool {
+        self.0.plain == other.0.plain
+    }
+}
+
+impl Eq for Outgoing {}
 
 /// One number the service reports on `/metrics` (a Prometheus gauge).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

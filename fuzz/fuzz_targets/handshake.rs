@@ -34,24 +34,28 @@ fn policy(which: u8) -> Policy {
             protocols: vec![],
             max_head_bytes: 8192,
             max_headers: 64,
+            compression: false,
         },
         1 => Policy {
             allowed_origins: vec!["http://example.com".into()],
             protocols: vec!["chat".into(), "superchat".into()],
             max_head_bytes: 8192,
             max_headers: 64,
+            compression: true,
         },
         2 => Policy {
             allowed_origins: vec!["*".into()],
             protocols: vec!["chat".into()],
             max_head_bytes: 8192,
             max_headers: 4,
+            compression: true,
         },
         _ => Policy {
             allowed_origins: vec![],
             protocols: vec!["".into(), "a".into()],
             max_head_bytes: 8192,
             max_headers: 0,
+            compression: false,
         },
     }
 }

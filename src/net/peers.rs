@@ -33,7 +33,9 @@ use super::metrics::Metrics;
 use super::stream::Stream;
 use super::timers::{Stage, Tick, Times};
 use crate::protocol::connection::{Closure, Connection, Phase, SendError, Settings};
-use crate::protocol::frame::{self, CloseCode, OpCode};
+use crate::protocol::deflate::Compressor;
+use crate::protocol::extensions::Negotiated;
+use crate::protocol::frame::{self, CloseCode, OpCode, RSV1};
 use crate::protocol::outbox::SharedFrame;
 use crate::service::{Clock, Context, Kind, Outgoing, PeerId};
 
@@ -224,6 +226,9 @@ pub struct Peers {
     resumed: Vec<PeerId>,
     /// Connections held per client address.
     pub addresses: AddressCounts,
+    /// The one compressor of the loop, made the first time a message is
+    /// compressed (no context takeover: it serves every connection).
+    deflater: Deflater,
 }
 
 impl Peers {
@@ -245,6 +250,7 @@ impl Peers {
             to_remove: Vec::new(),
             resumed: Vec::new(),
             addresses: AddressCounts::default(),
+            deflater: Deflater::default(),
         }
     }
 
@@ -516,7 +522,15 @@ impl Context for Peers {
         if peer.transport != Transport::Live {
             return;
         }
-        match peer.conn.send(message.plain(), &self.settings) {
+        // The plain path takes no reference count of its own.
+        let deflated = peer.conn.deflate().and_then(|terms| {
+            self.deflater
+                .frame_for(message, terms, self.settings.compression_min_size)
+        });
+        match peer
+            .conn
+            .send(deflated.as_ref().unwrap_or(message.plain()), &self.settings)
+        {
             Ok(()) => {
                 self.metrics.deliveries += 1;
                 if !peer.dirty {
@@ -570,6 +584,82 @@ pub fn encode_message(kind: Kind, parts: &[&[u8]]) -> Outgoing {
         frame::encode_header(true, opcode, len, &mut header),
         parts,
     ))
+}
+
+/// The loop's compressors and scratch buffer, and the choice of frame
+/// for a recipient that negotiated `permessage-deflate`.
+#[derive(Debug, Default)]
+struct Deflater {
+    /// The full (15-bit) window: every peer but those that asked for less.
+    compressor: Option<Compressor>,
+    /// Smaller windows, made when a peer that asked for one first needs
+    /// a message longer than its window.
+    narrow: Vec<(u8, Compressor)>,
+    scratch: Vec<u8>,
+}
+
+impl Deflater {
+    /// The frame of `message` for a recipient with `terms`: compressed
+    /// (RSV1) when it is at least `min_size` long, else `None` for the
+    /// plain one. Each format is compressed once per message, the first
+    /// time any recipient asks. A message is compressed whatever it
+    /// gains: random bytes grow by a few bytes at most (stored blocks), and
+    /// a rule by size alone keeps every peer's choice the same.
+    fn frame_for(
+        &mut self,
+        message: &Outgoing,
+        terms: Negotiated,
+        min_size: usize,
+    ) -> Option<SharedFrame> {
+        let payload_len = frame::split_server_frame(message.plain().as_bytes())?
+            .1
+            .len();
+        if payload_len < min_size.max(1) {
+            return None;
+        }
+        if terms.may_compress(payload_len) {
+            // Matches reach back less than the message's length, which
+            // fits the window: the shared full-window frame will do.
+            return message
+                .deflated(|plain| {
+                    compress(
+                        plain,
+                        self.compressor.get_or_insert_with(Compressor::new),
+                        &mut self.scratch,
+                    )
+                })
+                .cloned();
+        }
+        let bits = terms.server_window_bits();
+        let at = match self.narrow.iter().position(|(b, _)| *b == bits) {
+            Some(at) => at,
+            None => {
+                self.narrow.push((bits, Compressor::for_window(bits)));
+                self.narrow.len() - 1
+            }
+        };
+        let (narrow, scratch) = (&mut self.narrow[at].1, &mut self.scratch);
+        message.deflated_narrow(bits, |plain| compress(plain, narrow, scratch))
+    }
+}
+
+/// RFC 7692 §7.2.1 on the payload of `plain`, as a frame with RSV1 set.
+fn compress(
+    plain: &SharedFrame,
+    compressor: &mut Compressor,
+    scratch: &mut Vec<u8>,
+) -> Option<SharedFrame> {
+    let (first, payload) = frame::split_server_frame(plain.as_bytes())?;
+    let opcode = OpCode::from_bits(first & 0x0F)?;
+    scratch.clear();
+    compressor.compress_into(&[payload], scratch);
+    let mut header = [0u8; frame::MAX_SERVER_HEADER_LEN];
+    let head = frame::encode_header_with(true, RSV1, opcode, scratch.len(), &mut header);
+    let deflated = SharedFrame::concat(head, &[scratch.as_slice()]);
+    if scratch.capacity() > 64 * 1024 {
+        *scratch = Vec::new(); // a rare long message keeps no buffer
+    }
+    Some(deflated)
 }
 
 #[cfg(test)]

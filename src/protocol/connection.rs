@@ -28,7 +28,9 @@
 
 use std::borrow::Cow;
 
-use crate::protocol::frame::{self, CloseCode, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::protocol::deflate::Inflater;
+use crate::protocol::extensions::Negotiated;
+use crate::protocol::frame::{self, CloseCode, FrameHeader, OpCode, MAX_HEADER_LEN, RSV1};
 use crate::protocol::handshake::{
     self, HeadScanner, HttpRequest, HttpResponse, Method, Policy, Refusal, Request, Scan, Upgrade,
 };
@@ -47,6 +49,10 @@ pub struct Settings {
     /// past which [`Connection::send`] refuses frames: the memory bound of
     /// a peer that does not read.
     pub max_outbox_bytes: usize,
+    /// Messages shorter than this (in bytes, uncompressed) are sent
+    /// uncompressed even to a peer that negotiated `permessage-deflate`
+    /// (RFC 7692 §6: RSV1 is set per message).
+    pub compression_min_size: usize,
 }
 
 impl Default for Settings {
@@ -57,10 +63,12 @@ impl Default for Settings {
                 protocols: Vec::new(),
                 max_head_bytes: 8 * 1024,
                 max_headers: 64,
+                compression: false,
             },
             max_message_size: 1 << 20,
             max_fragments: 1024,
             max_outbox_bytes: 1 << 20,
+            compression_min_size: 256,
         }
     }
 }
@@ -167,6 +175,9 @@ impl<'b> Input<'b> {
 struct InFrame {
     opcode: OpCode,
     fin: bool,
+    /// RSV1 on the first frame of a message: "Per-Message Compressed"
+    /// (RFC 7692 §6).
+    compressed: bool,
     mask: [u8; 4],
     len: usize,
     read: usize,
@@ -177,21 +188,53 @@ struct InFrame {
 struct Assembly {
     binary: bool,
     data: Vec<u8>,
-    /// Bytes of `data` known to be valid UTF-8 (text only).
+    /// Bytes of `data` (or of the inflated output) known to be valid
+    /// UTF-8 (text only).
     checked: usize,
     fragments: usize,
+    /// A compressed message is inflated as it arrives instead of gathered
+    /// in `data`; the inflater lives only as long as the message.
+    inflater: Option<Box<Inflater>>,
+    /// Compressed bytes received so far (the size limit applies to them
+    /// as they arrive, and to the inflated output in the inflater).
+    wire: usize,
 }
 
 impl Assembly {
     /// Room for what the first frame announced, up to a cap: the rest
     /// grows with what actually arrives.
-    fn start(first: &InFrame) -> Box<Assembly> {
+    fn start(first: &InFrame, settings: &Settings) -> Box<Assembly> {
+        let (data, inflater) = match first.compressed {
+            true => (
+                Vec::new(),
+                Some(Box::new(Inflater::new(settings.max_message_size))),
+            ),
+            false => (Vec::with_capacity(first.len.min(64 * 1024)), None),
+        };
         Box::new(Assembly {
             binary: first.opcode == OpCode::Binary,
-            data: Vec::with_capacity(first.len.min(64 * 1024)),
+            data,
             checked: 0,
             fragments: 1,
+            inflater,
+            wire: 0,
         })
+    }
+
+    /// Bytes received so far, as they came on the wire.
+    fn received(&self) -> usize {
+        match self.inflater {
+            Some(_) => self.wire,
+            None => self.data.len(),
+        }
+    }
+
+    /// The message's bytes so far (inflated if it is compressed).
+    fn content(&self) -> &[u8] {
+        match &self.inflater {
+            Some(inflater) => inflater.output(),
+            None => &self.data,
+        }
     }
 }
 
@@ -286,6 +329,8 @@ pub struct Connection {
     /// reason as `message`.
     control: Option<Box<ControlStash>>,
     outbox: Outbox,
+    /// The `permessage-deflate` terms, once agreed at the handshake.
+    deflate: Option<Negotiated>,
 }
 
 impl Default for Connection {
@@ -306,7 +351,23 @@ impl Connection {
             message: None,
             control: None,
             outbox: Outbox::default(),
+            deflate: None,
         }
+    }
+
+    /// A connection whose handshake happened elsewhere and agreed
+    /// `permessage-deflate` (tests, benches, fuzzing).
+    pub fn open_with_deflate(deflate: Negotiated) -> Connection {
+        Connection {
+            deflate: Some(deflate),
+            ..Connection::open()
+        }
+    }
+
+    /// The `permessage-deflate` terms agreed, if any: whether this peer
+    /// may be sent compressed messages, and with which window.
+    pub fn deflate(&self) -> Option<Negotiated> {
+        self.deflate
     }
 
     /// A connection whose handshake happened elsewhere (tests, benches).
@@ -399,6 +460,7 @@ impl Connection {
     pub fn accept(&mut self, upgrade: &Upgrade) {
         if self.phase == Phase::Upgrading {
             self.outbox.push(handshake::accept_response(upgrade).into());
+            self.deflate = upgrade.deflate;
             self.phase = Phase::Open;
         }
     }
@@ -566,7 +628,7 @@ impl Connection {
     fn read_frame<'b>(&mut self, input: &mut Input<'b>, settings: &Settings) -> Step<'b> {
         let mut progress = match self.frame {
             Some(progress) => progress,
-            None => match self.read_header(input) {
+            None => match self.read_header(input, self.allowed_rsv()) {
                 Ok(None) => return Step::NeedMore,
                 Ok(Some(header)) => match self.begin_frame(header, settings) {
                     Ok(progress) => progress,
@@ -588,7 +650,7 @@ impl Connection {
         progress.read += chunk.len();
         if progress.opcode.is_control() {
             self.control.get_or_insert_with(Box::default).append(chunk);
-        } else if let Err(step) = self.gather(&progress).append(chunk, false) {
+        } else if let Err(step) = self.gather(&progress, settings).append(chunk, false) {
             return step;
         }
         if progress.read < progress.len {
@@ -603,14 +665,23 @@ impl Connection {
         self.end_data_frame(progress.fin)
     }
 
+    /// The RSV bits the agreed extensions give a meaning to.
+    fn allowed_rsv(&self) -> u8 {
+        match self.deflate {
+            Some(_) => RSV1,
+            None => 0,
+        }
+    }
+
     /// Decodes the next header, stashing a partial one across reads.
     fn read_header(
         &mut self,
         input: &mut Input<'_>,
+        allowed_rsv: u8,
     ) -> Result<Option<FrameHeader>, frame::FrameError> {
         let had = usize::from(self.stash.len);
         if had == 0 {
-            if let Some((header, len)) = frame::decode_header(input.peek())? {
+            if let Some((header, len)) = frame::decode_header_with(input.peek(), allowed_rsv)? {
                 input.take(len);
                 return Ok(Some(header));
             }
@@ -621,7 +692,7 @@ impl Connection {
         }
         let add = (MAX_HEADER_LEN - had).min(input.len());
         self.stash.bytes[had..had + add].copy_from_slice(&input.peek()[..add]);
-        match frame::decode_header(&self.stash.bytes[..had + add])? {
+        match frame::decode_header_with(&self.stash.bytes[..had + add], allowed_rsv)? {
             Some((header, len)) => {
                 input.take(len - had);
                 self.stash.len = 0;
@@ -641,7 +712,18 @@ impl Connection {
         header: FrameHeader,
         settings: &Settings,
     ) -> Result<InFrame, Step<'b>> {
-        let in_progress = self.message.as_ref().map(|m| (m.data.len(), m.fragments));
+        let in_progress = self.message.as_ref().map(|m| (m.received(), m.fragments));
+        let compressed = header.rsv & RSV1 != 0;
+        if compressed && header.opcode.is_control() {
+            // RFC 7692 §6.1: "An endpoint MUST NOT set the "Per-Message
+            // Compressed" bit of control frames".
+            return Err(self.fail(CloseCode::PROTOCOL_ERROR, "RSV1 on a control frame"));
+        }
+        if compressed && header.opcode == OpCode::Continuation {
+            // §6.1: "and non-first fragments of a data message. An endpoint
+            // receiving such a frame MUST _Fail the WebSocket Connection_."
+            return Err(self.fail(CloseCode::PROTOCOL_ERROR, "RSV1 on a continuation frame"));
+        }
         match (header.opcode, in_progress) {
             (OpCode::Continuation, None) => {
                 return Err(self.fail(
@@ -675,6 +757,7 @@ impl Connection {
         let progress = InFrame {
             opcode: header.opcode,
             fin: header.fin,
+            compressed,
             mask: header.mask.unwrap_or_default(),
             len,
             read: 0,
@@ -686,7 +769,7 @@ impl Connection {
         } else if !header.fin {
             // A fragmented message starts: it needs somewhere to gather. A
             // single frame gets one only if it spans reads (`gather`).
-            self.message = Some(Assembly::start(&progress));
+            self.message = Some(Assembly::start(&progress, settings));
         }
         self.frame = Some(progress);
         Ok(progress)
@@ -702,7 +785,7 @@ impl Connection {
         if progress.opcode.is_control() {
             return self.control_frame(progress.opcode, payload, settings);
         }
-        if progress.fin && self.message.is_none() {
+        if progress.fin && self.message.is_none() && !progress.compressed {
             // The common case: one frame, one message, no copy.
             return self.deliver(match progress.opcode {
                 OpCode::Binary => Ok(Message::Binary(Cow::Borrowed(payload))),
@@ -712,7 +795,7 @@ impl Connection {
                 },
             });
         }
-        if let Err(step) = self.append(payload, false) {
+        if let Err(step) = self.gather(&progress, settings).append(payload, false) {
             return step;
         }
         self.end_data_frame(progress.fin)
@@ -720,9 +803,10 @@ impl Connection {
 
     /// A single frame whose payload spans reads is gathered like a
     /// fragmented message; one that arrives whole never needs this.
-    fn gather(&mut self, progress: &InFrame) -> &mut Self {
+    /// A compressed message is always inflated through an [`Assembly`].
+    fn gather(&mut self, progress: &InFrame, settings: &Settings) -> &mut Self {
         if self.message.is_none() && !progress.opcode.is_control() {
-            self.message = Some(Assembly::start(progress));
+            self.message = Some(Assembly::start(progress, settings));
         }
         self
     }
@@ -736,14 +820,32 @@ impl Connection {
         let Some(message) = &mut self.message else {
             return Ok(());
         };
-        message.data.extend_from_slice(bytes);
+        match &mut message.inflater {
+            Some(inflater) => {
+                message.wire += bytes.len();
+                if let Err(e) = inflater.push(bytes) {
+                    return Err(self.fail(e.close_code(), inflate_detail(e)));
+                }
+            }
+            None => message.data.extend_from_slice(bytes),
+        }
+        self.check_utf8(fin)
+    }
+
+    /// Validates the text received (or inflated) since the last check; a
+    /// sequence cut at the end waits for the next bytes unless `fin`.
+    fn check_utf8<'b>(&mut self, fin: bool) -> Result<(), Step<'b>> {
+        let Some(message) = &mut self.message else {
+            return Ok(());
+        };
         if message.binary {
             return Ok(());
         }
+        let content = message.content();
         // simdutf8 is std's validator, vectorised: equal on short ASCII,
         // 4-14x faster from a hundred bytes of multi-byte text (benches).
-        match simdutf8::compat::from_utf8(&message.data[message.checked..]) {
-            Ok(_) => message.checked = message.data.len(),
+        match simdutf8::compat::from_utf8(&content[message.checked..]) {
+            Ok(_) => message.checked = content.len(),
             Err(e) if e.error_len().is_none() && !fin => message.checked += e.valid_up_to(),
             Err(_) => {
                 return Err(self.fail(
@@ -755,9 +857,31 @@ impl Connection {
         Ok(())
     }
 
+    /// Ends a compressed message: §7.2.2's tail goes in, and what it
+    /// inflates to is checked like the rest.
+    fn finish_inflate<'b>(&mut self) -> Result<(), Step<'b>> {
+        let Some(message) = &mut self.message else {
+            return Ok(());
+        };
+        let Some(inflater) = &mut message.inflater else {
+            return Ok(());
+        };
+        match inflater.finish() {
+            Ok(data) => {
+                message.data = data;
+                message.inflater = None;
+            }
+            Err(e) => return Err(self.fail(e.close_code(), inflate_detail(e))),
+        }
+        self.check_utf8(true)
+    }
+
     fn end_data_frame<'b>(&mut self, fin: bool) -> Step<'b> {
         if !fin {
             return Step::Continue;
+        }
+        if let Err(step) = self.finish_inflate() {
+            return step;
         }
         let Some(message) = self.message.take() else {
             // An empty single-frame message.
@@ -874,6 +998,15 @@ impl Connection {
             by_peer: false,
             detail: Cow::Borrowed(detail),
         }))
+    }
+}
+
+fn inflate_detail(e: crate::protocol::deflate::InflateError) -> &'static str {
+    match e {
+        crate::protocol::deflate::InflateError::Invalid => "invalid compressed data",
+        crate::protocol::deflate::InflateError::TooBig => {
+            "message over the size limit once inflated"
+        }
     }
 }
 
@@ -1023,6 +1156,135 @@ mod tests {
     const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: localhost:8080\r\nUpgrade: websocket\r\n\
         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
         Sec-WebSocket-Version: 13\r\n\r\n";
+
+    // ----- permessage-deflate (RFC 7692) -----
+
+    /// RFC 7692 §7.2.3.1: "Hello" compressed, as a client sends it.
+    const HELLO_DEFLATED: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+
+    fn deflating() -> Connection {
+        Connection::open_with_deflate(Negotiated {
+            server_max_window_bits: None,
+            client_max_window_bits: None,
+        })
+    }
+
+    fn deflate_exchange(bytes: &[u8], settings: &Settings) -> (Vec<Seen>, u16) {
+        let mut conn = deflating();
+        let seen = feed(&mut conn, bytes, settings);
+        let out = sent(&mut conn);
+        let code = match out.is_empty() {
+            true => 0,
+            false => sent_close_code(&out),
+        };
+        (seen, code)
+    }
+
+    #[test]
+    fn a_compressed_message_is_inflated_at_every_split() {
+        let frame = client_frame(0xC1, &HELLO_DEFLATED);
+        let seen = feed_split_everywhere(&frame, deflating);
+        assert_eq!(seen, [Seen::Text("Hello".into())]);
+        // §7.2.3.1's fragmented form: "0x41 0x03 0xf2 0x48 0xcd" then
+        // "0x80 0x04 0xc9 0xc9 0x07 0x00" (RSV1 on the first frame only).
+        let mut frames = client_frame(0x41, &HELLO_DEFLATED[..3]);
+        frames.extend(client_frame(0x89, b"ping between"));
+        frames.extend(client_frame(0x80, &HELLO_DEFLATED[3..]));
+        frames.extend(text("plain after"));
+        let seen = feed_split_everywhere(&frames, deflating);
+        assert_eq!(
+            seen,
+            [Seen::Text("Hello".into()), Seen::Text("plain after".into())]
+        );
+    }
+
+    #[test]
+    fn rsv1_rules_fail_with_1002() {
+        let settings = Settings::default();
+        // Not negotiated: RSV1 is a reserved bit.
+        let (seen, out, _) = exchange(&client_frame(0xC1, &HELLO_DEFLATED));
+        assert_eq!(seen, [Seen::Closed(1002, false)]);
+        assert_eq!(sent_close_code(&out), 1002);
+        // On a continuation frame.
+        let mut frames = client_frame(0x41, &HELLO_DEFLATED[..3]);
+        frames.extend(client_frame(0xC0, &HELLO_DEFLATED[3..]));
+        assert_eq!(
+            deflate_exchange(&frames, &settings),
+            (vec![Seen::Closed(1002, false)], 1002)
+        );
+        // On control frames.
+        for first in [0xC9u8, 0xCA, 0xC8] {
+            let frame = client_frame(first, b"");
+            assert_eq!(
+                deflate_exchange(&frame, &settings),
+                (vec![Seen::Closed(1002, false)], 1002),
+                "{first:#x}"
+            );
+        }
+        // RSV2 and RSV3 stay reserved.
+        assert_eq!(
+            deflate_exchange(&client_frame(0xE1, &HELLO_DEFLATED), &settings),
+            (vec![Seen::Closed(1002, false)], 1002)
+        );
+    }
+
+    #[test]
+    fn bad_compressed_data_fails_with_1007() {
+        let settings = Settings::default();
+        // BTYPE 11 is reserved (RFC 1951 §3.2.3).
+        let frame = client_frame(0xC1, &[0xff, 0xff, 0xff]);
+        assert_eq!(
+            deflate_exchange(&frame, &settings),
+            (vec![Seen::Closed(1007, false)], 1007)
+        );
+        // Cut inside a block: not a shorter message.
+        let frame = client_frame(0xC1, &HELLO_DEFLATED[..4]);
+        assert_eq!(
+            deflate_exchange(&frame, &settings),
+            (vec![Seen::Closed(1007, false)], 1007)
+        );
+        // Valid deflate of invalid UTF-8 in a text message.
+        let bad = crate::protocol::deflate::compress(&[b'a', 0xff, b'b']);
+        let frame = client_frame(0xC1, &bad);
+        assert_eq!(
+            deflate_exchange(&frame, &settings),
+            (vec![Seen::Closed(1007, false)], 1007)
+        );
+        // The same bytes as binary are fine.
+        let frame = client_frame(0xC2, &bad);
+        assert_eq!(
+            deflate_exchange(&frame, &settings),
+            (vec![Seen::Binary(vec![b'a', 0xff, b'b'])], 0)
+        );
+    }
+
+    #[test]
+    fn a_decompression_bomb_fails_with_1009_within_the_limit() {
+        let settings = Settings {
+            max_message_size: 64 * 1024,
+            ..Settings::default()
+        };
+        // 16 MiB of zeros deflate to about 16 KiB.
+        let bomb = crate::protocol::deflate::compress(&vec![0u8; 16 << 20]);
+        assert!(bomb.len() < 64 * 1024);
+        let mut conn = deflating();
+        let frames = client_frame(0xC2, &bomb);
+        // Fed in reads of 1 KiB, so the inflater is seen mid-message.
+        let mut seen = Vec::new();
+        for chunk in frames.chunks(1024) {
+            seen.extend(feed(&mut conn, chunk, &settings));
+            if let Some(message) = &conn.message {
+                let reserved = message.inflater.as_ref().map_or(0, |i| i.reserved());
+                assert!(reserved <= settings.max_message_size, "{reserved}");
+            }
+        }
+        assert_eq!(seen, [Seen::Closed(1009, false)]);
+        assert_eq!(sent_close_code(&sent(&mut conn)), 1009);
+        // An exact fit passes.
+        let fits = crate::protocol::deflate::compress(&vec![b'a'; 64 * 1024]);
+        let (seen, _) = deflate_exchange(&client_frame(0xC1, &fits), &settings);
+        assert_eq!(seen, [Seen::Text("a".repeat(64 * 1024))]);
+    }
 
     #[test]
     fn rfc_masked_hello_is_lent_without_copy() {

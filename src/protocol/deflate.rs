@@ -131,6 +131,20 @@ impl Compressor {
         }
     }
 
+    /// A compressor whose matches reach back at most `2^bits` bytes, for
+    /// a peer that asked for `server_max_window_bits=bits` (RFC 7692
+    /// §7.1.2.1), at level [`LEVEL`]. zlib has no 8-bit window for raw
+    /// deflate (it takes 9 to 15), so for 8 the message is written as
+    /// stored blocks (level 0), which reach back nowhere.
+    pub fn for_window(bits: u8) -> Compressor {
+        match bits {
+            0..=8 => Compressor::with_level(0),
+            _ => Compressor {
+                state: Compress::new_with_window_bits(Compression::new(LEVEL), false, bits.min(15)),
+            },
+        }
+    }
+
     /// Appends to `out` the compressed form of the message made of `parts`
     /// (concatenated), ready to be a frame's payload with RSV1 set.
     pub fn compress_into(&mut self, parts: &[&[u8]], out: &mut Vec<u8>) {

@@ -170,7 +170,9 @@ impl Negotiated {
     /// matches reach back less than `len` bytes, so it does when `len` is
     /// at most the window. A longer message goes to this client plain.
     pub fn may_compress(&self, len: usize) -> bool {
-        len <= 1usize << self.server_window_bits()
+        // RFC 1951 §3.2.5: distances are at most 32,768 (2^15): a 15-bit
+        // window takes any deflate stream.
+        self.server_window_bits() >= 15 || len <= 1usize << self.server_window_bits()
     }
 
     /// The `Sec-WebSocket-Extensions` value of the `101` response.
@@ -629,7 +631,8 @@ mod tests {
         assert!(!both.may_compress(257));
         let free = neg(&["permessage-deflate"]).unwrap().unwrap();
         assert!(free.may_compress(32 * 1024));
-        assert!(!free.may_compress(32 * 1024 + 1));
+        // A 15-bit window takes any deflate stream, whatever its length.
+        assert!(free.may_compress(1 << 20));
         for bits in 8..=15 {
             let offer = format!("permessage-deflate; server_max_window_bits={bits}");
             assert_eq!(

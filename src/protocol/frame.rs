@@ -139,13 +139,28 @@ impl fmt::Display for FrameError {
 /// header alone can break; sequence rules (continuations, UTF-8) belong to
 /// the connection.
 pub fn decode_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, FrameError> {
+    decode_header_with(buf, 0)
+}
+
+/// RSV1 in [`FrameHeader::rsv`]: "Per-Message Compressed" once
+/// `permessage-deflate` is agreed (RFC 7692 §6).
+pub const RSV1: u8 = 0b100;
+
+/// [`decode_header`] for a connection that negotiated extensions using
+/// the RSV bits in `allowed` (RFC 6455 §5.2: "MUST be 0 unless an
+/// extension is negotiated that defines meanings for non-zero values").
+/// Which frames may carry them is the connection's rule (RFC 7692 §6.1).
+pub fn decode_header_with(
+    buf: &[u8],
+    allowed: u8,
+) -> Result<Option<(FrameHeader, usize)>, FrameError> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
     let fin = b0 & 0x80 != 0;
     let rsv = (b0 >> 4) & 0x7;
     let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(FrameError::ReservedOpCode(b0 & 0x0F))?;
-    if rsv != 0 {
+    if rsv & !allowed != 0 {
         return Err(FrameError::ReservedBits);
     }
     let masked = b1 & 0x80 != 0;
@@ -204,7 +219,19 @@ pub fn encode_header(
     payload_len: usize,
     out: &mut [u8; MAX_SERVER_HEADER_LEN],
 ) -> &[u8] {
-    out[0] = (u8::from(fin) << 7) | opcode.bits();
+    encode_header_with(fin, 0, opcode, payload_len, out)
+}
+
+/// [`encode_header`] with the RSV bits `rsv` set (RSV1 for a compressed
+/// message, RFC 7692 §6).
+pub fn encode_header_with(
+    fin: bool,
+    rsv: u8,
+    opcode: OpCode,
+    payload_len: usize,
+    out: &mut [u8; MAX_SERVER_HEADER_LEN],
+) -> &[u8] {
+    out[0] = (u8::from(fin) << 7) | ((rsv & 0x7) << 4) | opcode.bits();
     // Each form is picked by converting, not casting, so no length is ever
     // written cut short (on x86-64, the same instructions the casts made).
     let n = if let Ok(len @ 0..=125) = u8::try_from(payload_len) {
@@ -226,6 +253,21 @@ pub fn encode_header(
 
 /// Encodes a whole unfragmented server frame into one new buffer: the
 /// form every outgoing message takes before it is shared among recipients.
+/// Splits an unmasked, unfragmented frame this server encoded into its
+/// first byte (FIN, RSV, opcode) and its payload; `None` if `frame` is
+/// not one (shorter than its header says).
+pub fn split_server_frame(frame: &[u8]) -> Option<(u8, &[u8])> {
+    let [b0, b1, ..] = *frame else {
+        return None;
+    };
+    let header_len = match b1 & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    frame.get(header_len..).map(|payload| (b0, payload))
+}
+
 pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     let mut header = [0u8; MAX_SERVER_HEADER_LEN];
     let head = encode_header(true, opcode, payload.len(), &mut header);
@@ -434,6 +476,47 @@ mod tests {
             0x82, 0xFF, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 1, 2, 3, 4,
         ];
         assert_eq!(decode_header(&frame), Err(FrameError::LengthOverflow));
+    }
+
+    #[test]
+    fn rsv1_passes_only_when_allowed() {
+        // RFC 7692 §7.2.3.1's compressed "Hello", masked with zeros.
+        let frame = [0xC1, 0x87, 0, 0, 0, 0];
+        assert_eq!(decode_header(&frame), Err(FrameError::ReservedBits));
+        let (h, n) = decode_header_with(&frame, RSV1).unwrap().unwrap();
+        assert_eq!(
+            (h.rsv, h.opcode, h.payload_len, n),
+            (RSV1, OpCode::Text, 7, 6)
+        );
+        // RSV2 and RSV3 stay reserved.
+        assert_eq!(
+            decode_header_with(&[0xE1, 0x80, 0, 0, 0, 0], RSV1),
+            Err(FrameError::ReservedBits)
+        );
+        assert_eq!(
+            decode_header_with(&[0xD1, 0x80, 0, 0, 0, 0], RSV1),
+            Err(FrameError::ReservedBits)
+        );
+    }
+
+    #[test]
+    fn server_frames_split_into_first_byte_and_payload() {
+        let hello = encode_frame(OpCode::Text, b"Hello");
+        assert_eq!(split_server_frame(&hello), Some((0x81, &b"Hello"[..])));
+        let long = encode_frame(OpCode::Binary, &[7u8; 300]);
+        assert_eq!(split_server_frame(&long), Some((0x82, &[7u8; 300][..])));
+        assert_eq!(split_server_frame(&[0x81, 0x7E, 0x01]), None);
+        assert_eq!(split_server_frame(&[0x81]), None);
+    }
+
+    #[test]
+    fn compressed_header_sets_rsv1() {
+        let mut out = [0u8; MAX_SERVER_HEADER_LEN];
+        // §7.2.3.1: "0xc1 0x07 0xf2 0x48 0xcd 0xc9 0xc9 0x07 0x00".
+        assert_eq!(
+            encode_header_with(true, RSV1, OpCode::Text, 7, &mut out),
+            [0xC1, 0x07]
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
+use crate::protocol::extensions::{self, Negotiated};
+
 /// §1.3: the GUID appended to the key before hashing.
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -42,6 +44,9 @@ pub struct Policy {
     pub max_head_bytes: usize,
     /// The most header lines accepted.
     pub max_headers: usize,
+    /// Whether `permessage-deflate` offers are negotiated (RFC 7692).
+    /// When false, `Sec-WebSocket-Extensions` is not read at all.
+    pub compression: bool,
 }
 
 /// The methods the server answers. RFC 9110 §9.1: "All general-purpose
@@ -95,6 +100,9 @@ pub struct Upgrade {
     pub protocol: Option<String>,
     /// The `Sec-WebSocket-Accept` value for the response.
     pub accept: String,
+    /// The `permessage-deflate` terms agreed, if the policy allows
+    /// compression and the client offered something acceptable.
+    pub deflate: Option<Negotiated>,
 }
 
 /// A plain HTTP request, for the application to answer. A `HEAD` is
@@ -567,10 +575,18 @@ fn check_request(
         }
     }
     let protocol = select_protocol(headers.all("sec-websocket-protocol"), &policy.protocols);
+    let deflate = match policy.compression {
+        // RFC 7692 §5: the first acceptable offer; a malformed header is
+        // 400 (see `extensions`'s docs for why declined and refused differ).
+        true => extensions::negotiate(headers.all("sec-websocket-extensions"))
+            .map_err(|m| Refusal::new(400, m.reason()))?,
+        false => None,
+    };
     Ok(Request::Upgrade(Upgrade {
         target,
         protocol,
         accept: accept_key(key),
+        deflate,
     }))
 }
 
@@ -678,6 +694,9 @@ pub fn accept_response(upgrade: &Upgrade) -> Vec<u8> {
     let _ = write!(out, "Sec-WebSocket-Accept: {}\r\n", upgrade.accept);
     if let Some(protocol) = &upgrade.protocol {
         let _ = write!(out, "Sec-WebSocket-Protocol: {protocol}\r\n");
+    }
+    if let Some(deflate) = &upgrade.deflate {
+        let _ = write!(out, "Sec-WebSocket-Extensions: {}\r\n", deflate.response());
     }
     out.push_str("\r\n");
     out.into_bytes()
@@ -813,6 +832,66 @@ mod tests {
             protocols: vec!["chat".into(), "superchat".into()],
             max_head_bytes: 8192,
             max_headers: 64,
+            compression: false,
+        }
+    }
+
+    fn compressing() -> Policy {
+        Policy {
+            compression: true,
+            ..policy()
+        }
+    }
+
+    fn parse_with(extra: &str, policy: &Policy) -> Result<Request, Refusal> {
+        parse_request(request(extra).as_bytes(), policy)
+    }
+
+    #[test]
+    fn deflate_is_negotiated_only_when_the_policy_allows() {
+        let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+        assert_eq!(upgrade(offer).deflate, None);
+        let Ok(Request::Upgrade(u)) = parse_with(offer, &compressing()) else {
+            panic!("expected an upgrade");
+        };
+        let response = String::from_utf8(accept_response(&u)).unwrap();
+        assert!(response.contains(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             client_no_context_takeover\r\n"
+        ));
+        // Off, even a malformed header is not read.
+        assert!(parse_with("Sec-WebSocket-Extensions: ;;\r\n", &policy()).is_ok());
+    }
+
+    #[test]
+    fn deflate_offers_over_several_lines_first_acceptable_wins() {
+        let extra = "Sec-WebSocket-Extensions: x-webkit-deflate-frame\r\n\
+                     Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=16, \
+                     permessage-deflate; server_max_window_bits=10\r\n";
+        let Ok(Request::Upgrade(u)) = parse_with(extra, &compressing()) else {
+            panic!("expected an upgrade");
+        };
+        assert_eq!(u.deflate.map(|n| n.server_max_window_bits), Some(Some(10)));
+        let response = String::from_utf8(accept_response(&u)).unwrap();
+        assert!(response.contains("; server_max_window_bits=10\r\n"));
+    }
+
+    #[test]
+    fn unacceptable_offers_are_declined_malformed_ones_refused() {
+        let declined = "Sec-WebSocket-Extensions: permessage-deflate; foo\r\n";
+        let Ok(Request::Upgrade(u)) = parse_with(declined, &compressing()) else {
+            panic!("expected an upgrade");
+        };
+        assert_eq!(u.deflate, None);
+        assert!(!String::from_utf8(accept_response(&u))
+            .unwrap()
+            .contains("Extensions"));
+        for bad in ["permessage-deflate; =1", "permessage-deflate;; x", "\"a\""] {
+            let extra = format!("Sec-WebSocket-Extensions: {bad}\r\n");
+            match parse_with(&extra, &compressing()) {
+                Err(r) => assert_eq!(r.response.status, 400, "{bad}"),
+                Ok(other) => panic!("{bad}: accepted as {other:?}"),
+            }
         }
     }
 
