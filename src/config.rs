@@ -26,8 +26,24 @@ pub struct Config {
     /// Address to listen on. The default `[::]:8080` takes IPv6 and IPv4
     /// (dual-stack), falling back to `0.0.0.0:8080` where IPv6 is off.
     /// Port 0 picks a free port; the chosen address is printed on stdout.
-    #[arg(long, default_value = "[::]:8080", value_name = "ADDR")]
-    pub listen: SocketAddr,
+    /// `none`: no plain listener (TLS only, with `--tls-listen`).
+    #[arg(long, default_value = "[::]:8080", value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Listen,
+
+    /// Also serve wss:// and https:// on this address (with `--tls-cert`
+    /// and `--tls-key`); port 0 picks a free port, printed on stdout as
+    /// `wschat listening (TLS) on ADDR`.
+    #[arg(long = "tls-listen", value_name = "ADDR", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// PEM file of the TLS certificate chain, leaf first (reloaded on SIGHUP).
+    #[arg(long = "tls-cert", value_name = "PEM", requires_all = ["tls_listen", "tls_key"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM file of the certificate's private key: PKCS#8, PKCS#1 (RSA)
+    /// or SEC1 (EC) (reloaded on SIGHUP).
+    #[arg(long = "tls-key", value_name = "PEM", requires_all = ["tls_listen", "tls_cert"])]
+    pub tls_key: Option<std::path::PathBuf>,
 
     /// Echo mode: every message goes back to its sender only, unchanged
     /// (for conformance suites such as Autobahn).
@@ -287,6 +303,20 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 }
 
 /// Parses seconds, fractions allowed (`0.5`).
+/// `--listen`'s value: the plain listener's address, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+/// `--listen`: an address, or `none` for no plain listener.
+pub fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Listen(None));
+    }
+    text.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|e| format!("{e} (an address such as [::]:8080, or none)"))
+}
+
 pub fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .trim()
@@ -311,6 +341,25 @@ mod tests {
     }
 
     #[test]
+    fn listen_none_is_tls_only() {
+        assert_eq!(parse_listen("none"), Ok(Listen(None)));
+        assert!(parse_listen("nowhere").is_err());
+        let config = Config::try_parse_from([
+            "wschat",
+            "--listen",
+            "none",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ]);
+        assert!(config.is_ok_and(|c| c.listen.0.is_none() && c.tls_listen.is_some()));
+        assert!(Config::try_parse_from(["wschat", "--tls-listen", "127.0.0.1:0"]).is_err());
+    }
+
+    #[test]
     fn seconds() {
         assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_secs("-1").is_err());
@@ -320,7 +369,8 @@ mod tests {
     #[test]
     fn defaults_parse() {
         let config = Config::parse_from(["wschat"]);
-        assert_eq!(config.listen.port(), 8080);
+        assert_eq!(config.listen.0.map(|a| a.port()), Some(8080));
+        assert_eq!(config.tls_listen, None);
         let settings = config.settings();
         assert_eq!(settings.max_message_size, 1 << 20);
         assert_eq!(settings.handshake.max_head_bytes, 8 << 10);

@@ -10,6 +10,7 @@ use wschat::chat::echo::Echo;
 use wschat::chat::Chat;
 use wschat::config::Config;
 use wschat::net::server::{Server, ServerConfig};
+use wschat::net::tls::TlsIdentity;
 use wschat::service::Service;
 
 /// Descriptors kept back from `--max-connections`' default for the
@@ -31,8 +32,23 @@ fn main() -> ExitCode {
     let max_connections = config
         .max_connections
         .unwrap_or_else(default_max_connections);
+    let tls = match (&config.tls_listen, &config.tls_cert, &config.tls_key) {
+        (Some(addr), Some(cert), Some(key)) => match TlsIdentity::load(cert, key) {
+            Ok(identity) => Some((*addr, identity)),
+            Err(e) => {
+                error!("TLS: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    if config.listen.0.is_none() && tls.is_none() {
+        error!("--listen none needs --tls-listen, --tls-cert and --tls-key: nothing to listen on");
+        return ExitCode::FAILURE;
+    }
     let server_config = ServerConfig {
-        listen: config.listen,
+        listen: config.listen.0,
+        tls,
         settings: config.settings(),
         timing: config.timing(),
         flood: config.flood(),
@@ -59,16 +75,26 @@ fn run(config: &Config, server_config: ServerConfig, service: impl Service) -> E
     let mut server = match Server::bind(server_config, service) {
         Ok(server) => server,
         Err(e) => {
-            error!("cannot listen on {}: {e}", config.listen);
+            let addrs: Vec<String> = config
+                .listen
+                .0
+                .iter()
+                .chain(&config.tls_listen)
+                .map(|a| a.to_string())
+                .collect();
+            error!("cannot listen on {}: {e}", addrs.join(" and "));
             return ExitCode::FAILURE;
         }
     };
     match server.local_addrs() {
         Ok(addrs) => {
             let mut stdout = std::io::stdout().lock();
-            for addr in addrs {
+            // The TLS listener, if any, is the last.
+            let tls_at = config.tls_listen.map(|_| addrs.len().saturating_sub(1));
+            for (i, addr) in addrs.into_iter().enumerate() {
                 // Scripts and tests wait for this line to learn the port.
-                let _ = writeln!(stdout, "wschat listening on {addr}");
+                let tls = if Some(i) == tls_at { " (TLS)" } else { "" };
+                let _ = writeln!(stdout, "wschat listening{tls} on {addr}");
             }
             let _ = stdout.flush();
         }

@@ -43,12 +43,17 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds `addr` and registers it with tokens counting down from `base`.
-    pub fn bind(addr: SocketAddr, registry: &Registry, base: usize) -> io::Result<Listeners> {
-        let mut listener = TcpListener::from_std(bind_listener(addr)?);
-        registry.register(&mut listener, Token(base), Interest::READABLE)?;
+    /// Binds each of `addrs` (listener `i` is `addrs[i]`) and registers
+    /// them with tokens counting down from `base`.
+    pub fn bind(addrs: &[SocketAddr], registry: &Registry, base: usize) -> io::Result<Listeners> {
+        let mut listeners = Vec::with_capacity(addrs.len());
+        for (i, &addr) in addrs.iter().enumerate() {
+            let mut listener = TcpListener::from_std(bind_listener(addr)?);
+            registry.register(&mut listener, Token(base - i), Interest::READABLE)?;
+            listeners.push(listener);
+        }
         Ok(Listeners {
-            listeners: vec![listener],
+            listeners,
             reserve_fd: open_reserve(),
             paused_until: None,
         })

@@ -7,6 +7,7 @@
 //! | [`addresses`] | connections held per client address |
 //! | [`peers`] | each peer's stream, connection and clocks; batched writes; the service's context |
 //! | [`stream`] | one peer's socket: read, vectored write, shutdown, interest |
+//! | [`tls`] | the TLS listener's certificate and key: loading, checking, reloading on SIGHUP |
 //! | [`timers`] | every deadline as a pure function over ticks |
 //! | [`flood`] | per-connection flood control: a token bucket on messages |
 //! | [`metrics`] | the loop's counters, Prometheus text format |
@@ -21,3 +22,4 @@ pub mod peers;
 pub mod server;
 pub mod stream;
 pub mod timers;
+pub mod tls;

@@ -467,7 +467,7 @@ impl Peers {
         if drained {
             peer.times.backlogged_since = None;
         }
-        if peer.conn.is_finished() {
+        if peer.conn.is_finished() && peer.stream.buffered() == 0 {
             self.finish(key);
         }
         if drained {

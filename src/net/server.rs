@@ -32,6 +32,7 @@ use super::flood::FloodLimits;
 use super::peers::{Peers, Transport};
 use super::stream::Stream;
 use super::timers::{Tick, Timing};
+use super::tls::TlsIdentity;
 use crate::protocol::connection::{Input, Settings};
 use crate::protocol::frame::CloseCode;
 use crate::service::{Clock, PeerId, Service};
@@ -77,9 +78,11 @@ const STALL: Duration = Duration::from_secs(1);
 const STALL_FORGIVEN_FOR: Duration = Duration::from_secs(5);
 
 /// What the loop needs beyond the service.
-#[derive(Clone, Debug)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    /// The plain listener (`None`: TLS only).
+    pub listen: Option<SocketAddr>,
+    /// The TLS listener and its certificate.
+    pub tls: Option<(SocketAddr, TlsIdentity)>,
     pub settings: Settings,
     pub timing: Timing,
     pub flood: FloodLimits,
@@ -95,6 +98,8 @@ pub struct Server<S: Service> {
     listeners: Listeners,
     signals: Signals,
     peers: Peers,
+    /// The TLS listener's index among the listeners, and its certificate.
+    tls: Option<(usize, TlsIdentity)>,
     service: S,
     timing: Timing,
     flood: FloodLimits,
@@ -122,7 +127,12 @@ impl<S: Service> Server<S> {
     /// subprotocols join the handshake policy.
     pub fn bind(config: ServerConfig, service: S) -> io::Result<Server<S>> {
         let poll = Poll::new()?;
-        let listeners = Listeners::bind(config.listen, poll.registry(), LISTENER_BASE)?;
+        let mut addrs: Vec<SocketAddr> = config.listen.into_iter().collect();
+        let tls = config.tls.map(|(addr, identity)| {
+            addrs.push(addr);
+            (addrs.len() - 1, identity)
+        });
+        let listeners = Listeners::bind(&addrs, poll.registry(), LISTENER_BASE)?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
@@ -134,6 +144,7 @@ impl<S: Service> Server<S> {
             listeners,
             signals,
             peers: Peers::new(settings, clock),
+            tls,
             service,
             timing: config.timing,
             flood: config.flood,
@@ -322,7 +333,7 @@ impl<S: Service> Server<S> {
     fn accept(&mut self, index: usize) {
         for _ in 0..ACCEPT_BATCH {
             match self.listeners.accept(index, self.peers.clock.now) {
-                Accepted::Socket(socket, remote) => self.admit(socket, remote),
+                Accepted::Socket(socket, remote) => self.admit(socket, remote, index),
                 Accepted::RefusedForDescriptors => {
                     self.peers.metrics.connections_accepted += 1;
                     self.peers.metrics.refusal("out of file descriptors");
@@ -333,7 +344,7 @@ impl<S: Service> Server<S> {
         self.accept_again = true;
     }
 
-    fn admit(&mut self, socket: TcpStream, remote: SocketAddr) {
+    fn admit(&mut self, socket: TcpStream, remote: SocketAddr, listener: usize) {
         self.peers.metrics.connections_accepted += 1;
         if self.peers.slab.len() >= self.max_connections {
             warn!(
@@ -357,7 +368,19 @@ impl<S: Service> Server<S> {
             refuse_now(socket, 503, "too many connections from your address");
             return;
         }
-        let mut stream = Stream::plain(socket);
+        let mut stream = match &self.tls {
+            Some((index, identity)) if *index == listener => {
+                match rustls::ServerConnection::new(identity.config()) {
+                    Ok(conn) => Stream::tls(socket, conn),
+                    Err(e) => {
+                        warn!("{remote}: TLS: {e}");
+                        self.peers.addresses.remove(remote.ip());
+                        return;
+                    }
+                }
+            }
+            _ => Stream::plain(socket),
+        };
         if let Err(e) = stream.set_nodelay() {
             debug!("{remote}: TCP_NODELAY: {e}");
         }
@@ -402,6 +425,7 @@ impl<S: Service> Server<S> {
                     break;
                 }
                 Ok(n) => {
+                    let drained = peer.stream.drained_by(n, want);
                     budget -= n;
                     peer.times.on_read(self.peers.tick);
                     if peer.transport == Transport::Live && peer.conn.wants_input() {
@@ -412,12 +436,18 @@ impl<S: Service> Server<S> {
                         self.peers.drop_peer(key, "kept sending after the end");
                         break;
                     }
-                    if n < want && !to_eof {
+                    if drained && !to_eof {
                         break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    info!("{} dropped: TLS: {e}", peer.remote);
+                    self.peers.metrics.refusal("TLS error");
+                    self.lost(key, "TLS error");
+                    break;
+                }
                 Err(_) => {
                     self.lost(key, "connection reset");
                     break;
@@ -425,6 +455,16 @@ impl<S: Service> Server<S> {
             }
         }
         self.read_buf = buf;
+        // TLS handshake records the socket would not take are written when
+        // it drains, as frames are.
+        if self
+            .peers
+            .slab
+            .get(key)
+            .is_some_and(|p| p.stream.buffered() > 0)
+        {
+            self.peers.mark_dirty(key);
+        }
     }
 
     /// Feeds what a pause left unread; returns whether the socket may be
@@ -481,14 +521,14 @@ impl<S: Service> Server<S> {
     // ----- shutdown -----
 
     /// SIGINT and SIGTERM stop the server (a second one at once); SIGHUP
-    /// asks it to reload what it reads from files (nothing yet: it is
-    /// logged, and the server goes on); SIGUSR1 and SIGUSR2 are ignored,
+    /// reloads the TLS certificate and key (connections open keep theirs;
+    /// a bad file is logged and the old certificate kept); SIGUSR1 and SIGUSR2 are ignored,
     /// so a stray `kill -USR1` does not end every chat.
     fn on_signal(&mut self) {
         let signals: Vec<i32> = self.signals.pending().collect();
         for signal in signals {
             match signal {
-                SIGHUP => info!("SIGHUP: nothing to reload; carrying on"),
+                SIGHUP => self.reload_tls(),
                 SIGUSR1 | SIGUSR2 => info!("signal {signal} ignored"),
                 _ if self.shutdown_deadline.is_some() => {
                     info!("signal {signal} again: exiting now");
@@ -496,6 +536,17 @@ impl<S: Service> Server<S> {
                 }
                 _ => self.begin_shutdown(signal),
             }
+        }
+    }
+
+    fn reload_tls(&mut self) {
+        let Some((_, identity)) = &mut self.tls else {
+            info!("SIGHUP: no TLS certificate to reload; carrying on");
+            return;
+        };
+        match identity.reload() {
+            Ok(()) => info!("SIGHUP: TLS certificate reloaded; new connections use it"),
+            Err(e) => warn!("SIGHUP: TLS certificate not reloaded, keeping the old one: {e}"),
         }
     }
 

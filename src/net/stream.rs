@@ -1,11 +1,10 @@
 //! A peer's byte stream: every read, vectored write, shutdown and
 //! readiness-interest decision on a peer's socket goes through here.
 //!
-//! Today a stream is a plain `TcpStream`. A TLS stream is one more
-//! variant beside it (rustls' `ServerConnection` next to the socket, as in
-//! rustls' own mio example): the loop and the connection above do not
-//! change, and [`Stream::buffered`] reports what such a layer holds so it
-//! counts against the slow-consumer limit.
+//! A stream is a plain `TcpStream` or a TLS one (rustls'
+//! `ServerConnection` next to the socket, in [`tls`]): the loop and the
+//! connection above do not change, and [`Stream::buffered`] reports what
+//! the TLS layer holds so it counts against the slow-consumer limit.
 
 use std::io::{self, Read};
 use std::net::Shutdown;
@@ -15,8 +14,13 @@ use mio::{Interest, Registry, Token};
 
 use crate::protocol::outbox::{Flush, Outbox};
 
+mod tls;
+
+pub use tls::BUFFER_LIMIT as TLS_BUFFER_LIMIT;
+
 enum Io {
     Plain(TcpStream),
+    Tls(Box<tls::TlsIo>),
 }
 
 /// One peer's socket and the readiness it is registered for.
@@ -38,10 +42,25 @@ impl Stream {
         }
     }
 
+    /// A TLS stream: `conn` is a fresh `ServerConnection`, its handshake
+    /// still to come.
+    pub fn tls(socket: TcpStream, conn: rustls::ServerConnection) -> Stream {
+        Stream {
+            io: Io::Tls(Box::new(tls::TlsIo::new(socket, conn))),
+            blocked: false,
+            writable_registered: false,
+        }
+    }
+
     fn socket(&mut self) -> &mut TcpStream {
         match &mut self.io {
             Io::Plain(socket) => socket,
+            Io::Tls(tls) => &mut tls.socket,
         }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.io, Io::Tls(_))
     }
 
     /// Registers for reading (writing is asked for only when needed).
@@ -57,14 +76,40 @@ impl Stream {
         self.socket().set_nodelay(true)
     }
 
-    /// Reads what arrived into `buf`.
+    /// Reads what arrived into `buf` (for TLS, the plaintext). A TLS
+    /// error is `InvalidData`.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.socket().read(buf)
+        match &mut self.io {
+            Io::Plain(socket) => socket.read(buf),
+            Io::Tls(tls) => {
+                let result = tls.read(buf);
+                // Handshake records the socket would not take wait for
+                // WRITABLE like any other bytes.
+                self.blocked |= tls.buffered() > 0;
+                result
+            }
+        }
     }
 
-    /// Writes as much of `outbox` as the socket takes, in vectored writes.
+    /// Whether a read of `n` bytes out of `want` proves nothing is left to
+    /// read until the next readiness event: for a plain socket a short read
+    /// does; for TLS only a read that ended on the socket's `WouldBlock`
+    /// with rustls' plaintext drained (a short read may also stop at a
+    /// close_notify or EOF, which the next read reports).
+    pub fn drained_by(&self, n: usize, want: usize) -> bool {
+        match &self.io {
+            Io::Plain(_) => n < want,
+            Io::Tls(tls) => tls.drained(),
+        }
+    }
+
+    /// Writes as much of `outbox` as the socket takes, in vectored writes
+    /// (for TLS: encrypted in records of up to 16 KiB, see [`tls`]).
     pub fn write_from(&mut self, outbox: &mut Outbox) -> io::Result<Flush> {
-        let result = outbox.write_to(self.socket());
+        let result = match &mut self.io {
+            Io::Plain(socket) => outbox.write_to(socket),
+            Io::Tls(tls) => tls.write_from(outbox),
+        };
         if let Ok(flush) = &result {
             self.blocked = *flush == Flush::Blocked;
         }
@@ -97,16 +142,22 @@ impl Stream {
         registry.reregister(self.socket(), token, interest)
     }
 
-    /// Sends FIN after our last byte; reading goes on.
+    /// Sends FIN after our last byte (for TLS, after close_notify);
+    /// reading goes on.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
+        if let Io::Tls(tls) = &mut self.io {
+            tls.close_notify();
+        }
         self.socket().shutdown(Shutdown::Write)
     }
 
-    /// Bytes accepted from the outbox but still held in this stream (a
-    /// TLS layer's buffered records); always 0 for a plain socket.
+    /// Bytes accepted from the outbox but still held in this stream (the
+    /// TLS records rustls holds for the socket, at most
+    /// [`TLS_BUFFER_LIMIT`]); always 0 for a plain socket.
     pub fn buffered(&self) -> usize {
         match &self.io {
             Io::Plain(_) => 0,
+            Io::Tls(tls) => tls.buffered(),
         }
     }
 }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod crowd;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
@@ -34,6 +35,9 @@ pub struct Server {
     /// `listen` with a wildcard IP replaced by the loopback address of the
     /// same family: where clients connect.
     pub addr: SocketAddr,
+    /// The `wschat listening (TLS) on ADDR` line's address, loopback for
+    /// a wildcard, when the server was started with `--tls-listen`.
+    pub tls_addr: Option<SocketAddr>,
     /// Everything the server wrote on stderr (its log), for diagnostics.
     log: Arc<Mutex<Vec<u8>>>,
 }
@@ -77,31 +81,41 @@ impl Server {
                 }
             }
         });
-        let line = match rx.recv_timeout(TIMEOUT) {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "no listening line from wschat {args:?} within {TIMEOUT:?} ({e}); log:\n{}",
-                    String::from_utf8_lossy(&log.lock().unwrap())
-                );
+        let plain = !args.windows(2).any(|w| w == ["--listen", "none"]);
+        let tls = args.contains(&"--tls-listen");
+        let (mut listen, mut tls_listen) = (None, None);
+        while (plain && listen.is_none()) || (tls && tls_listen.is_none()) {
+            let line = match rx.recv_timeout(TIMEOUT) {
+                Ok(line) => line,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "no listening line from wschat {args:?} within {TIMEOUT:?} ({e}); log:\n{}",
+                        String::from_utf8_lossy(&log.lock().unwrap())
+                    );
+                }
+            };
+            let parse = |text: &str| -> SocketAddr {
+                text.parse()
+                    .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+            };
+            if let Some(addr) = line.strip_prefix("wschat listening on ") {
+                listen = Some(parse(addr));
+            } else if let Some(addr) = line.strip_prefix("wschat listening (TLS) on ") {
+                tls_listen = Some(parse(addr));
+            } else {
+                panic!("unexpected stdout line: {line:?}");
             }
-        };
-        let listen: SocketAddr = line
-            .strip_prefix("wschat listening on ")
-            .unwrap_or_else(|| panic!("unexpected first stdout line: {line:?}"))
-            .parse()
-            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-        let ip = match listen.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
+        }
+        let Some(listen) = listen.or(tls_listen) else {
+            panic!("no listener for {args:?}");
         };
         Server {
             child,
             listen,
-            addr: SocketAddr::new(ip, listen.port()),
+            addr: connectable(listen),
+            tls_addr: tls_listen.map(connectable),
             log,
         }
     }
@@ -152,6 +166,17 @@ impl Drop for Server {
             eprintln!("----- wschat log -----\n{}", self.log());
         }
     }
+}
+
+/// `listen` with a wildcard IP replaced by the loopback address of the
+/// same family.
+fn connectable(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
 }
 
 /// A TCP connection to `addr` with read and write timeouts of [`TIMEOUT`].

@@ -1,0 +1,310 @@
+//! wss:// and https:// on the TLS listener: tungstenite over rustls
+//! chatting with plain ws users in one room, the chat page over https,
+//! certificate reload on SIGHUP, and the bad-input table (garbage, plain
+//! HTTP, truncated and huge records, a handshake that never finishes):
+//! each such peer is dropped and logged while the others keep chatting.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::tls::{client_config_trusting, tls_connect, TestPki, TlsClient};
+use common::{tcp, Client, Server, TIMEOUT};
+
+fn start_tls(pki: &TestPki, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        pki.cert_path.to_str().unwrap(),
+        "--tls-key",
+        pki.key_path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Server::start_raw(&args)
+}
+
+fn tls_addr(server: &Server) -> SocketAddr {
+    server.tls_addr.expect("a TLS listener")
+}
+
+/// Waits up to [`TIMEOUT`] for the server's log to contain `text`.
+fn wait_for_log(server: &Server, text: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !server.log().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} in the log within {TIMEOUT:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A plain user and a wss user see each other's joins and messages.
+fn chat_across(server: &Server, pki: &TestPki) -> (Client, TlsClient) {
+    let mut plain = server.client();
+    let mut secure = TlsClient::connect(tls_addr(server), "/", pki.client_config());
+    assert_eq!(plain.next_text(), format!("{} joined", secure.name()));
+    secure.send_text("over TLS");
+    assert_eq!(plain.next_text(), format!("{}: over TLS", secure.name()));
+    plain.send_text("in the clear");
+    assert_eq!(
+        secure.next_text(),
+        format!("{}: in the clear", plain.name())
+    );
+    (plain, secure)
+}
+
+#[test]
+fn wss_and_ws_users_chat_in_one_room() {
+    let pki = TestPki::new();
+    let server = start_tls(&pki, &["--max-message-rate", "0"]);
+    let (mut plain, mut secure) = chat_across(&server, &pki);
+    // A broadcast of many small frames and one large one arrives whole
+    // and in order through TLS records.
+    for i in 0..200 {
+        plain.send_text(&format!("burst {i}"));
+    }
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    plain.send_binary(&big);
+    for i in 0..200 {
+        assert_eq!(secure.next_text(), format!("{}: burst {i}", plain.name()));
+    }
+    assert_eq!(secure.next_binary(), big);
+    drop(secure);
+    assert!(plain.next_text().ends_with(" left"));
+}
+
+#[test]
+fn tls_only_with_listen_none() {
+    let pki = TestPki::new();
+    let server = Server::start_raw(&[
+        "--listen",
+        "none",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        pki.cert_path.to_str().unwrap(),
+        "--tls-key",
+        pki.key_path.to_str().unwrap(),
+    ]);
+    let mut a = TlsClient::connect(tls_addr(&server), "/", pki.client_config());
+    let mut b = TlsClient::connect(tls_addr(&server), "/", pki.client_config());
+    assert_eq!(a.next_text(), format!("{} joined", b.name()));
+    b.send_text("only TLS here");
+    assert_eq!(a.next_text(), format!("{}: only TLS here", b.name()));
+}
+
+#[test]
+fn the_page_and_health_over_https() {
+    let pki = TestPki::new();
+    let server = start_tls(&pki, &[]);
+    let mut stream = tls_connect(tls_addr(&server), pki.client_config());
+    assert_eq!(stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !String::from_utf8_lossy(&got).contains("</html>") {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("https read: {e}; got {}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("wss://"),
+        "the page connects with wss on https"
+    );
+}
+
+#[test]
+fn startup_errors_name_the_bad_file() {
+    let pki = TestPki::new();
+    let other = TestPki::new();
+    let empty = pki.dir.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let missing = pki.dir.join("missing.pem");
+    let cert = pki.cert_path.to_str().unwrap();
+    let key = pki.key_path.to_str().unwrap();
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            missing.to_str().unwrap(),
+            key,
+            "cannot read certificate file",
+        ),
+        (cert, missing.to_str().unwrap(), "cannot read key file"),
+        (empty.to_str().unwrap(), key, "no CERTIFICATE block"),
+        (cert, empty.to_str().unwrap(), "no PRIVATE KEY"),
+        (
+            cert,
+            other.key_path.to_str().unwrap(),
+            "do not make a certificate and its key",
+        ),
+    ];
+    for (cert, key, why) in cases {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_wschat"))
+            .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+            .args(["--tls-cert", cert, "--tls-key", key])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{cert} {key} started");
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(log.contains(why), "{cert} {key}: wanted {why:?} in {log}");
+    }
+}
+
+#[test]
+fn sighup_reloads_for_new_connections_and_keeps_old_on_bad_files() {
+    let pki = TestPki::new();
+    let server = start_tls(&pki, &[]);
+    let (mut plain, mut before) = chat_across(&server, &pki);
+    let first_leaf = pki.leaf_der.clone();
+
+    // A new certificate from another CA replaces the files.
+    let next = TestPki::new();
+    std::fs::copy(&next.cert_path, &pki.cert_path).unwrap();
+    std::fs::copy(&next.key_path, &pki.key_path).unwrap();
+    let hup = |server: &Server| {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    hup(&server);
+    wait_for_log(&server, "TLS certificate reloaded");
+    let trusting_both = client_config_trusting(&[pki.ca_der.clone(), next.ca_der.clone()]);
+    let fresh = tls_connect(tls_addr(&server), trusting_both.clone());
+    let presented = fresh.conn.peer_certificates().unwrap()[0].clone();
+    assert_eq!(
+        presented, next.leaf_der,
+        "a new connection gets the new certificate"
+    );
+    assert_ne!(presented, first_leaf);
+
+    // The connection made before the reload chats on.
+    before.send_text("still here");
+    assert_eq!(plain.next_text(), format!("{}: still here", before.name()));
+
+    // A bad file is logged and the certificate in force kept.
+    std::fs::write(&pki.key_path, "not a key").unwrap();
+    hup(&server);
+    wait_for_log(&server, "not reloaded, keeping the old one");
+    let after_bad = tls_connect(tls_addr(&server), trusting_both);
+    assert_eq!(
+        after_bad.conn.peer_certificates().unwrap()[0],
+        next.leaf_der
+    );
+    plain.send_text("after the bad reload");
+    assert_eq!(
+        before.next_text(),
+        format!("{}: after the bad reload", plain.name())
+    );
+}
+
+/// A TLS record header: content type, version, length.
+fn record(content_type: u8, len: u16) -> Vec<u8> {
+    let mut r = vec![content_type, 0x03, 0x03];
+    r.extend_from_slice(&len.to_be_bytes());
+    r
+}
+
+/// The start of a ClientHello record, as a real client's would begin.
+fn client_hello_prefix() -> Vec<u8> {
+    let mut r = record(0x16, 200);
+    r.extend_from_slice(&[0x01, 0x00, 0x00, 0xc4, 0x03, 0x03]);
+    r
+}
+
+/// Whether the server closes `socket` (EOF or reset) within twice
+/// [`TIMEOUT`], reading and ignoring what it sends (an alert).
+fn closed_by_server(socket: &mut std::net::TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + TIMEOUT + TIMEOUT;
+    while Instant::now() < deadline {
+        match socket.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn bad_tls_input_is_dropped_and_logged_while_others_chat() {
+    let pki = TestPki::new();
+    let server = start_tls(&pki, &["--handshake-timeout", "1"]);
+    let (mut plain, mut secure) = chat_across(&server, &pki);
+    let addr = tls_addr(&server);
+
+    let mut huge = record(0x16, 0xffff);
+    huge.extend(std::iter::repeat_n(0u8, 0xffff));
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "garbage",
+            b"\x00\x01\x02garbage that is no TLS record at all".to_vec(),
+            false,
+        ),
+        (
+            "plain HTTP",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+            false,
+        ),
+        ("a huge record", huge, false),
+        ("a truncated record, then EOF", client_hello_prefix(), true),
+        (
+            "a ClientHello begun, then silence",
+            client_hello_prefix(),
+            false,
+        ),
+    ];
+    for (what, bytes, then_eof) in cases {
+        let mut socket = tcp(addr);
+        let _ = socket.write_all(&bytes);
+        if then_eof {
+            socket.shutdown(Shutdown::Write).unwrap();
+        }
+        assert!(closed_by_server(&mut socket), "{what}: not closed");
+        secure.send_text(&format!("after {what}"));
+        assert_eq!(
+            plain.next_text(),
+            format!("{}: after {what}", secure.name())
+        );
+    }
+    let log = server.log();
+    assert!(
+        log.contains("dropped: TLS:"),
+        "TLS errors are logged:\n{log}"
+    );
+    assert!(
+        log.contains("handshake refused"),
+        "the stalled handshake is logged:\n{log}"
+    );
+}
+
+#[test]
+fn a_full_handshake_then_silence_times_out() {
+    let pki = TestPki::new();
+    let server = start_tls(&pki, &["--handshake-timeout", "1"]);
+    let mut stream = tls_connect(tls_addr(&server), pki.client_config());
+    // TLS is up, no HTTP request follows: 408 then the end.
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408"));
+    let _ = server;
+}
