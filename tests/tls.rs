@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::tls::{client_config_trusting, tls_connect, TestPki, TlsClient};
 use common::{tcp, Client, Server, TIMEOUT};
+use rustls::pki_types::ServerName;
+use rustls::ClientConnection;
 
 fn start_tls(pki: &TestPki, extra: &[&str]) -> Server {
     let mut args = vec![
@@ -292,9 +294,60 @@ fn bad_tls_input_is_dropped_and_logged_while_others_chat() {
         "TLS errors are logged:\n{log}"
     );
     assert!(
-        log.contains("handshake refused"),
+        log.contains("dropped: TLS handshake not finished in time"),
         "the stalled handshake is logged:\n{log}"
     );
+}
+
+/// A real client's first flight: its ClientHello, as rustls writes it.
+fn real_client_hello(pki: &TestPki) -> Vec<u8> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(pki.client_config(), name).unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+#[test]
+fn a_peer_stalling_after_its_client_hello_is_dropped_at_the_handshake_timeout() {
+    let pki = TestPki::new();
+    // The close timeout is far beyond every wait here: only the handshake
+    // timeout can be what drops the stalled peer (a 408 cannot be sent
+    // before TLS has keys, so waiting for it to flush would hold the peer
+    // for the close timeout too).
+    let server = start_tls(
+        &pki,
+        &["--handshake-timeout", "1", "--close-timeout", "120"],
+    );
+    let (mut plain, mut secure) = chat_across(&server, &pki);
+    let mut stalled = tcp(tls_addr(&server));
+    stalled.write_all(&real_client_hello(&pki)).unwrap();
+    // The server answers with its flight: the handshake is under way.
+    let mut header = [0u8; 5];
+    stalled.read_exact(&mut header).unwrap();
+    assert_eq!(header[0], 0x16, "a handshake record: {header:?}");
+    // Then the client says nothing more; the others chat on.
+    secure.send_text("while one stalls");
+    assert_eq!(
+        plain.next_text(),
+        format!("{}: while one stalls", secure.name())
+    );
+    assert!(
+        closed_by_server(&mut stalled),
+        "the stalled TLS handshake was not dropped"
+    );
+    wait_for_log(&server, "dropped: TLS handshake not finished in time");
+    plain.send_text("after the stall");
+    assert_eq!(
+        secure.next_text(),
+        format!("{}: after the stall", plain.name())
+    );
+    let refused = server
+        .metrics()
+        .count("wschat_handshakes_refused_total{reason=\"TLS handshake timed out\"}");
+    assert_eq!(refused, 1);
 }
 
 #[test]

@@ -174,6 +174,7 @@ impl Peer {
         match (self.transport, self.conn.phase()) {
             (Transport::Gone, _) => Stage::Gone,
             (Transport::Lingering, _) => Stage::Lingering,
+            (_, Phase::Handshake) if self.stream.is_tls_handshaking() => Stage::TlsHandshake,
             (_, Phase::Handshake | Phase::Upgrading) => Stage::Handshake,
             (_, Phase::Open) => Stage::Open,
             (_, Phase::CloseSent | Phase::Done) => Stage::Closing,

@@ -63,6 +63,14 @@ impl Stream {
         matches!(self.io, Io::Tls(_))
     }
 
+    /// A TLS stream whose handshake has not finished (no keys yet).
+    pub fn is_tls_handshaking(&self) -> bool {
+        match &self.io {
+            Io::Plain(_) => false,
+            Io::Tls(tls) => tls.is_handshaking(),
+        }
+    }
+
     /// Registers for reading (writing is asked for only when needed).
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(self.socket(), token, Interest::READABLE)

@@ -7,7 +7,8 @@
 //!
 //! | stage | deadline | verdict |
 //! |---|---|---|
-//! | handshake | `handshake_timeout` after accept | [`Expiry::Handshake`]: `408` |
+//! | TLS handshake | `handshake_timeout` after accept | [`Expiry::TlsHandshake`]: drop (no keys, no `408`) |
+//! | handshake | `handshake_timeout` after accept (the TLS handshake's time included) | [`Expiry::Handshake`]: `408` |
 //! | open | `ping_interval` of silence | [`Expiry::Idle`]: send a Ping |
 //! | open, pinged | `pong_timeout` after the ping with nothing read | [`Expiry::Silent`]: drop |
 //! | open, queue over half of `--max-outbox` | `slow_consumer_grace` without draining to a quarter | [`Expiry::SlowConsumer`]: close 1008 |
@@ -63,6 +64,9 @@ pub enum Stage {
     /// Accepted; the upgrade request is not complete or not answered.
     #[default]
     Handshake,
+    /// Accepted on the TLS listener, the TLS handshake not finished: no
+    /// byte of HTTP can be read or answered yet.
+    TlsHandshake,
     Open,
     /// We sent a Close (or answered and are flushing): waiting to finish.
     Closing,
@@ -111,12 +115,15 @@ impl Times {
     }
 
     /// Records the stage the connection is in; a new stage restarts its
-    /// clock.
+    /// clock, except between the TLS handshake and the upgrade request:
+    /// one handshake timeout covers both, so a peer cannot double its
+    /// time by finishing TLS at the last moment.
     pub fn observe(&mut self, stage: Stage, now: Tick) {
-        if stage != self.stage {
-            self.stage = stage;
+        let handshaking = |s: Stage| matches!(s, Stage::Handshake | Stage::TlsHandshake);
+        if stage != self.stage && !(handshaking(stage) && handshaking(self.stage)) {
             self.stage_since = now;
         }
+        self.stage = stage;
     }
 }
 
@@ -131,6 +138,11 @@ pub enum Expiry {
     WriteStalled,
     /// The upgrade request did not arrive in time: refuse with 408.
     Handshake,
+    /// The TLS handshake did not finish in time. A 408 needs the keys the
+    /// handshake never made, and our handshake records are the peer's to
+    /// read: drop it now rather than wait out a close timeout for bytes
+    /// that can never be sent.
+    TlsHandshake,
     /// Silent for a ping interval: ping it.
     Idle,
     /// Our ping went unanswered for the pong timeout: drop it.
@@ -152,6 +164,9 @@ pub fn due(times: &Times, now: Tick, timing: &Timing) -> Option<Expiry> {
         Stage::Gone => None,
         Stage::Lingering => (in_stage >= LINGER).then_some(Expiry::Linger),
         Stage::Handshake => (in_stage >= timing.handshake_timeout).then_some(Expiry::Handshake),
+        Stage::TlsHandshake => {
+            (in_stage >= timing.handshake_timeout).then_some(Expiry::TlsHandshake)
+        }
         // Dropped only after a ping went unanswered for the whole pong
         // timeout: a late sweep delays the ping, never skips it.
         Stage::Open if over(times.backlogged_since, timing.slow_consumer_grace) => {
@@ -198,6 +213,27 @@ mod tests {
         let mut times = Times::new(s(0));
         times.on_read(s(9));
         assert_eq!(due(&times, s(10), &TIMING), Some(Expiry::Handshake));
+    }
+
+    #[test]
+    fn a_tls_handshake_must_finish_in_the_handshake_timeout() {
+        let mut times = Times::new(s(0));
+        times.observe(Stage::TlsHandshake, s(1));
+        assert_eq!(due(&times, Tick(9_999), &TIMING), None);
+        assert_eq!(due(&times, s(10), &TIMING), Some(Expiry::TlsHandshake));
+    }
+
+    #[test]
+    fn the_tls_handshake_and_the_upgrade_share_one_timeout() {
+        let mut times = Times::new(s(0));
+        times.observe(Stage::TlsHandshake, s(1));
+        // TLS done at 9 s: the upgrade request has the 1 s that is left.
+        times.observe(Stage::Handshake, s(9));
+        assert_eq!(due(&times, Tick(9_999), &TIMING), None);
+        assert_eq!(due(&times, s(10), &TIMING), Some(Expiry::Handshake));
+        // Open restarts the clock as before.
+        times.observe(Stage::Open, s(10));
+        assert_eq!(times.stage_since, s(10));
     }
 
     #[test]

@@ -38,6 +38,14 @@ impl<S: Service> Server<S> {
                 self.peers.metrics.refusal(refusal.reason);
                 self.peers.mark_dirty(key);
             }
+            Expiry::TlsHandshake => {
+                info!(
+                    "{} dropped: TLS handshake not finished in time",
+                    peer.remote
+                );
+                self.peers.metrics.refusal("TLS handshake timed out");
+                self.peers.drop_peer(key, "TLS handshake timed out");
+            }
             Expiry::Idle => {
                 peer.times.ping_sent = Some(self.peers.tick);
                 peer.conn.ping(b"");

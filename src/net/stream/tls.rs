@@ -60,6 +60,10 @@ impl TlsIo {
         self.pending
     }
 
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
     /// Fills `buf` with plaintext, reading and decrypting records as
     /// needed; handshake records rustls produces meanwhile are sent at
     /// once. `Ok(0)` is the end of the stream (close_notify or the socket's
