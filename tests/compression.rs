@@ -7,29 +7,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::{read_head, upgrade_request, Server, TIMEOUT};
+use common::{chat_text, node_with_websocket, python, read_head, upgrade_request, Server, TIMEOUT};
 use wschat::protocol::client as wsclient;
 use wschat::protocol::deflate;
 
 /// What an offer of plain `permessage-deflate` is answered with.
 const ANSWER: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
-
-/// Chat-like text of `len` bytes.
-fn chat_text(len: usize) -> String {
-    let words = ["hello", "there", "how", "is", "the", "chat", "today", "ok"];
-    let mut out = String::new();
-    let mut i = 3usize;
-    while out.len() < len {
-        out.push_str(words[i % words.len()]);
-        out.push(' ');
-        i = i.wrapping_mul(7).wrapping_add(5);
-    }
-    out.truncate(len);
-    out
-}
 
 /// A frame as it came off the wire: its first byte and its payload.
 struct RawFrame {
@@ -168,6 +153,9 @@ fn extension_offers_are_answered_as_rfc_7692_says() {
         ("Sec-WebSocket-Extensions: permessage-deflate; foo=1\r\n", 101, None),
         ("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=7\r\n", 101, None),
         ("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=010\r\n", 101, None),
+        ("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=16\r\n", 101, None),
+        ("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits\r\n", 101, None),
+        ("Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover=1\r\n", 101, None),
         (
             "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; server_no_context_takeover\r\n",
             101,
@@ -210,6 +198,8 @@ fn a_mixed_room_gets_the_same_text_compressed_or_not() {
     let (text, compressed) = deflating.next_text();
     assert_eq!(text, format!("User {}: {long}", plain.port));
     assert!(compressed, "1 KiB went uncompressed");
+    let metrics = server.metrics();
+    assert_eq!(metrics.count("wschat_deliveries_compressed_total"), 1);
     plain.send_text("hi");
     assert_eq!(
         deflating.next_text(),
@@ -281,7 +271,26 @@ fn bad_compressed_input_gets_the_rfc_close_codes() {
             vec![(0x41, packed[..2].to_vec()), (0xC0, packed[2..].to_vec())],
             1002,
         ),
+        (
+            "RSV1 on the continuation of a plain message",
+            true,
+            vec![(0x01, b"he".to_vec()), (0xC0, b"llo".to_vec())],
+            1002,
+        ),
         ("compressed ping", true, vec![(0xC9, vec![])], 1002),
+        ("compressed pong", true, vec![(0xCA, vec![])], 1002),
+        (
+            "RSV2 with deflate agreed",
+            true,
+            vec![(0xA1, b"x".to_vec())],
+            1002,
+        ),
+        (
+            "RSV3 with deflate agreed",
+            true,
+            vec![(0x91, b"x".to_vec())],
+            1002,
+        ),
         (
             "compressed close",
             true,
@@ -328,15 +337,6 @@ fn bad_compressed_input_gets_the_rfc_close_codes() {
     other.send_text("unharmed");
     let unharmed = format!("User {}: unharmed", other.port);
     while bystander.next_text() != unharmed {}
-}
-
-/// The Python interpreter with `websockets` installed: `$WSCHAT_PYTHON`,
-/// else the venv `.ci/run` makes at `target/py-venv`.
-fn python() -> PathBuf {
-    std::env::var_os("WSCHAT_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-venv/bin/python"),
-        PathBuf::from,
-    )
 }
 
 const PYTHON_CLIENT: &str = r#"
@@ -405,16 +405,7 @@ fn node_builtin_websocket_negotiates_deflate_and_chats() {
     let mut watcher = Raw::deflating(&server);
     let long = chat_text(1200);
     let uri = format!("ws://{}/", server.addr);
-    let version = Command::new("node")
-        .arg("--version")
-        .output()
-        .expect("node not found: this test needs Node 20.10+");
-    let version = String::from_utf8_lossy(&version.stdout).to_string();
-    let mut command = Command::new("node");
-    if version.starts_with("v20.") || version.starts_with("v21.") {
-        command.arg("--experimental-websocket");
-    }
-    let child = command
+    let child = node_with_websocket()
         .args(["-e", NODE_CLIENT, &uri, &long])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

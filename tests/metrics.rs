@@ -36,6 +36,7 @@ fn metrics_are_prometheus_text_with_help_and_type_for_every_family() {
         ("wschat_bytes_received_total", "counter"),
         ("wschat_messages_sent_total", "counter"),
         ("wschat_deliveries_total", "counter"),
+        ("wschat_deliveries_compressed_total", "counter"),
         ("wschat_bytes_sent_total", "counter"),
         ("wschat_slow_consumer_disconnects_total", "counter"),
         ("wschat_flood_dropped_messages_total", "counter"),

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub messages_out: u64,
     /// Frames queued to recipients (a broadcast counts once per recipient).
     pub deliveries: u64,
+    /// Of those, frames sent compressed (RSV1, permessage-deflate).
+    pub deliveries_compressed: u64,
     /// Bytes written to sockets.
     pub bytes_out: u64,
     pub slow_consumer_closes: u64,
@@ -129,6 +131,12 @@ impl Metrics {
         );
         counter(
             out,
+            "wschat_deliveries_compressed_total",
+            "Messages queued to a recipient compressed (permessage-deflate, RSV1).",
+            self.deliveries_compressed,
+        );
+        counter(
+            out,
             "wschat_bytes_sent_total",
             "Bytes written to sockets.",
             self.bytes_out,
@@ -207,6 +215,7 @@ mod tests {
         m.refusal("origin not allowed");
         m.refusal("bad \"key\"");
         m.deliveries = 7;
+        m.deliveries_compressed = 5;
         let mut out = String::new();
         m.render(
             Gauges {
@@ -218,6 +227,9 @@ mod tests {
             &mut out,
         );
         assert!(out.contains("# TYPE wschat_deliveries_total counter\nwschat_deliveries_total 7\n"));
+        assert!(out.contains(
+            "# TYPE wschat_deliveries_compressed_total counter\nwschat_deliveries_compressed_total 5\n"
+        ));
         assert!(out.contains("wschat_handshakes_refused_total{reason=\"origin not allowed\"} 2\n"));
         assert!(out.contains("wschat_handshakes_refused_total{reason=\"bad \\\"key\\\"\"} 1\n"));
         assert!(out.contains("wschat_connections_open 2\n"));

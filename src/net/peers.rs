@@ -534,6 +534,7 @@ impl Context for Peers {
         {
             Ok(()) => {
                 self.metrics.deliveries += 1;
+                self.metrics.deliveries_compressed += u64::from(deflated.is_some());
                 if !peer.dirty {
                     peer.dirty = true;
                     self.dirty.push(to);

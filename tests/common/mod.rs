@@ -27,6 +27,44 @@ use wschat::protocol::frame::{self, OpCode};
 /// The bound on every single wait: startup, a read, a process exit.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Chat-like text of `len` bytes (compressible as chat is).
+pub fn chat_text(len: usize) -> String {
+    let words = ["hello", "there", "how", "is", "the", "chat", "today", "ok"];
+    let mut out = String::new();
+    let mut i = 3usize;
+    while out.len() < len {
+        out.push_str(words[i % words.len()]);
+        out.push(' ');
+        i = i.wrapping_mul(7).wrapping_add(5);
+    }
+    out.truncate(len);
+    out
+}
+
+/// The Python interpreter with `websockets` installed: `$WSCHAT_PYTHON`,
+/// else the venv `.ci/run` makes at `target/py-venv`.
+pub fn python() -> std::path::PathBuf {
+    std::env::var_os("WSCHAT_PYTHON").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-venv/bin/python"),
+        std::path::PathBuf::from,
+    )
+}
+
+/// `node`, with the flag Node 20 and 21 need for the built-in WebSocket
+/// (on by default from Node 22). Panics if there is no node.
+pub fn node_with_websocket() -> Command {
+    let version = Command::new("node")
+        .arg("--version")
+        .output()
+        .expect("node not found: this test needs Node 20.10+");
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    let mut command = Command::new("node");
+    if version.starts_with("v20.") || version.starts_with("v21.") {
+        command.arg("--experimental-websocket");
+    }
+    command
+}
+
 /// A running `wschat` process, killed when dropped.
 pub struct Server {
     child: Child,
@@ -428,12 +466,12 @@ impl Head {
 
 /// Reads a response head (through the blank line) byte by byte, so that
 /// nothing after it is consumed.
-pub fn read_head(stream: &mut TcpStream) -> Head {
+pub fn read_head(stream: &mut impl Read) -> Head {
     let head = read_head_bytes(stream);
     Head::parse(std::str::from_utf8(&head).expect("UTF-8 head"))
 }
 
-fn read_head_bytes(stream: &mut TcpStream) -> Vec<u8> {
+fn read_head_bytes(stream: &mut impl Read) -> Vec<u8> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

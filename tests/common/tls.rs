@@ -1,7 +1,10 @@
 //! TLS helpers for the tests: a CA and a `localhost` certificate made
 //! with rcgen in the test, written to PEM files in a fresh temporary
-//! folder, and a tungstenite client over a blocking rustls stream.
+//! folder, a tungstenite client over a blocking rustls stream, and a raw
+//! client over TLS that negotiates permessage-deflate and reads frame
+//! headers itself (to see RSV1 on the wire, which no library shows).
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +15,10 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use tungstenite::{Message, WebSocket};
 
-use super::tcp;
+use wschat::protocol::client as wsclient;
+use wschat::protocol::deflate;
+
+use super::{read_head, tcp, upgrade_request};
 
 pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
@@ -169,6 +175,92 @@ impl TlsClient {
                 Ok(Message::Ping(_) | Message::Pong(_)) => {}
                 Ok(other) => panic!("wss client {}: expected binary, got {other:?}", self.port),
                 Err(e) => panic!("wss client {}: read failed: {e}", self.port),
+            }
+        }
+    }
+}
+
+/// A WebSocket client over TLS speaking raw frames: it offers
+/// `permessage-deflate`, and tells which messages came compressed.
+pub struct TlsRaw {
+    pub stream: TlsStream,
+    pub port: u16,
+    /// The server's `Sec-WebSocket-Extensions` answer.
+    pub extensions: Option<String>,
+}
+
+impl TlsRaw {
+    /// Upgrades over TLS offering `permessage-deflate`; panics unless the
+    /// answer is 101.
+    pub fn deflating(addr: SocketAddr, config: Arc<ClientConfig>) -> TlsRaw {
+        let mut stream = tls_connect(addr, config);
+        let port = stream.sock.local_addr().unwrap().port();
+        let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+        stream
+            .write_all(upgrade_request(addr, offer).as_bytes())
+            .unwrap();
+        let head = read_head(&mut stream);
+        assert_eq!(head.status, 101, "{:?}", head.headers);
+        TlsRaw {
+            stream,
+            port,
+            extensions: head.get("sec-websocket-extensions").map(str::to_owned),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        format!("User {}", self.port)
+    }
+
+    /// Sends one masked frame.
+    pub fn send(&mut self, first: u8, payload: &[u8]) {
+        let mut out = Vec::new();
+        wsclient::encode_frame_into(&mut out, first, payload, [9, 8, 7, 6]);
+        self.stream.write_all(&out).unwrap();
+    }
+
+    /// The next frame: its first byte and payload.
+    pub fn read_frame(&mut self) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        self.stream.read_exact(&mut head).unwrap();
+        let len = match head[1] & 0x7F {
+            126 => {
+                let mut b = [0u8; 2];
+                self.stream.read_exact(&mut b).unwrap();
+                usize::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.stream.read_exact(&mut b).unwrap();
+                usize::try_from(u64::from_be_bytes(b)).unwrap()
+            }
+            n => usize::from(n),
+        };
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload).unwrap();
+        (head[0], payload)
+    }
+
+    /// The next text message (inflated if it came with RSV1) and whether
+    /// it came compressed. The server sends each message in one frame.
+    pub fn next_text(&mut self) -> (String, bool) {
+        let (first, payload) = self.read_frame();
+        assert_eq!(first & 0x8F, 0x81, "one final text frame, got {first:#x}");
+        let compressed = first & 0x40 != 0;
+        let bytes = match compressed {
+            true => deflate::inflate(&payload, 1 << 24).expect("valid deflate"),
+            false => payload,
+        };
+        (String::from_utf8(bytes).unwrap(), compressed)
+    }
+
+    /// Reads text messages until one ends with `tail`; returns it and
+    /// whether it came compressed.
+    pub fn text_ending_with(&mut self, tail: &str) -> (String, bool) {
+        loop {
+            let (text, compressed) = self.next_text();
+            if text.ends_with(tail) {
+                return (text, compressed);
             }
         }
     }
