@@ -11,8 +11,8 @@ use std::net::{Shutdown, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::tls::{client_config_trusting, tls_connect, TestPki, TlsClient};
-use common::{tcp, Client, Server, TIMEOUT};
+use common::tls::{client_config_trusting, tls_connect, TestPki, TlsClient, TlsRaw};
+use common::{chat_text, node_with_websocket, python, tcp, Client, Server, TIMEOUT};
 use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 
@@ -360,4 +360,169 @@ fn a_full_handshake_then_silence_times_out() {
     let _ = stream.read_to_end(&mut got);
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 408"));
     let _ = server;
+}
+
+/// What an offer of `permessage-deflate` is answered with.
+const DEFLATE_ANSWER: &str =
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+/// A room for the real wss clients below: a plain ws user, a wss user
+/// (tungstenite over rustls, which cannot deflate: it gets plain frames)
+/// and a raw wss observer that negotiates deflate and reads frame headers.
+struct MixedRoom {
+    server: Server,
+    pki: TestPki,
+    plain: Client,
+    secure: TlsClient,
+    observer: TlsRaw,
+}
+
+impl MixedRoom {
+    fn new() -> MixedRoom {
+        let pki = TestPki::new();
+        let server = start_tls(&pki, &["--compression"]);
+        let plain = server.client();
+        let secure = TlsClient::connect(tls_addr(&server), "/", pki.client_config());
+        let observer = TlsRaw::deflating(tls_addr(&server), pki.client_config());
+        assert_eq!(observer.extensions.as_deref(), Some(DEFLATE_ANSWER));
+        MixedRoom {
+            server,
+            pki,
+            plain,
+            secure,
+            observer,
+        }
+    }
+
+    /// The name of the next user to join after the room's own three.
+    fn newcomer(&mut self) -> String {
+        let ours = [self.secure.name(), self.observer.name()];
+        loop {
+            let line = self.plain.next_text();
+            if let Some(name) = line.strip_suffix(" joined") {
+                if !ours.iter().any(|o| o == name) {
+                    return name.to_string();
+                }
+            }
+        }
+    }
+
+    fn compressed_deliveries(&self) -> u64 {
+        self.server
+            .metrics()
+            .count("wschat_deliveries_compressed_total")
+    }
+
+    /// A real client `name` has sent `long`: everybody gets it, the
+    /// observer compressed (RSV1 on the wire, inflating to the text) and
+    /// the two that did not negotiate plain. Then the plain user answers
+    /// with a long text ending in ` back`, which the real client waits for.
+    /// Returns how many of that answer's deliveries went compressed.
+    fn relay_and_answer(&mut self, name: &str, long: &str) -> u64 {
+        let said = format!("{name}: {long}");
+        let (text, compressed) = self.observer.text_ending_with(long);
+        assert_eq!(text, said);
+        assert!(compressed, "no RSV1 on the observer's copy");
+        while self.plain.next_text() != said {}
+        while self.secure.next_text() != said {}
+        let before = self.compressed_deliveries();
+        let answer = format!("{} back", chat_text(1100));
+        self.plain.send_text(&answer);
+        let (text, compressed) = self.observer.text_ending_with(" back");
+        assert!(compressed && text.ends_with(&answer));
+        assert!(self.secure.next_text().ends_with(&answer));
+        self.compressed_deliveries() - before
+    }
+}
+
+const NODE_WSS_CLIENT: &str = r#"
+const [uri, text] = process.argv.slice(-2);
+const ws = new WebSocket(uri);
+const timer = setTimeout(() => { console.log("timeout"); process.exit(2); }, 8000);
+ws.onopen = () => { console.log(ws.extensions); ws.send(text); };
+ws.onmessage = (e) => {
+  if (e.data.endsWith(" back")) { console.log(e.data); clearTimeout(timer); ws.close(1000); }
+};
+ws.onerror = (e) => console.log("error", e.message);
+ws.onclose = () => process.exit(0);
+"#;
+
+#[test]
+#[ignore = "needs node 20.10+ (built-in WebSocket); run with --include-ignored"]
+fn node_builtin_websocket_over_wss_with_deflate_chats_with_ws_users() {
+    let mut room = MixedRoom::new();
+    let long = chat_text(1200);
+    let uri = format!("wss://localhost:{}/", tls_addr(&room.server).port());
+    let child = node_with_websocket()
+        .args(["-e", NODE_WSS_CLIENT, &uri, &long])
+        // Node trusts the test CA only through this.
+        .env("NODE_EXTRA_CA_CERTS", &room.pki.ca_path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node not found: this test needs Node 20.10+");
+    let node = room.newcomer();
+    let compressed = room.relay_and_answer(&node, &long);
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut lines = stdout.lines();
+    // Node (undici) offers `permessage-deflate; client_max_window_bits`.
+    assert_eq!(lines.next(), Some(DEFLATE_ANSWER), "{stdout}{stderr}");
+    assert_eq!(
+        lines.next(),
+        Some(format!("{}: {}", room.plain.name(), chat_text(1100) + " back").as_str()),
+        "{stdout}{stderr}"
+    );
+    assert!(output.status.success(), "{stdout}{stderr}");
+    // The answer went compressed to the observer and to Node: the one
+    // compressed frame, shared (both agreed the same terms).
+    assert_eq!(compressed, 2, "compressed deliveries of the answer");
+}
+
+const PYTHON_WSS_CLIENT: &str = r#"
+import ssl, sys
+from websockets.sync.client import connect
+uri, ca, text = sys.argv[1], sys.argv[2], sys.argv[3]
+context = ssl.create_default_context(cafile=ca)
+with connect(uri, ssl=context, compression="deflate", open_timeout=5) as ws:
+    print(ws.response.headers.get("Sec-WebSocket-Extensions"), flush=True)
+    ws.send(text)
+    while True:
+        got = ws.recv(timeout=8)
+        if got.endswith(" back"):
+            print(got, flush=True)
+            break
+"#;
+
+#[test]
+#[ignore = "needs python3 with websockets (target/py-venv, made by .ci/run); run with --include-ignored"]
+fn python_websockets_over_wss_with_deflate_chats_with_ws_users() {
+    let mut room = MixedRoom::new();
+    let long = chat_text(1500);
+    let uri = format!("wss://localhost:{}/", tls_addr(&room.server).port());
+    let python = python();
+    let ca = room.pki.ca_path.to_str().unwrap().to_string();
+    let child = std::process::Command::new(&python)
+        .args(["-c", PYTHON_WSS_CLIENT, &uri, &ca, &long])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (see .ci/run for the venv)", python.display()));
+    let who = room.newcomer();
+    let compressed = room.relay_and_answer(&who, &long);
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "python client failed\n{stdout}{stderr}"
+    );
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some(DEFLATE_ANSWER), "{stdout}");
+    assert!(
+        lines.next().is_some_and(|l| l.ends_with(" back")),
+        "{stdout}"
+    );
+    assert_eq!(compressed, 2, "compressed deliveries of the answer");
 }
