@@ -3,6 +3,9 @@
 //! playwright-core (two pages speaking `wschat.v1.json` plus a plain-text
 //! Node client in one room: names, nicknames, commands, HTML shown as text,
 //! resuming after a drop). The screenshot lands in `target/browser/chat.png`.
+//! The same run goes once more over https (`--tls-listen`, `--compression`,
+//! a test CA): every socket is `wss://` with permessage-deflate agreed, and
+//! a long message reaches each recipient compressed (`chat-https.png`).
 //!
 //! Needs `/usr/bin/chromium` (or `$CHROMIUM`), `node` and
 //! `tests/browser/node_modules` (`npm ci` there); `.ci/run` installs them.
@@ -12,13 +15,20 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::tls::TestPki;
 use common::Server;
+
+/// One browser at a time: two Chromiums on a small machine would only
+/// race each other's waits.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
 
 /// The bound on the whole browser run (the script bounds itself at 120 s
 /// and every single wait at 8 s; this is the backstop).
@@ -64,9 +74,10 @@ fn missing_names_each_requirement_and_its_fix() {
     );
 }
 
-#[test]
-#[ignore = "needs Chromium, Node 20+ and `npm ci` in tests/browser; run with `cargo test -- --include-ignored`"]
-fn chat_page_in_chromium() {
+/// Runs `tests/browser/e2e.mjs` against `url` with `env` set, and checks
+/// that it passed and left its screenshot `shot` (under target/browser).
+fn run_e2e(url: &str, env: &[(&str, &OsStr)], shot: &str) {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let chromium = std::env::var_os("CHROMIUM")
         .map(PathBuf::from)
@@ -79,15 +90,18 @@ fn chat_page_in_chromium() {
         missing.join(", ")
     );
 
-    let server = Server::start(&[]);
-    let url = format!("http://{}", server.addr);
-    let mut child = Command::new("node")
+    let mut command = Command::new("node");
+    command
         .arg(repo.join("tests/browser/e2e.mjs"))
-        .arg(&url)
+        .arg(url)
         .current_dir(repo)
         .env("CHROMIUM", &chromium)
         .env("NODE_NO_WARNINGS", "1")
-        .env_remove("NODE_OPTIONS")
+        .env_remove("NODE_OPTIONS");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -139,7 +153,42 @@ fn chat_page_in_chromium() {
             .any(|l| l.starts_with("browser e2e: ") && l.ends_with(" passed, 0 failed")),
         "no passing summary line\n{report}"
     );
-    let shot = repo.join("target/browser/chat.png");
+    let shot = repo.join("target/browser").join(shot);
     let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(size > 0, "no screenshot at {}", shot.display());
+}
+
+#[test]
+#[ignore = "needs Chromium, Node 20+ and `npm ci` in tests/browser; run with `cargo test -- --include-ignored`"]
+fn chat_page_in_chromium() {
+    let server = Server::start(&[]);
+    run_e2e(&format!("http://{}", server.addr), &[], "chat.png");
+}
+
+#[test]
+#[ignore = "needs Chromium, Node 20+ and `npm ci` in tests/browser; run with `cargo test -- --include-ignored`"]
+fn chat_page_in_chromium_over_https_with_deflate() {
+    let pki = TestPki::new();
+    let server = Server::start_raw(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        pki.cert_path.to_str().unwrap(),
+        "--tls-key",
+        pki.key_path.to_str().unwrap(),
+        "--compression",
+    ]);
+    let tls = server.tls_addr.expect("a TLS listener");
+    run_e2e(
+        &format!("https://{tls}"),
+        &[
+            // Chromium trusts this certificate's key; Node trusts the CA.
+            ("WSCHAT_E2E_CERT", pki.cert_path.as_os_str()),
+            ("NODE_EXTRA_CA_CERTS", pki.ca_path.as_os_str()),
+        ],
+        "chat-https.png",
+    );
+    let _ = server;
 }

@@ -1,7 +1,15 @@
 // Browser end-to-end test of wschat's chat page (src/page.html).
 //
 //   node tests/browser/e2e.mjs http://127.0.0.1:PORT      (or WSCHAT_URL=...)
+//   WSCHAT_E2E_CERT=cert.pem NODE_EXTRA_CA_CERTS=ca.pem \
+//     node tests/browser/e2e.mjs https://127.0.0.1:TLS_PORT
 //
+// Over https (a server with --tls-listen and --compression) Chromium trusts
+// the server's certificate by its key (--ignore-certificate-errors-spki-list,
+// the SHA-256 of the SubjectPublicKeyInfo of WSCHAT_E2E_CERT), the Node
+// client and fetch by NODE_EXTRA_CA_CERTS, and one more step checks that
+// every socket negotiated permessage-deflate and that a long message went
+// out compressed to each recipient (the server's /metrics).
 // Against a running server: two Chromium pages in a fresh room /e2e-... (the JSON
 // subprotocol, through the real page) and one Node client speaking plain
 // text like the README's REPL walkthrough. Debian's Chromium is driven by
@@ -9,6 +17,7 @@
 // first failure stops the run with a non-zero exit code.
 
 import { spawnSync } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -27,8 +36,18 @@ if (typeof globalThis.WebSocket === "undefined") {
 const { chromium } = await import("playwright-core");
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const SCREENSHOT = path.join(REPO, "target/browser/chat.png");
-const PHONE_SCREENSHOT = path.join(REPO, "target/browser/chat-phone.png");
+const base = (process.argv[2] || process.env.WSCHAT_URL || "").replace(/\/+$/, "");
+if (!/^https?:\/\/[^/]+$/.test(base)) {
+  console.error("usage: node tests/browser/e2e.mjs http(s)://HOST:PORT  (or set WSCHAT_URL)");
+  process.exit(2);
+}
+const SECURE = base.startsWith("https:");
+// The https run keeps its pictures apart from the http run's.
+const TAG = SECURE ? "-https" : "";
+const SCREENSHOT = path.join(REPO, `target/browser/chat${TAG}.png`);
+const PHONE_SCREENSHOT = path.join(REPO, `target/browser/chat${TAG}-phone.png`);
+/** What wschat answers an offer of permessage-deflate with. */
+const DEFLATE = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const TIMEOUT = 8000;          // the bound on every single wait, in ms
 const OVERALL = 120_000;       // the bound on the whole run
@@ -38,13 +57,32 @@ const ROOM_NAME = `e2e-${Date.now().toString(36)}`;
 const ROOM = `/${ROOM_NAME}`;
 const EVIL = `<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">`;
 
-const base = (process.argv[2] || process.env.WSCHAT_URL || "").replace(/\/+$/, "");
-if (!/^http:\/\/[^/]+$/.test(base)) {
-  console.error("usage: node tests/browser/e2e.mjs http://HOST:PORT  (or set WSCHAT_URL)");
-  process.exit(2);
-}
 const origin = new URL(base).origin;
 const wsBase = base.replace(/^http/, "ws");
+
+/** Chromium's flag trusting the certificate in `file` by its key. */
+function trustCertificate(file) {
+  const cert = new crypto.X509Certificate(fs.readFileSync(file));
+  const spki = cert.publicKey.export({ type: "spki", format: "der" });
+  return `--ignore-certificate-errors-spki-list=${crypto.createHash("sha256").update(spki).digest("base64")}`;
+}
+const tlsArgs = [];
+if (SECURE) {
+  if (!process.env.WSCHAT_E2E_CERT) {
+    console.error("https needs WSCHAT_E2E_CERT (the server's certificate, PEM) and NODE_EXTRA_CA_CERTS");
+    process.exit(2);
+  }
+  tlsArgs.push(trustCertificate(process.env.WSCHAT_E2E_CERT));
+}
+
+/** The server's count of messages queued compressed (RSV1). */
+async function compressedDeliveries() {
+  const response = await fetch(base + "/metrics", { signal: AbortSignal.timeout(TIMEOUT) });
+  const text = await response.text();
+  const line = text.split("\n").find((l) => l.startsWith("wschat_deliveries_compressed_total "));
+  check(line, "no wschat_deliveries_compressed_total in /metrics");
+  return Number(line.split(" ")[1]);
+}
 
 // A hung browser or server must fail the run, never hang it.
 setTimeout(() => {
@@ -140,7 +178,7 @@ async function welcome(page) {
 // ----- the run -----
 
 // Pictures of a failed run are left for the reader; a new run starts clean.
-for (const name of ["failure-page1.png", "failure-page2.png"]) {
+for (const name of [`failure${TAG}-page1.png`, `failure${TAG}-page2.png`]) {
   fs.rmSync(path.join(REPO, "target/browser", name), { force: true });
 }
 
@@ -173,7 +211,7 @@ try {
     timeout: 30_000,
     // No outside network here: keep Chromium from trying to reach any.
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      "--disable-background-networking", "--disable-component-update", "--disable-sync", ...tlsArgs],
   });
   context.setDefaultTimeout(TIMEOUT);
   const open = async (label) => {
@@ -238,6 +276,26 @@ try {
     await say(page2, "hello from page two");
     await expectLine(page1, { type: "message", from: p2, text: "hello from page two" });
     await plain.expect(`${p2}: hello from page two`);
+  });
+
+  if (SECURE) await step("over https: every socket agreed permessage-deflate; a long message reaches each recipient compressed", async () => {
+    for (const page of [page1, page2]) {
+      const url = await page.evaluate(() => window.wschat.socket.url);
+      check(url.startsWith("wss://"), `${page.label}'s socket is ${url}`);
+      const extensions = await page.evaluate(() => window.wschat.socket.extensions);
+      check(extensions === DEFLATE, `${page.label}'s socket has extensions ${JSON.stringify(extensions)}`);
+    }
+    check(plain.ws.extensions === DEFLATE, `the Node client's socket has extensions ${JSON.stringify(plain.ws.extensions)}`);
+    const before = await compressedDeliveries();
+    const long = `${"a long line for the compressor ".repeat(30)}end`;
+    await say(page1, long);
+    await expectLine(page2, { type: "message", from: p1, text: long });
+    await expectLine(page1, { type: "message", from: p1, text: long });
+    await plain.expect(`${p1}: ${long}`);
+    // Page 1 (its own message), page 2 and the Node client: all three got
+    // RSV1 frames (one JSON frame compressed once for both pages).
+    const sent = (await compressedDeliveries()) - before;
+    check(sent === 3, `${sent} compressed deliveries of the long message, expected 3`);
   });
 
   await step("page 1 takes the nickname alice; the others see alice's messages as alice", async () => {
@@ -389,7 +447,7 @@ try {
   }
   // Leave a picture of what each page showed for whoever reads the log.
   for (const page of pages) {
-    const file = path.join(REPO, `target/browser/failure-${page.label}.png`);
+    const file = path.join(REPO, `target/browser/failure${TAG}-${page.label}.png`);
     try {
       fs.mkdirSync(path.dirname(file), { recursive: true });
       await page.screenshot({ path: file, fullPage: true, timeout: 3000 });
