@@ -220,6 +220,13 @@ fn a_mixed_room_gets_the_same_text_compressed_or_not() {
         plain.next_text(),
         format!("User {}: in two pieces", deflating.port)
     );
+    // Both came compressed, whole and in pieces.
+    assert_eq!(
+        server
+            .metrics()
+            .count("wschat_messages_received_compressed_total"),
+        2
+    );
 }
 
 #[test]

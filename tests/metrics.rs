@@ -33,6 +33,7 @@ fn metrics_are_prometheus_text_with_help_and_type_for_every_family() {
         ("wschat_handshakes_refused_total", "counter"),
         ("wschat_http_requests_total", "counter"),
         ("wschat_messages_received_total", "counter"),
+        ("wschat_messages_received_compressed_total", "counter"),
         ("wschat_bytes_received_total", "counter"),
         ("wschat_messages_sent_total", "counter"),
         ("wschat_deliveries_total", "counter"),

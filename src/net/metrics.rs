@@ -16,6 +16,8 @@ pub struct Metrics {
     pub refused: Vec<(&'static str, u64)>,
     pub http_requests: u64,
     pub messages_in: u64,
+    /// Of those, messages that came compressed (RSV1, permessage-deflate).
+    pub messages_in_compressed: u64,
     pub bytes_in: u64,
     /// Frames encoded for delivery (a broadcast counts once).
     pub messages_out: u64,
@@ -110,6 +112,12 @@ impl Metrics {
             "wschat_messages_received_total",
             "WebSocket messages received.",
             self.messages_in,
+        );
+        counter(
+            out,
+            "wschat_messages_received_compressed_total",
+            "WebSocket messages received compressed (permessage-deflate, RSV1).",
+            self.messages_in_compressed,
         );
         counter(
             out,
@@ -216,6 +224,7 @@ mod tests {
         m.refusal("bad \"key\"");
         m.deliveries = 7;
         m.deliveries_compressed = 5;
+        m.messages_in_compressed = 4;
         let mut out = String::new();
         m.render(
             Gauges {
@@ -227,6 +236,7 @@ mod tests {
             &mut out,
         );
         assert!(out.contains("# TYPE wschat_deliveries_total counter\nwschat_deliveries_total 7\n"));
+        assert!(out.contains("wschat_messages_received_compressed_total 4\n"));
         assert!(out.contains(
             "# TYPE wschat_deliveries_compressed_total counter\nwschat_deliveries_compressed_total 5\n"
         ));

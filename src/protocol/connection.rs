@@ -331,6 +331,9 @@ pub struct Connection {
     outbox: Outbox,
     /// The `permessage-deflate` terms, once agreed at the handshake.
     deflate: Option<Negotiated>,
+    /// The message last handed out came compressed (RSV1 on its first
+    /// frame), for the caller's counters.
+    last_compressed: bool,
 }
 
 impl Default for Connection {
@@ -352,6 +355,7 @@ impl Connection {
             control: None,
             outbox: Outbox::default(),
             deflate: None,
+            last_compressed: false,
         }
     }
 
@@ -368,6 +372,13 @@ impl Connection {
     /// may be sent compressed messages, and with which window.
     pub fn deflate(&self) -> Option<Negotiated> {
         self.deflate
+    }
+
+    /// Whether the last [`Event::Message`] came compressed (RSV1, RFC
+    /// 7692 §6: "Per-Message Compressed"), i.e. the peer compresses what
+    /// it sends.
+    pub fn last_message_was_compressed(&self) -> bool {
+        self.last_compressed
     }
 
     /// A connection whose handshake happened elsewhere (tests, benches).
@@ -787,6 +798,7 @@ impl Connection {
         }
         if progress.fin && self.message.is_none() && !progress.compressed {
             // The common case: one frame, one message, no copy.
+            self.last_compressed = false;
             return self.deliver(match progress.opcode {
                 OpCode::Binary => Ok(Message::Binary(Cow::Borrowed(payload))),
                 _ => match simdutf8::compat::from_utf8(payload) {
@@ -880,6 +892,7 @@ impl Connection {
         if !fin {
             return Step::Continue;
         }
+        self.last_compressed = self.message.as_ref().is_some_and(|m| m.inflater.is_some());
         if let Err(step) = self.finish_inflate() {
             return step;
         }
@@ -1196,6 +1209,36 @@ mod tests {
             seen,
             [Seen::Text("Hello".into()), Seen::Text("plain after".into())]
         );
+    }
+
+    #[test]
+    fn each_message_tells_whether_it_came_compressed() {
+        let settings = Settings::default();
+        let mut conn = deflating();
+        let mut frames = client_frame(0xC1, &HELLO_DEFLATED);
+        frames.extend(text("plain"));
+        // Fragmented and compressed, then fragmented and plain.
+        frames.extend(client_frame(0x41, &HELLO_DEFLATED[..3]));
+        frames.extend(client_frame(0x80, &HELLO_DEFLATED[3..]));
+        frames.extend(client_frame(0x01, b"pl"));
+        frames.extend(client_frame(0x80, b"ain"));
+        let mut copy = frames;
+        let mut input = Input::new(&mut copy);
+        let mut seen = Vec::new();
+        while let Some(event) = conn.next_event(&mut input, &settings) {
+            let Event::Message(Message::Text(text)) = event else {
+                panic!("expected a text message");
+            };
+            seen.push((text.into_owned(), conn.last_message_was_compressed()));
+        }
+        let expected = [
+            ("Hello", true),
+            ("plain", false),
+            ("Hello", true),
+            ("plain", false),
+        ];
+        let expected: Vec<(String, bool)> = expected.iter().map(|&(t, c)| (t.into(), c)).collect();
+        assert_eq!(seen, expected);
     }
 
     #[test]

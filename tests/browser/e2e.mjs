@@ -75,14 +75,17 @@ if (SECURE) {
   tlsArgs.push(trustCertificate(process.env.WSCHAT_E2E_CERT));
 }
 
-/** The server's count of messages queued compressed (RSV1). */
-async function compressedDeliveries() {
+/** A counter from the server's /metrics. */
+async function counter(name) {
   const response = await fetch(base + "/metrics", { signal: AbortSignal.timeout(TIMEOUT) });
   const text = await response.text();
-  const line = text.split("\n").find((l) => l.startsWith("wschat_deliveries_compressed_total "));
-  check(line, "no wschat_deliveries_compressed_total in /metrics");
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  check(line, `no ${name} in /metrics`);
   return Number(line.split(" ")[1]);
 }
+/** Messages the server queued compressed (RSV1), and received so. */
+const compressedDeliveries = () => counter("wschat_deliveries_compressed_total");
+const compressedReceived = () => counter("wschat_messages_received_compressed_total");
 
 // A hung browser or server must fail the run, never hang it.
 setTimeout(() => {
@@ -278,7 +281,7 @@ try {
     await plain.expect(`${p2}: hello from page two`);
   });
 
-  if (SECURE) await step("over https: every socket agreed permessage-deflate; a long message reaches each recipient compressed", async () => {
+  if (SECURE) await step("over https: every socket agreed permessage-deflate; Chromium sends a long message compressed, it reaches each recipient compressed", async () => {
     for (const page of [page1, page2]) {
       const url = await page.evaluate(() => window.wschat.socket.url);
       check(url.startsWith("wss://"), `${page.label}'s socket is ${url}`);
@@ -287,6 +290,7 @@ try {
     }
     check(plain.ws.extensions === DEFLATE, `the Node client's socket has extensions ${JSON.stringify(plain.ws.extensions)}`);
     const before = await compressedDeliveries();
+    const receivedBefore = await compressedReceived();
     const long = `${"a long line for the compressor ".repeat(30)}end`;
     await say(page1, long);
     await expectLine(page2, { type: "message", from: p1, text: long });
@@ -296,6 +300,9 @@ try {
     // RSV1 frames (one JSON frame compressed once for both pages).
     const sent = (await compressedDeliveries()) - before;
     check(sent === 3, `${sent} compressed deliveries of the long message, expected 3`);
+    // Chromium compressed it on the way in (RSV1 seen by the server).
+    const received = (await compressedReceived()) - receivedBefore;
+    check(received === 1, `the server received ${received} compressed messages from page 1, expected 1`);
   });
 
   await step("page 1 takes the nickname alice; the others see alice's messages as alice", async () => {

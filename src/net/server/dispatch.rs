@@ -100,6 +100,8 @@ impl<S: Service> Server<S> {
         };
         self.peers.metrics.messages_in += 1;
         self.peers.metrics.bytes_in += message.len() as u64;
+        self.peers.metrics.messages_in_compressed +=
+            u64::from(peer.conn.last_message_was_compressed());
         match peer.flood.check(self.peers.tick.0, limits) {
             Verdict::Allow => self.service.on_message(key, message, &mut self.peers),
             Verdict::Drop { warn } => {
