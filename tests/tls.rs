@@ -532,6 +532,8 @@ fn python_websockets_over_wss_with_deflate_chats_with_ws_users() {
         output.status.success(),
         "python client failed\n{stdout}{stderr}"
     );
+    // Python compresses what it sends: its one message came with RSV1.
+    assert_eq!(room.compressed_received(), 1);
     let mut lines = stdout.lines();
     assert_eq!(lines.next(), Some(DEFLATE_ANSWER), "{stdout}");
     assert!(
