@@ -43,6 +43,8 @@ impl Context for Peers {
             self.dirty.push(to);
         }
     }
+
+    fn close(&mut self, _to: PeerId, _code: u16, _reason: &'static str) {}
 }
 
 /// A socket that takes everything and keeps nothing.
@@ -84,6 +86,7 @@ fn fanout(c: &mut Criterion) {
                 remote,
                 target: "/",
                 protocol: None,
+                cookie: None,
             };
             let admitted = chat.admit(&upgrade).expect("the lobby admits");
             chat.on_open(id, &upgrade, admitted, &mut peers);

@@ -7,10 +7,13 @@
 //! layer imports it.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
 use std::time::Duration;
 
 use clap::Parser;
 
+use crate::chat::auth::Verifier;
 use crate::chat::history::Bounds;
 use crate::chat::ChatConfig;
 use crate::net::flood::FloodLimits;
@@ -156,6 +159,16 @@ pub struct Config {
     #[arg(long, default_value = "60", value_parser = parse_secs, value_name = "SECS")]
     pub resume_grace: Duration,
 
+    /// Verify users: a file holding the HS256 secret (32 bytes or more;
+    /// surrounding whitespace ignored) that signs the JSON Web Tokens
+    /// clients bring in `?token=` or the `wschat_token` cookie.
+    #[arg(long, value_name = "PATH")]
+    pub auth_secret_file: Option<std::path::PathBuf>,
+
+    /// Refuse upgrades that bring no valid token (401).
+    #[arg(long, requires = "auth_secret_file")]
+    pub require_auth: bool,
+
     /// Most rooms at once, the lobby not counted (history memory is at
     /// most this, plus one, times --history-bytes); a new room beyond it
     /// gets 503 unless an empty room can be forgotten. Existing rooms and
@@ -243,7 +256,8 @@ impl Config {
         }
     }
 
-    pub fn chat(&self) -> ChatConfig {
+    /// The chat's settings; `verifier` from [`load_verifier`].
+    pub fn chat(&self, verifier: Option<Rc<Verifier>>) -> ChatConfig {
         ChatConfig {
             history: Bounds {
                 max_entries: self.history,
@@ -257,6 +271,8 @@ impl Config {
             list_limit: self.list_limit.max(1),
             extra_protocols: self.protocols.clone(),
             resume_grace: self.resume_grace,
+            verifier,
+            require_auth: self.require_auth,
         }
     }
 
@@ -282,6 +298,20 @@ impl Config {
 
 /// Parses a byte count: a number with an optional `KiB`, `MiB` or `GiB`
 /// (or `K`, `M`, `G`, binary too).
+/// Reads `--auth-secret-file`: `Ok(None)` without the flag; a clear error
+/// for a file that cannot be read or a secret too short.
+pub fn load_verifier(path: Option<&Path>) -> Result<Option<Rc<Verifier>>, String> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("--auth-secret-file {}: {e}", path.display()))?;
+    let secret = bytes.trim_ascii();
+    Verifier::new(secret)
+        .map(|v| Some(Rc::new(v)))
+        .map_err(|e| format!("--auth-secret-file {}: {e}", path.display()))
+}
+
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text
@@ -374,7 +404,7 @@ mod tests {
         let settings = config.settings();
         assert_eq!(settings.max_message_size, 1 << 20);
         assert_eq!(settings.handshake.max_head_bytes, 8 << 10);
-        let chat = config.chat();
+        let chat = config.chat(None);
         let documented = ChatConfig::default();
         assert_eq!(
             (

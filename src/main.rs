@@ -8,7 +8,7 @@ use log::{error, info, warn};
 
 use wschat::chat::echo::Echo;
 use wschat::chat::Chat;
-use wschat::config::Config;
+use wschat::config::{self, Config};
 use wschat::net::server::{Server, ServerConfig};
 use wschat::net::tls::TlsIdentity;
 use wschat::service::Service;
@@ -66,7 +66,24 @@ fn main() -> ExitCode {
         };
         run(&config, server_config, echo)
     } else {
-        run(&config, server_config, Chat::new(config.chat()))
+        let verifier = match config::load_verifier(config.auth_secret_file.as_deref()) {
+            Ok(verifier) => verifier,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if verifier.is_some() {
+            info!(
+                "verified users: tokens checked (HS256){}",
+                if config.require_auth {
+                    ", anonymous upgrades refused"
+                } else {
+                    ""
+                }
+            );
+        }
+        run(&config, server_config, Chat::new(config.chat(verifier)))
     }
 }
 

@@ -58,6 +58,8 @@ pub struct Upgrade<'a> {
     /// The subprotocol selected at the handshake (one of
     /// [`Service::protocols`] that the client offered).
     pub protocol: Option<&'a str>,
+    /// The request's cookies (the `Cookie` header's value), if any.
+    pub cookie: Option<&'a str>,
 }
 
 /// Why the service turns an upgrade down: an HTTP status and a reason
@@ -248,6 +250,12 @@ pub trait Context {
     /// their queue limit are the loop's business; the service need not
     /// care.
     fn deliver(&mut self, to: PeerId, message: &Outgoing);
+
+    /// Closes `to`'s connection with `code` (an RFC 6455 §7.4 code the
+    /// service may send: 1000, 1008, or its own 4000-4999) and `reason`,
+    /// after what is queued for it. The loop does it once the current
+    /// call returns; [`Service::on_close`] follows as for any close.
+    fn close(&mut self, to: PeerId, code: u16, reason: &'static str);
 }
 
 /// An application run by the loop.

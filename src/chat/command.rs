@@ -25,6 +25,8 @@ pub enum Request<'a> {
     },
     Rooms,
     Help,
+    /// A fresh token for a verified user (`/token JWT`).
+    Token(&'a str),
     /// Not understood: the reason goes back to the sender alone.
     Invalid(String),
 }
@@ -61,6 +63,8 @@ fn parse_command(rest: &str) -> Request<'_> {
         "msg" => parse_msg(arg),
         "rooms" => no_argument(Request::Rooms),
         "help" => no_argument(Request::Help),
+        "token" if arg.is_empty() => Request::Invalid("usage: /token JWT".into()),
+        "token" => Request::Token(arg),
         _ => Request::Invalid(format!("unknown command /{name} (try /help)")),
     }
 }
@@ -103,6 +107,7 @@ enum JsonRequest {
     Msg { to: String, text: String },
     Rooms,
     Help,
+    Token { token: String },
 }
 
 /// A JSON client's request, owning its strings (they were unescaped).
@@ -120,6 +125,7 @@ enum Kind {
     Msg,
     Rooms,
     Help,
+    Token,
     Invalid,
 }
 
@@ -145,6 +151,7 @@ impl OwnedRequest {
             },
             Kind::Rooms => Request::Rooms,
             Kind::Help => Request::Help,
+            Kind::Token => Request::Token(text.trim()),
             Kind::Invalid => Request::Invalid(text.to_owned()),
         }
     }
@@ -163,6 +170,7 @@ pub fn parse_json(text: &str) -> OwnedRequest {
         Ok(JsonRequest::Msg { to, text }) => OwnedRequest(Kind::Msg, text, to),
         Ok(JsonRequest::Rooms) => one(Kind::Rooms, String::new()),
         Ok(JsonRequest::Help) => one(Kind::Help, String::new()),
+        Ok(JsonRequest::Token { token }) => one(Kind::Token, token),
         Err(e) => one(
             Kind::Invalid,
             format!(
@@ -176,7 +184,8 @@ pub fn parse_json(text: &str) -> OwnedRequest {
 pub const HELP: &str = "commands: /nick NAME (set your name), /who (users in this room), \
 /whoami (your name, room, its last message number and your resume token), \
 /msg NAME TEXT (a private message to one user in this room), \
-/rooms (rooms and their users), /me ACTION (an action line), /help; \
+/rooms (rooms and their users), /me ACTION (an action line), \
+/token JWT (a fresh token, for verified users), /help; \
 start a message with // to send a leading /";
 
 #[cfg(test)]

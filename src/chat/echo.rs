@@ -73,6 +73,10 @@ mod tests {
         fn deliver(&mut self, to: PeerId, message: &Outgoing) {
             self.0.push((to, message.plain().as_bytes().to_vec()));
         }
+
+        fn close(&mut self, _to: PeerId, _code: u16, _reason: &'static str) {
+            unreachable!("echo closes nobody");
+        }
     }
 
     #[test]
@@ -82,6 +86,7 @@ mod tests {
             remote: SocketAddr::from(([127, 0, 0, 1], 1)),
             target: "/anything/at/all",
             protocol: None,
+            cookie: None,
         };
         for id in [0, 1] {
             echo.admit(&upgrade).expect("echo admits any target");

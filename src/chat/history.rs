@@ -25,6 +25,8 @@ pub struct Entry {
     pub text: Box<str>,
     /// A `/me` action.
     pub me: bool,
+    /// Said by a verified user (see `chat::auth`).
+    pub verified: bool,
     /// What plain-text recipients were sent (shared, not copied).
     pub plain: Outgoing,
     /// The bytes it is charged for (see [`Entry::new`]).
@@ -54,9 +56,15 @@ impl Entry {
             from,
             text: text.into(),
             me,
+            verified: false,
             plain,
             weight,
         }
+    }
+
+    /// The same entry, said by a verified user or not.
+    pub fn by_verified(self, verified: bool) -> Entry {
+        Entry { verified, ..self }
     }
 
     fn weight(&self) -> usize {

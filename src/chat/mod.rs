@@ -19,6 +19,7 @@
 //! large rooms are summarised ([`presence`]), and replies that list things
 //! are bounded in length and charged to the asker ([`budget`]).
 
+pub mod auth;
 pub mod budget;
 pub mod command;
 pub mod echo;
@@ -45,6 +46,9 @@ use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms};
 use target::{Target, TargetError};
 use users::{User, Users};
 
+use log::info;
+
+use crate::service::Clock;
 use crate::service::{
     Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, Outgoing, PeerId, Refusal, Service,
     Upgrade,
@@ -81,6 +85,11 @@ pub struct ChatConfig {
     /// keeps its name for a reconnect with `?resume=TOKEN`, unannounced
     /// (zero: no resuming, every drop is a leave).
     pub resume_grace: Duration,
+    /// Checks the tokens of verified users (`--auth-secret-file`); `None`:
+    /// nobody is verified and tokens are ignored.
+    pub verifier: Option<Rc<auth::Verifier>>,
+    /// Refuse upgrades without a valid token (`--require-auth`).
+    pub require_auth: bool,
 }
 
 impl Default for ChatConfig {
@@ -99,6 +108,8 @@ impl Default for ChatConfig {
             list_limit: 100,
             extra_protocols: Vec::new(),
             resume_grace: Duration::from_secs(60),
+            verifier: None,
+            require_auth: false,
         }
     }
 }
@@ -129,6 +140,10 @@ pub struct Chat {
     /// Resume tokens and the users away.
     tokens: Tokens,
 }
+
+/// The close code of a connection whose user resumed on another one
+/// (RFC 6455 §7.4.2 leaves 4000-4999 to applications).
+pub const REPLACED_CLOSE_CODE: u16 = 4002;
 
 /// The address a client is charged under for the rooms it makes. Today
 /// the peer address of the connection; a trusted proxy's forwarded
@@ -311,6 +326,7 @@ impl Chat {
                 seq: e.seq,
                 me: e.me,
                 history: true,
+                verified: e.verified,
             };
             self.to_user_at(id, &line, e.ts, cx);
         }
@@ -321,7 +337,7 @@ impl Chat {
         let Some(user) = self.users.get_mut(id) else {
             return;
         };
-        let (room, from) = (user.room, user.shared_name());
+        let (room, from, verified) = (user.room, user.shared_name(), user.is_verified());
         let bounds = self.config.history;
         let Some(r) = self.rooms.get_mut(room) else {
             return;
@@ -334,6 +350,7 @@ impl Chat {
             seq,
             me,
             history: false,
+            verified,
         };
         let ts = cx.clock().unix_ms;
         // One pass over the text tells whether plain text must take care
@@ -355,7 +372,8 @@ impl Chat {
                 me,
                 plain.clone(),
                 scan.json_extra,
-            );
+            )
+            .by_verified(verified);
             r.history.push(entry, bounds);
         }
         self.to_room_with(
@@ -375,6 +393,10 @@ impl Chat {
         let Some(user) = self.users.get(id) else {
             return;
         };
+        if user.is_verified() {
+            let text = "your name comes from your token; it cannot be changed here";
+            return self.error(id, text, cx);
+        }
         let room = user.room;
         if *user.name() == *nick.name {
             return self.error(id, &format!("you are already {}", nick.name), cx);
@@ -564,6 +586,137 @@ impl Chat {
         )
     }
 
+    /// The names of `room`'s verified users among those [`Chat::names`]
+    /// lists.
+    fn verified_names(&self, room: usize) -> Vec<&str> {
+        self.rooms.get(room).map_or_else(Vec::new, |r| {
+            r.members()
+                .take(self.config.list_limit)
+                .filter_map(|m| self.users.get(m))
+                .filter(|u| u.is_verified())
+                .filter_map(|u| u.name.as_deref())
+                .collect()
+        })
+    }
+
+    /// A fresh token (`/token JWT`, JSON `{"type":"token"}`): it must name
+    /// the same user; it moves the connection's deadline.
+    fn refresh_token(&mut self, id: PeerId, token: &str, cx: &mut impl Context) {
+        let Some(verifier) = self.config.verifier.clone() else {
+            return self.error(id, "this server does not verify users", cx);
+        };
+        let Some(user) = self.users.get(id) else {
+            return;
+        };
+        let identity = match verifier.verify(token, cx.clock().unix_ms) {
+            Ok(identity) => identity,
+            Err(e) => {
+                info!("user {} sent a bad token: {}", user.name(), e.reason());
+                return self.error(id, &format!("token refused: {}", e.reason()), cx);
+            }
+        };
+        let same = user.is_verified() && user.name.as_deref() == Some(identity.name.as_str());
+        let room_ok = self
+            .rooms
+            .get(user.room)
+            .is_some_and(|r| identity.may_join(&r.name));
+        if !same || !room_ok {
+            let text = "token refused: it is for another user or does not allow this room";
+            return self.error(id, text, cx);
+        }
+        if let Some(user) = self.users.get_mut(id) {
+            user.verified_until = Some(identity.expires_ms);
+        }
+        let text = format!(
+            "token accepted: you stay verified until {} (Unix ms)",
+            identity.expires_ms
+        );
+        self.system(id, &text, Extra::None, cx);
+    }
+
+    /// `id` loses `name` to its verified owner: back to its default name,
+    /// told why, and the room sees the change.
+    fn unname(&mut self, id: PeerId, room: usize, name: &str, cx: &mut impl Context) {
+        let Some(user) = self.users.get_mut(id) else {
+            return;
+        };
+        user.name = None;
+        user.nick = false;
+        user.verified_until = None;
+        let new = user.name().into_owned();
+        let text =
+            format!("the name {name} belongs to a verified user who just arrived: you are {new}");
+        self.system(id, &text, Extra::None, cx);
+        let line = Line::Nick {
+            from: name,
+            to: &new,
+        };
+        self.to_room(room, &line, Audience::All, cx);
+    }
+
+    /// Who `upgrade` is: the identity in its token (`?token=` first, else
+    /// the `wschat_token` cookie) when users are verified; `401` for a bad
+    /// token, or for none with `--require-auth`; `403` for a room the token
+    /// does not allow.
+    fn identify(
+        &self,
+        upgrade: &Upgrade<'_>,
+        target: &Target,
+    ) -> Result<Option<auth::Identity>, Refusal> {
+        let Some(verifier) = &self.config.verifier else {
+            return Ok(None);
+        };
+        let token = target
+            .token
+            .as_deref()
+            .or_else(|| upgrade.cookie.and_then(auth::token_in_cookie));
+        let Some(token) = token else {
+            return match self.config.require_auth {
+                true => Err(Refusal {
+                    status: 401,
+                    reason: "a token is required (?token= or the wschat_token cookie)",
+                }),
+                false => Ok(None),
+            };
+        };
+        let now_ms = Clock::read().unix_ms;
+        let mut identity = verifier.verify(token, now_ms).map_err(|e| Refusal {
+            status: 401,
+            reason: e.reason(),
+        })?;
+        // The nickname rules hold for verified names too (NFC, no
+        // look-alike of `User <digits>`): the backend cannot mint a forgery.
+        identity.name = names::check(&identity.name)
+            .map_err(|_| Refusal {
+                status: 401,
+                reason: "the token's name is not a valid nickname",
+            })?
+            .name;
+        if !identity.may_join(&target.room) {
+            return Err(Refusal {
+                status: 403,
+                reason: "the token does not allow this room",
+            });
+        }
+        Ok(Some(identity))
+    }
+
+    /// Closes the connections of verified users whose token ran out.
+    fn expire_tokens(&mut self, cx: &mut impl Context) {
+        if self.config.verifier.is_none() {
+            return;
+        }
+        let now = cx.clock().unix_ms;
+        for (id, user) in self.users.iter_mut() {
+            if user.verified_until.is_some_and(|until| until <= now) {
+                info!("{}: token expired, closing", user.name());
+                // Once: it is no longer verified while it closes.
+                user.verified_until = None;
+                cx.close(id, auth::EXPIRED_CLOSE_CODE, "token expired");
+            }
+        }
+    }
+
     /// Whether `id` has spent its reply budget; if so it is told, in a
     /// short error line, and the command is not answered.
     fn over_budget(&self, id: PeerId, cx: &mut impl Context) -> bool {
@@ -600,14 +753,23 @@ impl Chat {
             return;
         }
         let (names, count) = self.names(room);
+        let verified = self.verified_names(room);
         let names: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
-        let mut text = format!("Users in {} ({count}): {}", r.name, names.join(", "));
+        let shown: Vec<String> = names
+            .iter()
+            .map(|&n| match verified.contains(&n) {
+                true => format!("{n} (verified)"),
+                false => n.to_owned(),
+            })
+            .collect();
+        let mut text = format!("Users in {} ({count}): {}", r.name, shown.join(", "));
         if count > names.len() {
             text.push_str(&format!(", and {} more", count - names.len()));
         }
         let users = Extra::Users {
             users: &names,
             count,
+            verified: &verified,
         };
         let bytes = self.system(id, &text, users, cx);
         self.charge(id, bytes, cx);
@@ -665,6 +827,7 @@ impl Chat {
             Request::Msg { to, text } => self.private(id, to, text, cx),
             Request::Rooms => self.list_rooms(id, cx),
             Request::Help => self.help(id, cx),
+            Request::Token(token) => self.refresh_token(id, token, cx),
             Request::Invalid(why) => self.error(id, &why, cx),
         }
     }
@@ -808,7 +971,7 @@ impl Chat {
 }
 
 impl Service for Chat {
-    type Admitted = Target;
+    type Admitted = (Target, Option<auth::Identity>);
 
     fn protocols(&self) -> Vec<String> {
         let mut protocols = self.config.extra_protocols.clone();
@@ -816,13 +979,14 @@ impl Service for Chat {
         protocols
     }
 
-    fn admit(&mut self, upgrade: &Upgrade<'_>) -> Result<Target, Refusal> {
+    fn admit(&mut self, upgrade: &Upgrade<'_>) -> Result<Self::Admitted, Refusal> {
         let target = target::parse(upgrade.target).map_err(refusal)?;
+        let identity = self.identify(upgrade, &target)?;
         match self
             .rooms
             .may_join(&target.room, client_of(upgrade), self.limits())
         {
-            Ok(()) => Ok(target),
+            Ok(()) => Ok((target, identity)),
             Err(Full::Server) => Err(Refusal {
                 status: 503,
                 reason: "too many rooms",
@@ -838,7 +1002,7 @@ impl Service for Chat {
         &mut self,
         id: PeerId,
         upgrade: &Upgrade<'_>,
-        target: Target,
+        (target, identity): Self::Admitted,
         cx: &mut impl Context,
     ) {
         self.summarise_due(cx);
@@ -855,11 +1019,11 @@ impl Service for Chat {
                 Found::Present(old) => {
                     // Its old connection has not been seen to drop: the
                     // new one takes its place, and the old one is heard
-                    // no more (the loop closes it when it stops answering
-                    // pings).
+                    // no more and closed.
                     if let Some(mut user) = self.users.remove(old) {
                         self.detach(old, &user);
                         resumed = Some((user.shared_name(), user.nick));
+                        cx.close(old, REPLACED_CLOSE_CODE, "resumed on another connection");
                     }
                 }
                 Found::Away(away) => {
@@ -871,15 +1035,42 @@ impl Service for Chat {
                 Found::Unknown => refused = true,
             }
         }
+        let mut displaced = None;
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         let json = upgrade.protocol == Some(JSON_PROTOCOL);
-        let list = r.list_mut(json);
-        let (name, nick) = match &resumed {
+        let (mut name, mut nick) = match &resumed {
             Some((name, nick)) => (Some(Rc::clone(name)), *nick),
             None => (None, false),
         };
+        let verified_until = identity.as_ref().map(|i| i.expires_ms);
+        if let Some(identity) = &identity {
+            name = Some(Rc::from(identity.name.as_str()));
+            nick = true;
+        }
+        // A name is held once per room: a verified user takes its name
+        // from whoever holds it unverified (or from its own older
+        // connection), and a resumed user whose name went meanwhile to a
+        // verified one comes back with its default name.
+        if let Some(held) = name.as_ref().filter(|_| nick) {
+            let keys = names::keys(held);
+            match r.names.holder(&keys) {
+                // (A connection taken over by a resume is gone already.)
+                Some(Holder::User(other)) if other != id && self.users.get(other).is_some() => {
+                    if identity.is_some() {
+                        displaced = Some(other);
+                    } else {
+                        (name, nick) = (None, false);
+                    }
+                }
+                Some(Holder::Away(departure)) if identity.is_some() => {
+                    r.names.remove(&keys, Holder::Away(departure));
+                }
+                _ => {}
+            }
+        }
+        let list = r.list_mut(json);
         let user = User {
             port: upgrade.remote.port(),
             name,
@@ -889,6 +1080,7 @@ impl Service for Chat {
             json,
             token: None,
             replies: ReplyBudget::default(),
+            verified_until,
         };
         list.push(id);
         r.empty_since = None;
@@ -899,6 +1091,9 @@ impl Service for Chat {
         let last_seq = r.last_seq;
         let name = user.name().into_owned();
         self.users.insert(id, user);
+        if let Some(other) = displaced {
+            self.unname(other, room, &name, cx);
+        }
         // JSON clients are given their token at once; plain ones when they
         // ask (`/whoami`), or when they resumed (theirs was used up).
         let token = if json || resumed.is_some() {
@@ -1034,6 +1229,7 @@ impl Service for Chat {
     fn on_tick(&mut self, cx: &mut impl Context) {
         self.summarise_due(cx);
         self.expire_away(cx);
+        self.expire_tokens(cx);
         self.rooms.expire(cx.clock().now, self.config.room_ttl);
     }
 
@@ -1114,6 +1310,7 @@ mod tests {
         clock: Clock,
         encoded: usize,
         sent: Vec<(PeerId, Vec<u8>)>,
+        closed: Vec<(PeerId, u16, &'static str)>,
     }
 
     impl Default for Recorder {
@@ -1122,6 +1319,7 @@ mod tests {
                 clock: Clock::read(),
                 encoded: 0,
                 sent: Vec::new(),
+                closed: Vec::new(),
             }
         }
     }
@@ -1138,6 +1336,10 @@ mod tests {
 
         fn deliver(&mut self, to: PeerId, message: &Outgoing) {
             self.sent.push((to, message.plain().as_bytes().to_vec()));
+        }
+
+        fn close(&mut self, to: PeerId, code: u16, reason: &'static str) {
+            self.closed.push((to, code, reason));
         }
     }
 
@@ -1175,6 +1377,7 @@ mod tests {
             remote,
             target,
             protocol: json.then_some(JSON_PROTOCOL),
+            cookie: None,
         };
         let admitted = chat.admit(&upgrade).expect("admitted");
         chat.on_open(id, &upgrade, admitted, out);
@@ -1264,6 +1467,7 @@ mod tests {
                 remote,
                 target,
                 protocol: None,
+                cookie: None,
             })
             .map(|_| ())
             .map_err(|r| r.status)
@@ -1481,6 +1685,11 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.json_for(4)[0]["you"], "alice");
+        assert_eq!(
+            out.closed,
+            [(2, REPLACED_CLOSE_CODE, "resumed on another connection")],
+            "the connection taken over is closed"
+        );
         say(
             &mut chat,
             2,
@@ -1747,6 +1956,7 @@ mod tests {
             remote,
             target: "/c",
             protocol: None,
+            cookie: None,
         };
         assert_eq!(chat.admit(&c).map_err(|r| r.status), Err(503));
         say(&mut chat, 1, "kept", &mut out);
@@ -1760,6 +1970,7 @@ mod tests {
             remote: SocketAddr::from((ip, 40000)),
             target,
             protocol: None,
+            cookie: None,
         }
     }
 

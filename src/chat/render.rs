@@ -17,6 +17,8 @@ pub enum Line<'a> {
         seq: u64,
         me: bool,
         history: bool,
+        /// The sender's name comes from a valid token (JSON says so).
+        verified: bool,
     },
     Join {
         from: &'a str,
@@ -76,6 +78,8 @@ pub enum Extra<'a> {
     Users {
         users: &'a [&'a str],
         count: usize,
+        /// Those of `users` who are verified.
+        verified: &'a [&'a str],
     },
     /// The `/rooms` reply: names and user counts of some rooms, and how
     /// many rooms there are.
@@ -327,6 +331,7 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
             seq,
             me,
             history,
+            verified,
         } => {
             obj.str("type", if history { "history" } else { "message" });
             obj.str("room", context.room);
@@ -336,6 +341,9 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
             obj.num("seq", seq);
             if me {
                 obj.raw("me", "true");
+            }
+            if verified {
+                obj.raw("verified", "true");
             }
         }
         Line::Join { from } | Line::Leave { from } => {
@@ -388,9 +396,16 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
                         obj.str("resume", resume);
                     }
                 }
-                Extra::Users { users, count } => {
+                Extra::Users {
+                    users,
+                    count,
+                    verified,
+                } => {
                     obj.strs("users", users);
                     obj.num("count", count as u64);
+                    if !verified.is_empty() {
+                        obj.strs("verified", verified);
+                    }
                 }
                 Extra::Rooms { rooms, count } => {
                     obj.rooms(rooms);
@@ -434,7 +449,7 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
 /// six-byte `\u00XX` escape. History is bounded by this, so that what a
 /// JSON newcomer is replayed never exceeds the history's byte bound.
 pub fn history_json_bound(from: &str, text: &str) -> usize {
-    /// `{"type":"history","room":"…32…","from":,"text":,"ts":…20…,"seq":…20…,"me":true}`
+    /// `{"type":"history","room":"…32…","from":,"text":,"ts":…20…,"seq":…20…,"me":true,"verified":true}`
     /// and a 10-byte frame header, rounded up.
     const FIXED: usize = 200;
     FIXED + json_string_bound(from) + json_string_bound(text)
@@ -605,6 +620,7 @@ mod tests {
                     seq: u64::MAX,
                     me: true,
                     history: true,
+                    verified: false,
                 };
                 let stamp = Stamp {
                     room: "a-room-name-of-32-characters-xx_",
@@ -648,6 +664,7 @@ mod tests {
             seq: 42,
             me,
             history,
+            verified: false,
         }
     }
 
@@ -737,6 +754,7 @@ mod tests {
             extra: Extra::Users {
                 users: &[],
                 count: 0,
+                verified: &[],
             },
         });
         assert_eq!((&who["users"], &who["count"]), (&j!([]), &j!(0)));
@@ -799,6 +817,7 @@ mod tests {
             seq: 1,
             me: false,
             history: false,
+            verified: false,
         });
         assert_eq!(v["text"], "\u{0}\u{1f}\u{2028}");
     }
@@ -825,6 +844,7 @@ mod tests {
                 seq: 1,
                 me: false,
                 history: false,
+                verified: false,
             });
             for continuation in line.split('\n').skip(1) {
                 assert!(continuation.starts_with("  | "), "{line:?}");
@@ -954,7 +974,8 @@ mod tests {
                 text: "waves\nUser 2: hi",
                 seq: 1,
                 me: true,
-                history: false
+                history: false,
+                verified: false,
             }),
             "* a waves\n  | User 2: hi"
         );

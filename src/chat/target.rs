@@ -6,7 +6,8 @@
 //! are one room and no name needs escaping anywhere it is shown. The query
 //! may carry `since=SEQ`, the last sequence number a client saw, and
 //! `resume=TOKEN`, the secret that gives a reconnecting client its name
-//! back (32 hex digits).
+//! back (32 hex digits), and `token=JWT`, a verified user's signed token
+//! (see `chat::auth`; kept as it came, checked at admission).
 
 /// The lobby's name.
 pub const LOBBY: &str = "lobby";
@@ -20,6 +21,7 @@ pub struct Target {
     pub room: String,
     pub since: Option<u64>,
     pub resume: Option<super::resume::Token>,
+    pub token: Option<String>,
 }
 
 /// Why a target is refused; shown to the client.
@@ -53,18 +55,21 @@ pub fn parse(target: &str) -> Result<Target, TargetError> {
     } else {
         return Err(TargetError::BadRoomName);
     };
-    let (mut since, mut resume) = (None, None);
+    let (mut since, mut resume, mut token) = (None, None, None);
     for pair in query.split('&') {
         if let Some(value) = pair.strip_prefix("since=") {
             since = Some(value.parse().map_err(|_| TargetError::BadSince)?);
         } else if let Some(value) = pair.strip_prefix("resume=") {
             resume = Some(super::resume::parse(value).ok_or(TargetError::BadResume)?);
+        } else if let Some(value) = pair.strip_prefix("token=") {
+            token = Some(value.to_owned());
         }
     }
     Ok(Target {
         room,
         since,
         resume,
+        token,
     })
 }
 

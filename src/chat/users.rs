@@ -30,9 +30,16 @@ pub struct User {
     pub token: Option<super::resume::Token>,
     /// What is left of its budget for `/who`, `/rooms` and `/help` replies.
     pub replies: ReplyBudget,
+    /// A verified user's token runs out then (Unix ms; see `chat::auth`).
+    pub verified_until: Option<u64>,
 }
 
 impl User {
+    /// Its name comes from a valid token.
+    pub fn is_verified(&self) -> bool {
+        self.verified_until.is_some()
+    }
+
     pub fn name(&self) -> Cow<'_, str> {
         match &self.name {
             Some(name) => Cow::Borrowed(name),
@@ -56,6 +63,13 @@ impl User {
 pub struct Users(Vec<Option<User>>);
 
 impl Users {
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (PeerId, &mut User)> {
+        self.0
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(id, user)| Some((id, user.as_mut()?)))
+    }
+
     pub fn get(&self, id: PeerId) -> Option<&User> {
         self.0.get(id).and_then(Option::as_ref)
     }

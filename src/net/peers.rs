@@ -219,6 +219,8 @@ pub struct Peers {
     flush_next: usize,
     /// Peers whose outbox overflowed in this batch.
     overflowed: Vec<PeerId>,
+    /// Closes the service asked for, done once its call returns.
+    close_requests: Vec<(PeerId, CloseCode, &'static str)>,
     /// Peers whose write failed, to be reported lost.
     broken: Vec<PeerId>,
     /// Peers to remove at the end of the batch.
@@ -247,6 +249,7 @@ impl Peers {
             flush_batch: Vec::new(),
             flush_next: 0,
             overflowed: Vec::new(),
+            close_requests: Vec::new(),
             broken: Vec::new(),
             to_remove: Vec::new(),
             resumed: Vec::new(),
@@ -355,6 +358,11 @@ impl Peers {
     /// consumer.
     pub fn next_overflowed(&mut self) -> Option<PeerId> {
         self.overflowed.pop()
+    }
+
+    /// The next close the service asked for.
+    pub fn next_close_request(&mut self) -> Option<(PeerId, CloseCode, &'static str)> {
+        self.close_requests.pop()
     }
 
     /// The peers whose writes failed since the last call.
@@ -569,6 +577,10 @@ impl Context for Peers {
             Err(SendError::NotOpen) => {}
             Err(SendError::Overflow) => self.overflowed.push(to),
         }
+    }
+
+    fn close(&mut self, to: PeerId, code: u16, reason: &'static str) {
+        self.close_requests.push((to, CloseCode(code), reason));
     }
 }
 

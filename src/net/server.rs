@@ -278,6 +278,7 @@ impl<S: Service> Server<S> {
             self.next_sweep = now + SWEEP_EVERY;
             self.sweep();
             self.service.on_tick(&mut self.peers);
+            self.settle_closes();
             self.flush();
         }
         self.peers.remove_gone(self.poll.registry());
@@ -504,7 +505,7 @@ impl<S: Service> Server<S> {
                 break;
             };
             self.dispatch(key, event);
-            self.settle_overflows();
+            self.settle_closes();
         }
         self.peers.sender = None;
         if let Some(peer) = self.peers.slab.get_mut(key) {

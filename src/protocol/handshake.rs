@@ -103,6 +103,9 @@ pub struct Upgrade {
     /// The `permessage-deflate` terms agreed, if the policy allows
     /// compression and the client offered something acceptable.
     pub deflate: Option<Negotiated>,
+    /// The `Cookie` header's value (several are joined with `; `, as RFC
+    /// 6265 §5.4 has a user agent send them), for the application.
+    pub cookie: Option<String>,
 }
 
 /// A plain HTTP request, for the application to answer. A `HEAD` is
@@ -587,7 +590,18 @@ fn check_request(
         protocol,
         accept: accept_key(key),
         deflate,
+        cookie: joined_cookies(headers.all("cookie")),
     }))
+}
+
+/// Every `Cookie` header's value as one, or `None` without any (values
+/// that are not UTF-8 are left out: no cookie of ours is).
+fn joined_cookies<'b>(values: impl Iterator<Item = &'b [u8]>) -> Option<String> {
+    let parts: Vec<&str> = values
+        .filter_map(|v| std::str::from_utf8(v.trim_ascii()).ok())
+        .filter(|v| !v.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// A `GET` or `HEAD` must not declare a body. RFC 9110 §9.3.1: "content

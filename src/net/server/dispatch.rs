@@ -44,6 +44,7 @@ impl<S: Service> Server<S> {
             remote,
             target: &upgrade.target,
             protocol: upgrade.protocol.as_deref(),
+            cookie: upgrade.cookie.as_deref(),
         };
         let Some(peer) = self.peers.slab.get_mut(key) else {
             return;
@@ -142,10 +143,20 @@ impl<S: Service> Server<S> {
         self.service.on_close(key, goodbye, &mut self.peers);
     }
 
-    /// Closes the peers whose queue passed the outbox's hard limit.
-    pub(super) fn settle_overflows(&mut self) {
-        while let Some(key) = self.peers.next_overflowed() {
-            self.close_slow_consumer(key);
+    /// Closes the peers whose queue passed the outbox's hard limit, and
+    /// those the service asked to close.
+    pub(super) fn settle_closes(&mut self) {
+        loop {
+            if let Some(key) = self.peers.next_overflowed() {
+                self.close_slow_consumer(key);
+            } else if let Some((key, code, reason)) = self.peers.next_close_request() {
+                if let Some((remote, closure)) = self.peers.close(key, code, reason) {
+                    info!("{remote}: closing, {reason}");
+                    self.report_closure(key, remote, closure);
+                }
+            } else {
+                return;
+            }
         }
     }
 
@@ -167,7 +178,7 @@ impl<S: Service> Server<S> {
     pub(super) fn lost(&mut self, key: PeerId, why: &'static str) {
         if let Some((remote, closure)) = self.peers.drop_peer(key, why) {
             self.report_closure(key, remote, closure);
-            self.settle_overflows();
+            self.settle_closes();
         }
     }
 }
