@@ -18,7 +18,8 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::cli::{Config, Load};
-use crate::client::{self, Client, Errors, Shared, State};
+use crate::client::{self, Client, Shared, State};
+use crate::deflate::{self, CompressedFiller};
 use crate::marker::{self, Marker};
 use crate::procstat::{self, ProcSample};
 use crate::report::{Latency, Report, Server};
@@ -95,6 +96,18 @@ pub struct Runner {
     /// Sender index to client token; `None` once the client is gone.
     sender_tokens: Vec<Option<usize>>,
     payload: Vec<u8>,
+    /// What follows the marker in an uncompressed message.
+    filler: Vec<u8>,
+    /// `--deflate`: what follows the padded marker, compressed once.
+    compressed_filler: CompressedFiller,
+    /// `--deflate`: the padded marker of the message being built.
+    head: Vec<u8>,
+    /// Clients that got through the handshake with permessage-deflate.
+    deflate_agreed: u64,
+    /// `Shared::wire_in` when the measured window began, and the bytes
+    /// received in it once it ended.
+    wire_from: u64,
+    wire_bytes: Option<u64>,
     ready: Vec<u32>,
     next_sender: usize,
     next_send_ns: u64,
@@ -127,11 +140,7 @@ impl Runner {
         Ok(Runner {
             poll: Poll::new()?,
             clients: Slab::with_capacity(cfg.clients),
-            shared: Shared {
-                scratch: vec![0; SCRATCH_LEN],
-                rng: XorShift64::from_entropy(),
-                errors: Errors::default(),
-            },
+            shared: Shared::new(SCRATCH_LEN, XorShift64::from_entropy()),
             tracker: Tracker::new(cfg.senders),
             start: Instant::now(),
             phase: Phase::Connect,
@@ -150,7 +159,16 @@ impl Runner {
             disconnects: 0,
             closes: BTreeMap::new(),
             sender_tokens: vec![None; cfg.senders],
-            payload: Vec::with_capacity(cfg.payload.max(marker::MAX_MARKER_LEN)),
+            payload: Vec::with_capacity(cfg.payload.max(marker::MAX_MARKER_LEN) + 64),
+            filler: cfg.filler.bytes(cfg.payload),
+            compressed_filler: CompressedFiller::new(
+                cfg.filler
+                    .bytes(cfg.payload.saturating_sub(marker::MAX_MARKER_LEN)),
+            ),
+            head: Vec::with_capacity(marker::MAX_MARKER_LEN),
+            deflate_agreed: 0,
+            wire_from: 0,
+            wire_bytes: None,
             ready: Vec::new(),
             next_sender: 0,
             next_send_ns: 0,
@@ -204,6 +222,14 @@ impl Runner {
                 break;
             }
             self.advance(now);
+            let refused = self.shared.errors.deflate_refused;
+            if refused > 0 && self.phase != Phase::Connect {
+                return Err(io::Error::other(format!(
+                    "--deflate: the server answered {refused} of {} handshakes without \
+                     permessage-deflate",
+                    self.cfg.clients
+                )));
+            }
             if self.phase == Phase::Connect {
                 self.open_connections();
             }
@@ -391,6 +417,15 @@ impl Runner {
             },
             self.failed
         ));
+        if let Some(detail) = self.shared.errors.first_detail.take() {
+            self.progress(format_args!("first handshake error: {detail}"));
+        }
+        if self.cfg.target.deflate {
+            self.progress(format_args!(
+                "permessage-deflate agreed on {} of {} connections",
+                self.deflate_agreed, self.connected
+            ));
+        }
     }
 
     /// Joins have stopped: sample the server, then hold or start sending.
@@ -429,6 +464,7 @@ impl Runner {
         self.server_cpu_from = self.server_sample().map(|s| s.cpu_s);
         self.tool_cpu_from = procstat::own_cpu_s();
         self.tracker.start_window(now);
+        self.wire_from = self.shared.wire_in;
         self.window.0 = Some(now);
         self.progress(format_args!("measuring for {:?}", self.cfg.duration));
     }
@@ -441,6 +477,7 @@ impl Runner {
         self.server.rss_kib_end = sample.map(|s| s.rss_kib);
         self.tool_cpu_s = procstat::own_cpu_s() - self.tool_cpu_from;
         self.tracker.end_window(now);
+        self.wire_bytes = Some(self.shared.wire_in - self.wire_from);
         self.window.1 = Some(now);
     }
 
@@ -506,6 +543,9 @@ impl Runner {
             self.pending -= 1;
             if after.is_established() {
                 self.connected += 1;
+                if client.agreed().is_some() {
+                    self.deflate_agreed += 1;
+                }
                 self.last_open_ns = self.now();
             } else {
                 self.failed += 1;
@@ -614,8 +654,23 @@ impl Runner {
             seq: self.tracker.next_seq(sender),
             sent_ns,
         };
-        marker::write_message(&mut self.payload, marker, self.cfg.payload);
-        client.send_text(&self.payload, &mut self.shared);
+        match client.agreed() {
+            Some(agreed) => {
+                marker::write_padded_marker(&mut self.head, marker);
+                let filler = self.compressed_filler.for_bits(agreed.client_window_bits());
+                deflate::write_compressed(&mut self.payload, &self.head, filler);
+                client.send_compressed_text(&self.payload, &mut self.shared);
+            }
+            None => {
+                marker::write_with_filler(
+                    &mut self.payload,
+                    marker,
+                    self.cfg.payload,
+                    &self.filler,
+                );
+                client.send_text(&self.payload, &mut self.shared);
+            }
+        }
         if client.state() != State::Open {
             self.settle_state(token, State::Open);
             return false;
@@ -689,6 +744,12 @@ impl Runner {
             },
             tool_cpu_total_s: procstat::own_cpu_s(),
             deadline_hit: self.deadline_hit,
+            tls: self.cfg.target.tls.is_some(),
+            deflate: self.cfg.target.deflate,
+            deflate_agreed: self.deflate_agreed,
+            wire_bytes: self.wire_bytes,
+            inflated: self.shared.inflate.inflated,
+            inflate_cache_hits: self.shared.inflate.cached,
         }
     }
 }
