@@ -753,3 +753,136 @@ impl Runner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A whole run against the real wschat server (the library's loop on
+    //! a thread of the test, real loopback sockets, real TLS and deflate).
+
+    use std::net::SocketAddrV4;
+    use std::path::PathBuf;
+
+    use clap::Parser;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    use wschat::chat::Chat;
+    use wschat::net::server::{Server, ServerConfig};
+    use wschat::net::tls::TlsIdentity;
+
+    use super::*;
+    use crate::cli::Args;
+
+    /// A test CA, and a certificate for 127.0.0.1 it signed, as PEM files
+    /// (ca, cert, key) in a fresh folder.
+    fn pki() -> (PathBuf, PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("wschat-load-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let paths = (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
+        std::fs::write(&paths.0, ca.pem()).unwrap();
+        std::fs::write(&paths.1, cert.pem()).unwrap();
+        std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+        paths
+    }
+
+    /// Starts wschat serving wss only, with `--compression`, on a thread
+    /// (it runs until the test process ends); its address.
+    fn start_wschat(cert: &PathBuf, key: &PathBuf) -> SocketAddrV4 {
+        let (cert, key) = (cert.clone(), key.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The server is built on its thread: it is not Send (Rc inside).
+        std::thread::spawn(move || {
+            let config = wschat::config::Config::try_parse_from([
+                "wschat",
+                "--listen",
+                "none",
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+                "--compression",
+                "--max-message-rate",
+                "0",
+            ])
+            .unwrap();
+            let identity = TlsIdentity::load(&cert, &key).unwrap();
+            let server_config = ServerConfig {
+                listen: None,
+                tls: Some((config.tls_listen.unwrap(), identity)),
+                settings: config.settings(),
+                timing: config.timing(),
+                flood: config.flood(),
+                max_connections: 1000,
+                max_connections_per_ip: config.max_connections_per_ip,
+            };
+            let mut server = Server::bind(server_config, Chat::new(config.chat())).unwrap();
+            tx.send(server.local_addrs().unwrap()).unwrap();
+            server.run()
+        });
+        match rx.recv().unwrap()[..] {
+            [std::net::SocketAddr::V4(addr)] => addr,
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn closed_loop_over_wss_with_deflate_against_wschat() {
+        let (ca, cert, key) = pki();
+        let addr = start_wschat(&cert, &key);
+        let url = format!("wss://{addr}/");
+        let args = Args::try_parse_from([
+            "wschat-load",
+            "--url",
+            &url,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--deflate",
+            "--filler",
+            "chat",
+            "-c",
+            "5",
+            "-s",
+            "2",
+            "--window",
+            "2",
+            "--payload",
+            "1024",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--settle",
+            "0.2",
+            "--quiet",
+        ])
+        .unwrap();
+        let report = Runner::new(args.into_config().unwrap())
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!((report.connected, report.deflate_agreed), (5, 5));
+        assert!(report.counts.delivered_measured > 0, "messages went round");
+        assert_eq!((report.lost, report.errors.protocol), (0, 0));
+        assert!(report.tls && report.deflate);
+        // 1 KiB of chat text arrives compressed: well under its size on
+        // the wire, TLS records and frame headers included.
+        let per = report.wire_bytes_per_delivery().unwrap();
+        assert!(per < 800.0, "{per} wire bytes per 1,024-byte message");
+        assert!(report.inflated > 0);
+        let _ = std::fs::remove_dir_all(ca.parent().unwrap());
+    }
+}
