@@ -760,7 +760,7 @@ mod tests {
     //! a thread of the test, real loopback sockets, real TLS and deflate).
 
     use std::net::SocketAddrV4;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     use clap::Parser;
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
@@ -799,8 +799,8 @@ mod tests {
 
     /// Starts wschat serving wss only, with `--compression`, on a thread
     /// (it runs until the test process ends); its address.
-    fn start_wschat(cert: &PathBuf, key: &PathBuf) -> SocketAddrV4 {
-        let (cert, key) = (cert.clone(), key.clone());
+    fn start_wschat(cert: &Path, key: &Path) -> SocketAddrV4 {
+        let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
         let (tx, rx) = std::sync::mpsc::channel();
         // The server is built on its thread: it is not Send (Rc inside).
         std::thread::spawn(move || {
