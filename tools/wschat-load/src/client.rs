@@ -413,8 +413,13 @@ impl Client {
     ) {
         while !records.is_empty() && self.state != State::Dead {
             let Some(tls) = self.tls.as_mut() else { return };
-            let taken = tls.read_tls(&mut records);
-            if let Err(e) = taken.map_err(|e| e.to_string()).and_then(|_| {
+            let taken = tls.read_tls(&mut records).map_err(|e| e.to_string());
+            // Taking nothing from bytes at hand would loop forever.
+            let taken = taken.and_then(|n| match n {
+                0 => Err("rustls took no bytes".to_string()),
+                n => Ok(n),
+            });
+            if let Err(e) = taken.and_then(|_| {
                 tls.process_new_packets()
                     .map(drop)
                     .map_err(|e| e.to_string())
