@@ -12,6 +12,8 @@ BASELINE = "tokio-tungstenite"
 ORDER = ["wschat", "uws", "tokio-tungstenite", "node-ws", "node-websocket"]
 
 # scenario -> (title, [(field, header, format, better)], [(field, comparator, target, against)])
+# `against` is a server in the same scenario, a (scenario, server) cell of
+# another scenario (wschat's own plain run), or None for an absolute target.
 SCENARIOS = {
     "S1": ("S1 latency: 100 clients, 10 senders, 1,000 msg/s, 64 B",
            [("p50_us", "p50 µs", "{:.0f}", "low"), ("p99_us", "p99 µs", "{:.0f}", "low"),
@@ -44,6 +46,31 @@ SCENARIOS = {
                  ("closed_1008", "of them 1008", "{:.0f}", "low"),
                  ("server_rss_mib_peak", "server peak RSS MiB", "{:,.1f}", "low")],
                 []),
+    "S2W-TLS": ("S2W over TLS: 100 clients, 10 senders, closed loop ≤16 per sender, 64 B, wss",
+                [("deliveries_per_sec", "deliveries/s", "{:,.0f}", "high"),
+                 ("server_cpu_s_per_million", "server CPU-s per million", "{:.3f}", "low"),
+                 ("wire_bytes_per_delivery", "wire B per delivery", "{:.1f}", "low"),
+                 ("lost", "lost", "{:.0f}", "low")],
+                [("deliveries_per_sec", ">=", 2, "uws"), ("deliveries_per_sec", ">=", 0.5, ("S2W", "wschat"))]),
+    "S5-TLS": ("S5 over TLS: 20 clients, 2 senders, closed loop ≤4 per sender, 64 KiB, wss",
+               [("mb_per_sec", "delivered MB/s", "{:,.1f}", "high"),
+                ("server_cpu_s", "server CPU-s", "{:.3f}", "low"),
+                ("lost", "lost", "{:.0f}", "low")],
+               [("mb_per_sec", ">=", 1, "uws")]),
+    "C1": ("C1 compression: 100 clients, 10 senders, closed loop ≤16 per sender, 1 KiB chat text, "
+           "permessage-deflate on every client",
+           [("deliveries_per_sec", "deliveries/s", "{:,.0f}", "high"),
+            ("wire_bytes_per_delivery", "wire B per delivery", "{:.1f}", "low"),
+            ("server_cpu_s_per_million", "server CPU-s per million", "{:.3f}", "low"),
+            ("lost", "lost", "{:.0f}", "low")],
+           [("deliveries_per_sec", ">=", 3, "uws"), ("deliveries_per_sec", ">=", 0.5, ("C1-plain", "wschat")),
+            ("wire_bytes_per_delivery", "<=", 1, "uws")]),
+    "C1-plain": ("C1 without compression (the baseline): as C1, no permessage-deflate",
+                 [("deliveries_per_sec", "deliveries/s", "{:,.0f}", "high"),
+                  ("wire_bytes_per_delivery", "wire B per delivery", "{:.1f}", "low"),
+                  ("server_cpu_s_per_million", "server CPU-s per million", "{:.3f}", "low"),
+                  ("lost", "lost", "{:.0f}", "low")],
+                 []),
 }
 
 # Fields computed from a result row: name -> function of the row (None when
@@ -70,6 +97,11 @@ def main(path):
             row = json.loads(line)
             cells[(row["scenario"], row["server"])].append(row)
     print("Medians of each cell's runs (runs per cell in brackets); ratios are to tokio-tungstenite's median.\n")
+
+    def cell_median(scenario, server, f):
+        rows = cells.get((scenario, server))
+        return median([field(r, f) for r in rows]) if rows else None
+
     for scenario, (title, fields, targets) in SCENARIOS.items():
         servers = [s for s in ORDER if (scenario, s) in cells]
         if not servers:
@@ -101,7 +133,11 @@ def main(path):
                     ok = v <= target
                     checks.append(f"{f} = {v:.3g} (target ≤ {target}): {'met' if ok else 'NOT met'}")
                     continue
-                base = med.get(against, {}).get(f)
+                if isinstance(against, tuple):
+                    base = cell_median(*against, f)
+                    against = f"{against[1]} {against[0]}"
+                else:
+                    base = med.get(against, {}).get(f)
                 if not base:
                     checks.append(f"{f} vs {against}: no data")
                     continue

@@ -160,7 +160,11 @@ pub fn check_upgrade_response(buf: &[u8], key: &str) -> Result<Status<usize>, Ha
 /// What a client refuses to accept from a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerFrameError {
-    /// RSV bits set: this client negotiates no extension (§5.2).
+    /// RSV bits set where no extension allows them (§5.2): any RSV bit
+    /// without permessage-deflate; with it, RSV2/RSV3, or RSV1 on a control
+    /// frame or a continuation (RFC 7692 §6.1: "An endpoint MUST NOT set the
+    /// "Per-Message Compressed" bit of control frames and non-first
+    /// fragments of a data message").
     ReservedBits,
     /// Opcode 0x3–0x7 or 0xB–0xF.
     ReservedOpCode(u8),
@@ -218,6 +222,9 @@ pub struct ServerHeader {
     pub payload_len: u64,
     /// 2, 4 or 10 bytes.
     pub header_len: usize,
+    /// RSV1, the "Per-Message Compressed" bit (RFC 7692 §6); only ever set
+    /// when the reader allowed it.
+    pub rsv1: bool,
 }
 
 impl ServerHeader {
@@ -249,13 +256,26 @@ fn header_len(second_byte: u8) -> usize {
 /// already the error it will have.
 #[inline]
 pub fn decode_server_header(buf: &[u8]) -> Result<Status<ServerHeader>, ServerFrameError> {
+    decode_server_header_with(buf, false)
+}
+
+/// [`decode_server_header`] for a client that negotiated
+/// permessage-deflate when `rsv1_allowed`: RSV1 is then read, not refused
+/// (whether this frame may carry it is the reassembler's question).
+#[inline]
+pub fn decode_server_header_with(
+    buf: &[u8],
+    rsv1_allowed: bool,
+) -> Result<Status<ServerHeader>, ServerFrameError> {
     let [b0, b1, ..] = *buf else {
         return Ok(Status::Partial);
     };
     let fin = b0 & 0x80 != 0;
-    if b0 & 0x70 != 0 {
+    let allowed = if rsv1_allowed { 0x40 } else { 0 };
+    if b0 & 0x70 & !allowed != 0 {
         return Err(ServerFrameError::ReservedBits);
     }
+    let rsv1 = b0 & 0x40 != 0;
     let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(ServerFrameError::ReservedOpCode(b0 & 0x0F))?;
     if b1 & 0x80 != 0 {
         return Err(ServerFrameError::Masked);
@@ -287,6 +307,7 @@ pub fn decode_server_header(buf: &[u8]) -> Result<Status<ServerHeader>, ServerFr
         opcode,
         payload_len,
         header_len,
+        rsv1,
     }))
 }
 
@@ -305,7 +326,16 @@ pub fn decode_server_frame(
     buf: &[u8],
     max_payload: usize,
 ) -> Result<Status<(ServerFrame<'_>, usize)>, ServerFrameError> {
-    let Status::Complete(header) = decode_server_header(buf)? else {
+    decode_server_frame_with(buf, max_payload, false)
+}
+
+#[inline]
+fn decode_server_frame_with(
+    buf: &[u8],
+    max_payload: usize,
+    rsv1_allowed: bool,
+) -> Result<Status<(ServerFrame<'_>, usize)>, ServerFrameError> {
+    let Status::Complete(header) = decode_server_header_with(buf, rsv1_allowed)? else {
         return Ok(Status::Partial);
     };
     let len = checked_len(header, max_payload)?;
@@ -342,6 +372,11 @@ pub enum Received<'a> {
     /// looks for ASCII markers, tests check it themselves.
     Text(&'a [u8]),
     Binary(&'a [u8]),
+    /// A whole text message sent compressed (RSV1 on its first frame):
+    /// the payload as it came, still to be inflated (RFC 7692 §7.2.2).
+    CompressedText(&'a [u8]),
+    /// A whole binary message sent compressed.
+    CompressedBinary(&'a [u8]),
     Ping(&'a [u8]),
     Pong(&'a [u8]),
     /// The Close body: see [`close_code`].
@@ -354,8 +389,22 @@ const KEEP_CAPACITY: usize = 1 << 20;
 /// The state of a fragmented message being put back together.
 struct Reassembly {
     opcode: Option<OpCode>,
+    /// The message in progress had RSV1 on its first frame.
+    compressed: bool,
     data: Vec<u8>,
     max_message: usize,
+    /// permessage-deflate was negotiated: RSV1 may start a data message.
+    rsv1_allowed: bool,
+}
+
+/// The message for `opcode` (text or binary), compressed or not.
+fn message(opcode: OpCode, compressed: bool, data: &[u8]) -> Received<'_> {
+    match (opcode, compressed) {
+        (OpCode::Text, false) => Received::Text(data),
+        (OpCode::Text, true) => Received::CompressedText(data),
+        (_, false) => Received::Binary(data),
+        (_, true) => Received::CompressedBinary(data),
+    }
 }
 
 impl Reassembly {
@@ -365,6 +414,10 @@ impl Reassembly {
         on: &mut impl FnMut(Received<'_>),
     ) -> Result<(), ServerFrameError> {
         let ServerFrame { header, payload } = frame;
+        // RFC 7692 §6.1: RSV1 only on the first frame of a data message.
+        if header.rsv1 && !matches!(header.opcode, OpCode::Text | OpCode::Binary) {
+            return Err(ServerFrameError::ReservedBits);
+        }
         match (header.opcode, header.fin) {
             (OpCode::Ping, _) => on(Received::Ping(payload)),
             (OpCode::Pong, _) => on(Received::Pong(payload)),
@@ -372,10 +425,12 @@ impl Reassembly {
             (OpCode::Text | OpCode::Binary, _) if self.opcode.is_some() => {
                 return Err(ServerFrameError::ExpectedContinuation)
             }
-            (OpCode::Text, true) => on(Received::Text(payload)),
-            (OpCode::Binary, true) => on(Received::Binary(payload)),
+            (opcode @ (OpCode::Text | OpCode::Binary), true) => {
+                on(message(opcode, header.rsv1, payload))
+            }
             (opcode @ (OpCode::Text | OpCode::Binary), false) => {
                 self.opcode = Some(opcode);
+                self.compressed = header.rsv1;
                 self.data.clear();
                 self.data.extend_from_slice(payload);
             }
@@ -389,11 +444,7 @@ impl Reassembly {
                 self.data.extend_from_slice(payload);
                 if fin {
                     self.opcode = None;
-                    if opcode == OpCode::Text {
-                        on(Received::Text(&self.data));
-                    } else {
-                        on(Received::Binary(&self.data));
-                    }
+                    on(message(opcode, self.compressed, &self.data));
                     self.data.clear();
                     if self.data.capacity() > KEEP_CAPACITY {
                         self.data = Vec::new();
@@ -413,7 +464,7 @@ impl Reassembly {
     ) -> Result<usize, ServerFrameError> {
         let mut used = 0;
         while let Status::Complete((frame, n)) =
-            decode_server_frame(&buf[used..], self.max_message)?
+            decode_server_frame_with(&buf[used..], self.max_message, self.rsv1_allowed)?
         {
             self.frame(frame, on)?;
             used += n;
@@ -442,11 +493,21 @@ impl Decoder {
             pending: Vec::new(),
             reassembly: Reassembly {
                 opcode: None,
+                compressed: false,
                 data: Vec::new(),
                 max_message,
+                rsv1_allowed: false,
             },
             failed: None,
         }
+    }
+
+    /// Says that permessage-deflate was negotiated (RFC 7692): from now on
+    /// RSV1 on the first frame of a data message marks it compressed and
+    /// the message comes out as [`Received::CompressedText`] or
+    /// [`Received::CompressedBinary`].
+    pub fn allow_compressed(&mut self) {
+        self.reassembly.rsv1_allowed = true;
     }
 
     /// Feeds the next piece of the stream, calling `on` for each complete
@@ -480,7 +541,10 @@ impl Decoder {
             let more = (head.len() - have).min(input.len());
             head[..have].copy_from_slice(&self.pending[..have]);
             head[have..have + more].copy_from_slice(&input[..more]);
-            let want = match decode_server_header(&head[..have + more])? {
+            let want = match decode_server_header_with(
+                &head[..have + more],
+                self.reassembly.rsv1_allowed,
+            )? {
                 Status::Complete(header) => {
                     header.header_len + checked_len(header, self.reassembly.max_message)?
                 }
@@ -527,6 +591,8 @@ mod tests {
                 seen.push(match r {
                     Received::Text(d) => ('T', d.to_vec()),
                     Received::Binary(d) => ('B', d.to_vec()),
+                    Received::CompressedText(d) => ('t', d.to_vec()),
+                    Received::CompressedBinary(d) => ('b', d.to_vec()),
                     Received::Ping(d) => ('i', d.to_vec()),
                     Received::Pong(d) => ('o', d.to_vec()),
                     Received::Close(d) => ('C', d.to_vec()),
@@ -649,6 +715,7 @@ mod tests {
                 },
                 payload_len: len,
                 header_len: bytes.len(),
+                rsv1: false,
             };
             assert_eq!(decode_server_header(bytes), Ok(Status::Complete(header)));
             assert!(header.is_minimal());
@@ -721,6 +788,66 @@ mod tests {
         ];
         for (bytes, error) in cases {
             assert_eq!(split_everywhere(bytes), Err(error), "{bytes:02x?}");
+        }
+    }
+
+    /// Feeds `pieces` to a decoder that negotiated permessage-deflate.
+    fn run_compressed(pieces: &[&[u8]]) -> Result<Seen, ServerFrameError> {
+        let mut decoder = Decoder::new(1 << 20);
+        decoder.allow_compressed();
+        let mut seen = Vec::new();
+        for piece in pieces {
+            decoder.feed(piece, |r| {
+                seen.push(match r {
+                    Received::Text(d) => ('T', d.to_vec()),
+                    Received::CompressedText(d) => ('t', d.to_vec()),
+                    Received::CompressedBinary(d) => ('b', d.to_vec()),
+                    other => panic!("{other:?}"),
+                })
+            })?;
+        }
+        Ok(seen)
+    }
+
+    #[test]
+    fn rsv1_marks_a_compressed_message_once_negotiated() {
+        // RFC 7692 §7.2.3.1's compressed "Hello", whole, then in two
+        // fragments (§7.2.3.2: RSV1 on the first only), then uncompressed.
+        let hello = [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let fragments = [
+            0x41, 0x03, 0xf2, 0x48, 0xcd, 0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00,
+        ];
+        let plain = [0x81, 0x02, b'h', b'i'];
+        let stream = [&hello[..], &fragments, &plain].concat();
+        let compressed = ('t', hello[2..].to_vec());
+        assert_eq!(
+            run_compressed(&[&stream]),
+            Ok(vec![compressed.clone(), compressed, text("hi")])
+        );
+        let cut: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(run_compressed(&cut), run_compressed(&[&stream]));
+        assert_eq!(
+            run_compressed(&[&[0xc2, 0x01, 0x00]]),
+            Ok(vec![('b', vec![0x00])])
+        );
+        // Not negotiated: RSV1 is refused as before.
+        assert_eq!(run(&[&hello]), Err(ServerFrameError::ReservedBits));
+    }
+
+    #[test]
+    fn rsv1_on_controls_and_continuations_and_rsv2_stay_errors() {
+        for bad in [
+            &[0xc9, 0x00][..],                     // compressed ping
+            &[0xc8, 0x02, 0x03, 0xe8],             // compressed close
+            &[0x01, 0x01, b'a', 0xc0, 0x01, b'b'], // RSV1 on a continuation
+            &[0xa1, 0x00],                         // RSV2
+            &[0xe1, 0x00],                         // RSV1 and RSV2
+        ] {
+            assert_eq!(
+                run_compressed(&[bad]),
+                Err(ServerFrameError::ReservedBits),
+                "{bad:02x?}"
+            );
         }
     }
 

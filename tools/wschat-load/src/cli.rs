@@ -1,11 +1,13 @@
 //! Command-line flags and their translation into a checked [`Config`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::client::Target;
+use crate::marker;
 
 /// Above this many clients, connections are spread over several
 /// loopback source addresses unless `--source-ips` says otherwise: one
@@ -29,12 +31,32 @@ const CLIENTS_PER_SOURCE_IP: usize = 20_000;
         S3 fan-out     wschat-load --url ws://127.0.0.1:9000/ -c 1000 -s 2 --rate 200\n  \
         S4 idle        wschat-load --url ws://127.0.0.1:9000/ -c 10000 --idle --server-pid PID\n  \
         S5 large       wschat-load --url ws://127.0.0.1:9000/ -c 20 -s 2 --window 4 --payload 65536\n  \
-        S5 open loop   wschat-load --url ws://127.0.0.1:9000/ -c 20 -s 2 --rate 0 --payload 65536 --server-pid PID"
+        S5 open loop   wschat-load --url ws://127.0.0.1:9000/ -c 20 -s 2 --rate 0 --payload 65536 --server-pid PID\n  \
+        S2W over TLS   wschat-load --url wss://127.0.0.1:9443/ --ca ca.pem -c 100 -s 10 --window 16\n  \
+        C1 deflate     wschat-load --url ws://127.0.0.1:9000/ -c 100 -s 10 --window 16 --payload 1024 --deflate --filler chat"
 )]
 pub struct Args {
-    /// Server URL: ws://HOST:PORT/PATH, where HOST is an IP address or localhost.
+    /// Server URL: ws://HOST:PORT/PATH or wss://HOST:PORT/PATH (with --ca),
+    /// where HOST is an IP address or localhost.
     #[arg(long)]
     pub url: String,
+
+    /// wss://: trust the CA certificates in this PEM file (and only them).
+    #[arg(long, value_name = "PATH")]
+    pub ca: Option<PathBuf>,
+
+    /// Offer permessage-deflate (`permessage-deflate; client_max_window_bits`,
+    /// as browsers do), require the server to agree (a connection it answers
+    /// without the extension fails, and so does the run), send every message
+    /// compressed and inflate what arrives compressed.
+    #[arg(long)]
+    pub deflate: bool,
+
+    /// What pads each message after its marker: `abc` (`abc…z` repeating,
+    /// which compresses to almost nothing) or `chat` (chat-like words, which
+    /// compress like chat text; use it with --deflate).
+    #[arg(long, value_enum, default_value_t = Filler::Abc)]
+    pub filler: Filler,
 
     /// Number of clients to connect.
     #[arg(short = 'c', long, value_name = "N", default_value_t = 100)]
@@ -118,6 +140,22 @@ pub struct Args {
     pub quiet: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Filler {
+    Abc,
+    Chat,
+}
+
+impl Filler {
+    /// `len` bytes of this filler.
+    pub fn bytes(self, len: usize) -> Vec<u8> {
+        match self {
+            Filler::Abc => (0..len).map(|i| b'a' + (i % 26) as u8).collect(),
+            Filler::Chat => marker::chat_text(len),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Load {
     Idle,
@@ -137,6 +175,7 @@ pub struct Config {
     pub senders: usize,
     pub load: Load,
     pub payload: usize,
+    pub filler: Filler,
     pub duration: Duration,
     pub warmup: Duration,
     pub drain: Duration,
@@ -159,7 +198,17 @@ fn seconds(name: &str, value: f64) -> Result<Duration, String> {
 
 impl Args {
     pub fn into_config(self) -> Result<Config, String> {
-        let target = parse_url(&self.url)?;
+        let (mut target, secure) = parse_url(&self.url)?;
+        target.deflate = self.deflate;
+        match (secure, &self.ca) {
+            (true, Some(ca)) => {
+                let host = target.host_name().to_string();
+                target.tls = Some(crate::tls::client(ca, &host)?);
+            }
+            (true, None) => return Err("wss:// needs --ca PATH (the CA to trust)".into()),
+            (false, Some(_)) => return Err("--ca is for wss:// URLs".into()),
+            (false, None) => {}
+        }
         let load = match (self.idle, self.rate, self.window) {
             (true, _, _) => Load::Idle,
             (false, Some(rate), None) if rate > 0.0 && rate.is_finite() => Load::Rate(rate),
@@ -205,6 +254,7 @@ impl Args {
             },
             load,
             payload: self.payload,
+            filler: self.filler,
             duration: seconds("duration", self.duration)?,
             warmup: seconds("warmup", self.warmup)?,
             drain: seconds("drain", self.drain)?,
@@ -221,12 +271,14 @@ impl Args {
     }
 }
 
-/// Parses `ws://HOST[:PORT][/PATH]` where HOST is an IP address (IPv6 in
-/// brackets) or `localhost`.
-pub fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+/// Parses `ws://HOST[:PORT][/PATH]` or `wss://…` where HOST is an IP
+/// address (IPv6 in brackets) or `localhost`; `true` for `wss://`.
+pub fn parse_url(url: &str) -> Result<(Target, bool), String> {
+    let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(format!("{url}: only ws:// and wss:// URLs are supported")),
+    };
     let rest = rest.split('#').next().unwrap_or_default();
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
@@ -248,6 +300,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         Some(p) => p
             .parse::<u16>()
             .map_err(|_| format!("{url}: bad port {p:?}"))?,
+        None if secure => 443,
         None => 80,
     };
     let ip = if host.eq_ignore_ascii_case("localhost") {
@@ -256,11 +309,16 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         host.parse::<IpAddr>()
             .map_err(|_| format!("{url}: host must be an IP address or localhost"))?
     };
-    Ok(Target {
-        addr: SocketAddr::new(ip, port),
-        host: authority.to_string(),
-        path,
-    })
+    Ok((
+        Target {
+            addr: SocketAddr::new(ip, port),
+            host: authority.to_string(),
+            path,
+            tls: None,
+            deflate: false,
+        },
+        secure,
+    ))
 }
 
 #[cfg(test)]
@@ -275,22 +333,30 @@ mod tests {
 
     #[test]
     fn urls() {
-        let t = parse_url("ws://127.0.0.1:9000/").unwrap();
+        let t = parse_url("ws://127.0.0.1:9000/").unwrap().0;
         assert_eq!(
             (t.addr, t.host.as_str(), t.path.as_str()),
             ("127.0.0.1:9000".parse().unwrap(), "127.0.0.1:9000", "/")
         );
-        let t = parse_url("ws://localhost:81/chat?room=1#x").unwrap();
+        let t = parse_url("ws://localhost:81/chat?room=1#x").unwrap().0;
         assert_eq!((t.addr.port(), t.path.as_str()), (81, "/chat?room=1"));
-        let t = parse_url("ws://[::1]:9000").unwrap();
+        let t = parse_url("ws://[::1]:9000").unwrap().0;
         assert_eq!(
             (t.addr, t.path.as_str()),
             ("[::1]:9000".parse().unwrap(), "/")
         );
-        let t = parse_url("ws://10.0.0.1?x").unwrap();
+        let t = parse_url("ws://10.0.0.1?x").unwrap().0;
         assert_eq!((t.addr.port(), t.path.as_str()), (80, "/?x"));
+        let (t, secure) = parse_url("wss://127.0.0.1/").unwrap();
+        assert_eq!(
+            (t.addr.port(), secure, t.host_name()),
+            (443, true, "127.0.0.1")
+        );
+        let (t, secure) = parse_url("wss://[::1]:9443/x").unwrap();
+        assert_eq!((t.addr.port(), secure, t.host_name()), (9443, true, "::1"));
+        assert!(!parse_url("ws://localhost/").unwrap().1);
         for bad in [
-            "wss://127.0.0.1/",
+            "wss//127.0.0.1/",
             "http://127.0.0.1/",
             "ws://example.com/",
             "ws://127.0.0.1:x/",
@@ -350,6 +416,28 @@ mod tests {
             "0"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn wss_needs_a_ca_and_a_ca_needs_wss() {
+        let argv = |url: &'static str, extra: &[&'static str]| {
+            let mut argv = vec!["wschat-load", "--url", url, "--idle"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).unwrap().into_config()
+        };
+        assert!(argv("wss://127.0.0.1:1/", &[]).is_err());
+        assert!(argv("ws://127.0.0.1:1/", &["--ca", "/nonexistent.pem"]).is_err());
+        assert!(argv("wss://127.0.0.1:1/", &["--ca", "/nonexistent.pem"]).is_err());
+        let c = argv("ws://127.0.0.1:1/", &["--deflate", "--filler", "chat"]).unwrap();
+        assert!(c.target.deflate && c.target.tls.is_none());
+        assert_eq!(c.filler, Filler::Chat);
+        assert_eq!(args(&["--idle"]).into_config().unwrap().filler, Filler::Abc);
+    }
+
+    #[test]
+    fn fillers() {
+        assert_eq!(Filler::Abc.bytes(28), b"abcdefghijklmnopqrstuvwxyzab");
+        assert_eq!(Filler::Chat.bytes(300).len(), 300);
     }
 
     #[test]

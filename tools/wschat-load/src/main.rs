@@ -6,17 +6,20 @@
 //! tool reports deliveries per second, latency percentiles, lost
 //! deliveries, connect rate and, given the server's pid, its CPU time
 //! and memory. `--idle` only holds connections, for memory per
-//! connection. It runs on one thread so that the server, not the tool,
+//! connection. `wss://` (with `--ca`) and `--deflate` (permessage-deflate)
+//! measure the same over TLS and compressed. It runs on one thread so that the server, not the tool,
 //! is what gets measured; `--help` lists the flags.
 
 mod cli;
 mod client;
+mod deflate;
 mod histogram;
 mod marker;
 mod procstat;
 mod report;
 mod rng;
 mod runner;
+mod tls;
 mod tracker;
 
 use std::process::ExitCode;

@@ -27,10 +27,22 @@ pub struct Marker {
     pub sent_ns: u64,
 }
 
-/// Replaces `out` with the message for `marker`: the marker, then filler
-/// (`abc…z` repeating, never `~`) up to `size` bytes. A `size` smaller
-/// than the marker yields the marker alone.
-pub fn write_message(out: &mut Vec<u8>, marker: Marker, size: usize) {
+/// Replaces `out` with the marker, then `filler` up to `size` bytes (or
+/// as much of it as there is).
+pub fn write_with_filler(out: &mut Vec<u8>, marker: Marker, size: usize, filler: &[u8]) {
+    write_marker(out, marker);
+    let n = size.saturating_sub(out.len()).min(filler.len());
+    out.extend_from_slice(&filler[..n]);
+}
+
+/// Replaces `out` with the marker padded with spaces to
+/// [`MAX_MARKER_LEN`] bytes, so that every message has the same length.
+pub fn write_padded_marker(out: &mut Vec<u8>, marker: Marker) {
+    write_marker(out, marker);
+    out.resize(MAX_MARKER_LEN, b' ');
+}
+
+fn write_marker(out: &mut Vec<u8>, marker: Marker) {
     out.clear();
     // Writing into a Vec cannot fail.
     let _ = write!(
@@ -38,8 +50,95 @@ pub fn write_message(out: &mut Vec<u8>, marker: Marker, size: usize) {
         "~L{}:{}:{}~",
         marker.sender, marker.seq, marker.sent_ns
     );
-    let filler = (0..size.saturating_sub(out.len())).map(|i| b'a' + (i % 26) as u8);
-    out.extend(filler);
+}
+
+/// Words of everyday chat, for a filler that compresses like chat text
+/// does (about 2.5:1 on its own at 1 KiB) rather than like `abc…z`.
+const WORDS: [&str; 64] = [
+    "hello",
+    "there",
+    "how",
+    "are",
+    "you",
+    "today",
+    "the",
+    "chat",
+    "is",
+    "up",
+    "and",
+    "running",
+    "again",
+    "did",
+    "anyone",
+    "see",
+    "that",
+    "new",
+    "release",
+    "yesterday",
+    "I",
+    "think",
+    "we",
+    "should",
+    "try",
+    "it",
+    "on",
+    "staging",
+    "first",
+    "before",
+    "Friday",
+    "lol",
+    "sure",
+    "thanks",
+    "for",
+    "sharing",
+    "link",
+    "meeting",
+    "moved",
+    "to",
+    "3pm",
+    "coffee",
+    "later",
+    "who",
+    "wants",
+    "lunch",
+    "deploy",
+    "went",
+    "fine",
+    "but",
+    "logs",
+    "look",
+    "weird",
+    "can",
+    "someone",
+    "check",
+    "please",
+    "ok",
+    "great",
+    "work",
+    "team",
+    "see",
+    "tomorrow",
+    "bye",
+];
+
+/// `len` bytes of chat-like text (words, spaces, some punctuation; never
+/// `~`), the same for every run.
+pub fn chat_text(len: usize) -> Vec<u8> {
+    let mut rng = crate::rng::XorShift64::new(0x5eed_c4a7);
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        let r = rng.next_u64();
+        out.extend_from_slice(WORDS[(r % 64) as usize].as_bytes());
+        out.extend_from_slice(match (r >> 8) % 16 {
+            0 => b". ",
+            1 => b", ",
+            2 => b"? ",
+            3 => b"! ",
+            _ => b" ",
+        });
+    }
+    out.truncate(len);
+    out
 }
 
 /// Finds and parses the first well-formed marker starting within the
@@ -105,6 +204,11 @@ mod tests {
         sent_ns: 987_654_321,
     };
 
+    /// The message for `marker` padded with `abc…z` to `size` bytes.
+    fn write_message(out: &mut Vec<u8>, marker: Marker, size: usize) {
+        write_with_filler(out, marker, size, &crate::cli::Filler::Abc.bytes(size));
+    }
+
     #[test]
     fn format_is_as_documented_and_padded_to_size() {
         let mut out = Vec::new();
@@ -113,6 +217,27 @@ mod tests {
         assert!(out.starts_with(b"~L7:12345:987654321~abc"));
         assert_eq!(out.iter().filter(|&&b| b == b'~').count(), 2);
         assert!(out.is_ascii());
+    }
+
+    #[test]
+    fn chat_filler_and_padded_marker() {
+        let text = chat_text(1000);
+        assert_eq!(text.len(), 1000);
+        assert_eq!(text, chat_text(1000), "the same every run");
+        assert!(text.is_ascii() && !text.contains(&b'~'));
+        let compressed = wschat::protocol::deflate::compress(&text);
+        assert!(
+            (250..600).contains(&compressed.len()),
+            "compresses like text: {}",
+            compressed.len()
+        );
+        let mut out = Vec::new();
+        write_with_filler(&mut out, M, 64, &text);
+        assert_eq!(out.len(), 64);
+        assert_eq!(find(&out), Some(M));
+        write_padded_marker(&mut out, M);
+        assert_eq!(out.len(), MAX_MARKER_LEN);
+        assert_eq!(find(&out), Some(M));
     }
 
     #[test]

@@ -66,6 +66,19 @@ pub struct Report {
     pub tool_cpu_total_s: f64,
     /// The global deadline cut the run short.
     pub deadline_hit: bool,
+    /// `wss://`.
+    pub tls: bool,
+    /// `--deflate` was asked.
+    pub deflate: bool,
+    /// Handshakes that agreed permessage-deflate.
+    pub deflate_agreed: u64,
+    /// Bytes read from the sockets in the measured window (TLS records,
+    /// frame headers, compressed payloads: what crossed the wire).
+    pub wire_bytes: Option<u64>,
+    /// Compressed payloads inflated, and those answered by the cache of
+    /// repeats (see `deflate.rs`).
+    pub inflated: u64,
+    pub inflate_cache_hits: u64,
 }
 
 fn per_sec(n: u64, secs: f64) -> f64 {
@@ -100,6 +113,13 @@ impl Report {
             .iter()
             .find(|&&(c, _)| c == code)
             .map_or(0, |&(_, n)| n)
+    }
+
+    /// Bytes received per message delivered in the measured window.
+    pub fn wire_bytes_per_delivery(&self) -> Option<f64> {
+        let deliveries = self.counts.delivered_measured;
+        let bytes = self.wire_bytes?;
+        (deliveries > 0).then(|| bytes as f64 / deliveries as f64)
     }
 
     pub fn server_cpu_s(&self) -> Option<f64> {
@@ -182,6 +202,23 @@ impl Report {
                 "loss      {} lost of {} expected, {} extra, {} window timeouts",
                 self.lost, c.expected, c.extra, c.timed_out
             );
+            let _ = write!(
+                s,
+                "wire      {} bytes received in the window",
+                self.wire_bytes.map_or("-".to_string(), |b| b.to_string())
+            );
+            if let Some(per) = self.wire_bytes_per_delivery() {
+                let _ = write!(s, " = {per:.1} per delivery");
+            }
+            let _ = write!(s, "{}", if self.tls { "; TLS" } else { "" });
+            if self.deflate {
+                let _ = write!(
+                    s,
+                    "; permessage-deflate on {} connections, {} payloads inflated, {} repeats from the cache",
+                    self.deflate_agreed, self.inflated, self.inflate_cache_hits
+                );
+            }
+            s.push('\n');
             let l = &self.latency;
             let us = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
             let _ = writeln!(
@@ -304,6 +341,13 @@ impl Report {
         j.num("cpu_window_s", Some(self.cpu_window_s), 3);
         j.num("tool_cpu_total_s", Some(self.tool_cpu_total_s), 3);
         j.bool("deadline_hit", self.deadline_hit);
+        j.bool("tls", self.tls);
+        j.bool("deflate", self.deflate);
+        j.int("deflate_agreed", self.deflate_agreed);
+        j.opt_int("wire_bytes", self.wire_bytes);
+        j.num("wire_bytes_per_delivery", self.wire_bytes_per_delivery(), 1);
+        j.int("inflated", self.inflated);
+        j.int("inflate_cache_hits", self.inflate_cache_hits);
         j.finish()
     }
 }
@@ -436,6 +480,12 @@ mod tests {
             cpu_window_s: 10.0,
             tool_cpu_total_s: 4.0,
             deadline_hit: false,
+            tls: true,
+            deflate: true,
+            deflate_agreed: 100,
+            wire_bytes: Some(396_000_000),
+            inflated: 10_000,
+            inflate_cache_hits: 980_000,
         }
     }
 
@@ -447,13 +497,18 @@ mod tests {
         assert!((r.mb_per_sec() - 7.524).abs() < 1e-9);
         assert!((r.server_cpu_per_million().unwrap() - 2.0 / 0.99).abs() < 1e-9);
         assert_eq!(r.rss_kib_per_conn(), Some(20.0));
+        assert_eq!(r.wire_bytes_per_delivery(), Some(400.0));
+        let mut none = sample();
+        none.counts.delivered_measured = 0;
+        assert_eq!(none.wire_bytes_per_delivery(), None);
     }
 
     #[test]
     fn json_is_one_escaped_object_with_nulls() {
         let json = sample().json();
         assert!(json.starts_with("{\"label\":\"S1 \\\"quoted\\\"\\n\","));
-        assert!(json.ends_with("\"deadline_hit\":false}"));
+        assert!(json.contains("\"deadline_hit\":false,"));
+        assert!(json.ends_with("\"inflate_cache_hits\":980000}"));
         assert!(!json.contains('\n'));
         for field in [
             "\"deliveries_per_sec\":99000.0",
@@ -464,6 +519,8 @@ mod tests {
             "\"handshakes_per_sec\":200.0",
             "\"closed_by_server\":20,\"closed_1008\":18,\"closes\":{\"1001\":2,\"1008\":18},",
             "\"server_rss_kib_peak\":70000,",
+            "\"tls\":true,\"deflate\":true,\"deflate_agreed\":100,\"wire_bytes\":396000000,",
+            "\"wire_bytes_per_delivery\":400.0,",
         ] {
             assert!(json.contains(field), "{field} in {json}");
         }

@@ -18,7 +18,8 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::cli::{Config, Load};
-use crate::client::{self, Client, Errors, Shared, State};
+use crate::client::{self, Client, Shared, State};
+use crate::deflate::{self, CompressedFiller};
 use crate::marker::{self, Marker};
 use crate::procstat::{self, ProcSample};
 use crate::report::{Latency, Report, Server};
@@ -95,6 +96,18 @@ pub struct Runner {
     /// Sender index to client token; `None` once the client is gone.
     sender_tokens: Vec<Option<usize>>,
     payload: Vec<u8>,
+    /// What follows the marker in an uncompressed message.
+    filler: Vec<u8>,
+    /// `--deflate`: what follows the padded marker, compressed once.
+    compressed_filler: CompressedFiller,
+    /// `--deflate`: the padded marker of the message being built.
+    head: Vec<u8>,
+    /// Clients that got through the handshake with permessage-deflate.
+    deflate_agreed: u64,
+    /// `Shared::wire_in` when the measured window began, and the bytes
+    /// received in it once it ended.
+    wire_from: u64,
+    wire_bytes: Option<u64>,
     ready: Vec<u32>,
     next_sender: usize,
     next_send_ns: u64,
@@ -127,11 +140,7 @@ impl Runner {
         Ok(Runner {
             poll: Poll::new()?,
             clients: Slab::with_capacity(cfg.clients),
-            shared: Shared {
-                scratch: vec![0; SCRATCH_LEN],
-                rng: XorShift64::from_entropy(),
-                errors: Errors::default(),
-            },
+            shared: Shared::new(SCRATCH_LEN, XorShift64::from_entropy()),
             tracker: Tracker::new(cfg.senders),
             start: Instant::now(),
             phase: Phase::Connect,
@@ -150,7 +159,16 @@ impl Runner {
             disconnects: 0,
             closes: BTreeMap::new(),
             sender_tokens: vec![None; cfg.senders],
-            payload: Vec::with_capacity(cfg.payload.max(marker::MAX_MARKER_LEN)),
+            payload: Vec::with_capacity(cfg.payload.max(marker::MAX_MARKER_LEN) + 64),
+            filler: cfg.filler.bytes(cfg.payload),
+            compressed_filler: CompressedFiller::new(
+                cfg.filler
+                    .bytes(cfg.payload.saturating_sub(marker::MAX_MARKER_LEN)),
+            ),
+            head: Vec::with_capacity(marker::MAX_MARKER_LEN),
+            deflate_agreed: 0,
+            wire_from: 0,
+            wire_bytes: None,
             ready: Vec::new(),
             next_sender: 0,
             next_send_ns: 0,
@@ -204,6 +222,14 @@ impl Runner {
                 break;
             }
             self.advance(now);
+            let refused = self.shared.errors.deflate_refused;
+            if refused > 0 && self.phase != Phase::Connect {
+                return Err(io::Error::other(format!(
+                    "--deflate: the server answered {refused} of {} handshakes without \
+                     permessage-deflate",
+                    self.cfg.clients
+                )));
+            }
             if self.phase == Phase::Connect {
                 self.open_connections();
             }
@@ -391,6 +417,15 @@ impl Runner {
             },
             self.failed
         ));
+        if let Some(detail) = self.shared.errors.first_detail.take() {
+            self.progress(format_args!("first handshake error: {detail}"));
+        }
+        if self.cfg.target.deflate {
+            self.progress(format_args!(
+                "permessage-deflate agreed on {} of {} connections",
+                self.deflate_agreed, self.connected
+            ));
+        }
     }
 
     /// Joins have stopped: sample the server, then hold or start sending.
@@ -429,6 +464,7 @@ impl Runner {
         self.server_cpu_from = self.server_sample().map(|s| s.cpu_s);
         self.tool_cpu_from = procstat::own_cpu_s();
         self.tracker.start_window(now);
+        self.wire_from = self.shared.wire_in;
         self.window.0 = Some(now);
         self.progress(format_args!("measuring for {:?}", self.cfg.duration));
     }
@@ -441,6 +477,7 @@ impl Runner {
         self.server.rss_kib_end = sample.map(|s| s.rss_kib);
         self.tool_cpu_s = procstat::own_cpu_s() - self.tool_cpu_from;
         self.tracker.end_window(now);
+        self.wire_bytes = Some(self.shared.wire_in - self.wire_from);
         self.window.1 = Some(now);
     }
 
@@ -506,6 +543,9 @@ impl Runner {
             self.pending -= 1;
             if after.is_established() {
                 self.connected += 1;
+                if client.agreed().is_some() {
+                    self.deflate_agreed += 1;
+                }
                 self.last_open_ns = self.now();
             } else {
                 self.failed += 1;
@@ -614,8 +654,23 @@ impl Runner {
             seq: self.tracker.next_seq(sender),
             sent_ns,
         };
-        marker::write_message(&mut self.payload, marker, self.cfg.payload);
-        client.send_text(&self.payload, &mut self.shared);
+        match client.agreed() {
+            Some(agreed) => {
+                marker::write_padded_marker(&mut self.head, marker);
+                let filler = self.compressed_filler.for_bits(agreed.client_window_bits());
+                deflate::write_compressed(&mut self.payload, &self.head, filler);
+                client.send_compressed_text(&self.payload, &mut self.shared);
+            }
+            None => {
+                marker::write_with_filler(
+                    &mut self.payload,
+                    marker,
+                    self.cfg.payload,
+                    &self.filler,
+                );
+                client.send_text(&self.payload, &mut self.shared);
+            }
+        }
         if client.state() != State::Open {
             self.settle_state(token, State::Open);
             return false;
@@ -689,6 +744,145 @@ impl Runner {
             },
             tool_cpu_total_s: procstat::own_cpu_s(),
             deadline_hit: self.deadline_hit,
+            tls: self.cfg.target.tls.is_some(),
+            deflate: self.cfg.target.deflate,
+            deflate_agreed: self.deflate_agreed,
+            wire_bytes: self.wire_bytes,
+            inflated: self.shared.inflate.inflated,
+            inflate_cache_hits: self.shared.inflate.cached,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A whole run against the real wschat server (the library's loop on
+    //! a thread of the test, real loopback sockets, real TLS and deflate).
+
+    use std::net::SocketAddrV4;
+    use std::path::{Path, PathBuf};
+
+    use clap::Parser;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    use wschat::chat::Chat;
+    use wschat::net::server::{Server, ServerConfig};
+    use wschat::net::tls::TlsIdentity;
+
+    use super::*;
+    use crate::cli::Args;
+
+    /// A test CA, and a certificate for 127.0.0.1 it signed, as PEM files
+    /// (ca, cert, key) in a fresh folder.
+    fn pki() -> (PathBuf, PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("wschat-load-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let paths = (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
+        std::fs::write(&paths.0, ca.pem()).unwrap();
+        std::fs::write(&paths.1, cert.pem()).unwrap();
+        std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+        paths
+    }
+
+    /// Starts wschat serving wss only, with `--compression`, on a thread
+    /// (it runs until the test process ends); its address.
+    fn start_wschat(cert: &Path, key: &Path) -> SocketAddrV4 {
+        let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The server is built on its thread: it is not Send (Rc inside).
+        std::thread::spawn(move || {
+            let config = wschat::config::Config::try_parse_from([
+                "wschat",
+                "--listen",
+                "none",
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+                "--compression",
+                "--max-message-rate",
+                "0",
+            ])
+            .unwrap();
+            let identity = TlsIdentity::load(&cert, &key).unwrap();
+            let server_config = ServerConfig {
+                listen: None,
+                tls: Some((config.tls_listen.unwrap(), identity)),
+                settings: config.settings(),
+                timing: config.timing(),
+                flood: config.flood(),
+                max_connections: 1000,
+                max_connections_per_ip: config.max_connections_per_ip,
+            };
+            let mut server = Server::bind(server_config, Chat::new(config.chat())).unwrap();
+            tx.send(server.local_addrs().unwrap()).unwrap();
+            server.run()
+        });
+        match rx.recv().unwrap()[..] {
+            [std::net::SocketAddr::V4(addr)] => addr,
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn closed_loop_over_wss_with_deflate_against_wschat() {
+        let (ca, cert, key) = pki();
+        let addr = start_wschat(&cert, &key);
+        let url = format!("wss://{addr}/");
+        let args = Args::try_parse_from([
+            "wschat-load",
+            "--url",
+            &url,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--deflate",
+            "--filler",
+            "chat",
+            "-c",
+            "5",
+            "-s",
+            "2",
+            "--window",
+            "2",
+            "--payload",
+            "1024",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--settle",
+            "0.2",
+            "--quiet",
+        ])
+        .unwrap();
+        let report = Runner::new(args.into_config().unwrap())
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!((report.connected, report.deflate_agreed), (5, 5));
+        assert!(report.counts.delivered_measured > 0, "messages went round");
+        assert_eq!((report.lost, report.errors.protocol), (0, 0));
+        assert!(report.tls && report.deflate);
+        // 1 KiB of chat text arrives compressed: well under its size on
+        // the wire, TLS records and frame headers included.
+        let per = report.wire_bytes_per_delivery().unwrap();
+        assert!(per < 800.0, "{per} wire bytes per 1,024-byte message");
+        assert!(report.inflated > 0);
+        let _ = std::fs::remove_dir_all(ca.parent().unwrap());
     }
 }

@@ -240,11 +240,11 @@ fn pop_completed(log: &mut SenderLog) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::marker::{write_message, Marker};
+    use crate::marker::{write_with_filler, Marker};
 
     fn message(sender: u32, seq: u64, sent_ns: u64) -> Vec<u8> {
         let mut payload = Vec::new();
-        write_message(
+        write_with_filler(
             &mut payload,
             Marker {
                 sender,
@@ -252,6 +252,7 @@ mod tests {
                 sent_ns,
             },
             64,
+            &[b'x'; 64],
         );
         let mut text = b"User 50000: ".to_vec();
         text.extend_from_slice(&payload);

@@ -13,6 +13,11 @@
 //!
 //! Port: `--port N` or the first positional argument, else env `PORT`, else 8080.
 //! Listens on 127.0.0.1 and prints exactly one line `listening on 127.0.0.1:PORT`.
+//!
+//! `--tls CERT.pem KEY.pem`: serve wss instead, the usual tokio way (tokio-rustls'
+//! `TlsAcceptor` in front of `accept_async`, rustls on ring as wschat uses, TLS 1.2
+//! and 1.3, ALPN `http/1.1`). tungstenite has no permessage-deflate, so there is
+//! no compression mode.
 
 use std::{
     collections::HashMap,
@@ -25,7 +30,12 @@ use std::{
 use futures_channel::mpsc::{unbounded, UnboundedSender};
 use futures_util::{future, pin_mut, stream::TryStreamExt, StreamExt};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::Message;
 
 type Tx = UnboundedSender<Message>;
@@ -46,7 +56,10 @@ fn broadcast(peer_map: &PeerMap, except: &SocketAddr, msg: Message) {
     send_others(&peer_map.lock().unwrap(), except, msg);
 }
 
-async fn handle_connection(peer_map: PeerMap, raw_stream: TcpStream, addr: SocketAddr) {
+async fn handle_connection<S>(peer_map: PeerMap, raw_stream: S, addr: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let ws_stream = match tokio_tungstenite::accept_async(raw_stream).await {
         Ok(ws) => ws,
         Err(_) => return, // failed handshake: just drop the connection
@@ -87,11 +100,17 @@ async fn handle_connection(peer_map: PeerMap, raw_stream: TcpStream, addr: Socke
     send_others(&peers, &addr, Message::text(format!("User {port} left")));
 }
 
-fn port_from_args() -> u16 {
+/// The port, and the certificate and key files of `--tls`.
+fn args() -> (u16, Option<(String, String)>) {
     let mut args = env::args().skip(1);
     let mut port = None;
+    let mut tls = None;
     while let Some(arg) = args.next() {
-        if arg == "--port" {
+        if arg == "--tls" {
+            let cert = args.next().expect("--tls CERT.pem KEY.pem");
+            let key = args.next().expect("--tls CERT.pem KEY.pem");
+            tls = Some((cert, key));
+        } else if arg == "--port" {
             port = args.next();
         } else if let Some(v) = arg.strip_prefix("--port=") {
             port = Some(v.to_string());
@@ -100,12 +119,31 @@ fn port_from_args() -> u16 {
         }
     }
     let port = port.or_else(|| env::var("PORT").ok()).unwrap_or_else(|| "8080".to_string());
-    port.parse().expect("port must be a number 0-65535")
+    (port.parse().expect("port must be a number 0-65535"), tls)
+}
+
+/// A rustls acceptor for the PEM certificate chain and key files.
+fn acceptor(cert: &str, key: &str) -> TlsAcceptor {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .expect("readable certificate file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM certificates");
+    let key = PrivateKeyDer::from_pem_file(key).expect("a PEM private key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("a certificate and its key");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), IoError> {
-    let port = port_from_args();
+    let (port, tls) = args();
+    let tls = tls.map(|(cert, key)| acceptor(&cert, &key));
     let state = PeerMap::new(Mutex::new(HashMap::new()));
 
     let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("Failed to bind");
@@ -121,7 +159,20 @@ async fn main() -> Result<(), IoError> {
         match listener.accept().await {
             Ok((stream, addr)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(handle_connection(state.clone(), stream, addr));
+                match &tls {
+                    None => {
+                        tokio::spawn(handle_connection(state.clone(), stream, addr));
+                    }
+                    Some(acceptor) => {
+                        let (acceptor, state) = (acceptor.clone(), state.clone());
+                        tokio::spawn(async move {
+                            // A failed TLS handshake: drop the connection.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                handle_connection(state, stream, addr).await;
+                            }
+                        });
+                    }
+                }
             }
             // e.g. EMFILE under load: back off briefly and keep serving.
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
