@@ -829,7 +829,7 @@ mod tests {
                 max_connections: 1000,
                 max_connections_per_ip: config.max_connections_per_ip,
             };
-            let mut server = Server::bind(server_config, Chat::new(config.chat())).unwrap();
+            let mut server = Server::bind(server_config, Chat::new(config.chat(None))).unwrap();
             tx.send(server.local_addrs().unwrap()).unwrap();
             server.run()
         });
