@@ -5,7 +5,7 @@
 //! On one node there is nobody to tell: [`LocalBus`], the default, does
 //! nothing and answers [`Publish::Local`], so the chat numbers and
 //! delivers its messages itself exactly as it does today, at today's cost.
-//! A Redis bus (to come, over [`super::link`]) answers
+//! [`super::redis_bus::RedisBus`] answers
 //! [`Publish::Queued`]: the room's sequence number is assigned by Redis
 //! (see [`super::PUBLISH_SCRIPT`]) and comes back as
 //! [`BusEvent::Sequenced`], while other nodes' events arrive as
@@ -16,7 +16,10 @@
 //! format) stays the chat's business. Calls never block and never fail
 //! loudly: what cannot be sent is said by the return value and counted.
 
+use std::fmt;
 use std::time::Instant;
+
+use crate::service::{Gauge, Upstream};
 
 /// What became of a published event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +78,13 @@ pub enum BusEvent {
 }
 
 /// The chat's way to other nodes.
-pub trait Bus {
+pub trait Bus: fmt::Debug {
+    /// True for [`LocalBus`]: there are no other nodes, and the chat
+    /// need not even encode what it would publish.
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// Carries `event` (the chat's own encoding) to the other nodes with
     /// users in `room`. `sequenced` asks for the room's next sequence
     /// number and a place in its shared history (chat messages); joins,
@@ -96,11 +105,27 @@ pub trait Bus {
     fn remote_members(&self, room: &str) -> Vec<String>;
 
     /// The next event from other nodes, if any.
-    fn poll_event(&mut self) -> Option<BusEvent>;
+    fn poll_event(&mut self, now: Instant) -> Option<BusEvent>;
 
     /// Whether other nodes can be reached now (`/healthz` says degraded
     /// when not). Always true for [`LocalBus`].
     fn reachable(&self) -> bool;
+
+    /// Why other nodes are out of reach, for `/healthz`.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+
+    /// The bus's `i`th connection, for the loop to carry (see
+    /// [`crate::service::Service::upstream`]).
+    fn upstream(&mut self, _i: usize) -> Option<&mut dyn Upstream> {
+        None
+    }
+
+    /// The bus's numbers for `/metrics`.
+    fn gauges(&self) -> Vec<Gauge> {
+        Vec::new()
+    }
 }
 
 /// The single-node bus: nobody else to tell, nothing to hear.
@@ -108,6 +133,10 @@ pub trait Bus {
 pub struct LocalBus;
 
 impl Bus for LocalBus {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn publish(&mut self, _now: Instant, _room: &str, _event: &[u8], _sequenced: bool) -> Publish {
         Publish::Local
     }
@@ -122,7 +151,7 @@ impl Bus for LocalBus {
         Vec::new()
     }
 
-    fn poll_event(&mut self) -> Option<BusEvent> {
+    fn poll_event(&mut self, _now: Instant) -> Option<BusEvent> {
         None
     }
 
@@ -144,7 +173,8 @@ mod tests {
         bus.subscribe(now, "lobby");
         bus.presence(now, "lobby", "User 1", Presence::Joined);
         assert!(bus.remote_members("lobby").is_empty());
-        assert_eq!(bus.poll_event(), None);
+        assert_eq!(bus.poll_event(now), None);
+        assert!(bus.is_local());
         assert!(bus.reachable());
         bus.unsubscribe(now, "lobby");
         // Usable as a trait object by a chat that holds `Box<dyn Bus>`.

@@ -1,0 +1,638 @@
+//! [`Bus`] over Redis: two [`Link`]s, one for pipelined commands, one in
+//! subscribe mode, both sockets carried by the loop as upstreams.
+//!
+//! - A chat message (sequenced) runs [`PUBLISH_SCRIPT`] with
+//!   [`PublishCall`]: `EVALSHA` (the script is loaded with `SCRIPT LOAD`
+//!   each time the command link becomes ready), and `EVAL` once after a
+//!   `NOSCRIPT` (Redis restarted or its script cache was flushed). The
+//!   reply is [`BusEvent::Sequenced`]; a failure [`BusEvent::Lost`].
+//! - Joins, leaves and nick changes (unsequenced) are a plain `PUBLISH`
+//!   of `0 - PAYLOAD` on the room's channel.
+//! - The room's channel is subscribed while this node has users in it;
+//!   every `message` push becomes [`BusEvent::Remote`], our own included
+//!   (the chat delivers its own sequenced messages when they come back, so
+//!   every node delivers a room's messages in the one order Redis gave
+//!   them). A sequenced message for a room whose subscription Redis has
+//!   not confirmed yet waits (at most [`MAX_AWAITING`] of them) until it
+//!   is, so that it cannot be published before we listen.
+//! - Other nodes are reachable while both links are ready:
+//!   [`BusEvent::Reachable`] is said on every change.
+//!
+//! Bounds: each link's output and pending replies ([`super::link`]), the
+//! messages awaiting a subscription ([`MAX_AWAITING`]); past them a
+//! publish is [`Publish::Dropped`] and counted. The events the bus hands
+//! the chat are made one at a time from the links' events, so the chat's
+//! pace is the bus's.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use log::{info, warn};
+
+use super::bus::{Bus, BusEvent, Presence, Publish, Ticket};
+use super::link::{Event, Link, LinkConfig, LinkState, Role};
+use super::resp::Reply;
+use super::url::RedisUrl;
+use super::{parse_event, PublishCall, RoomKeys, KEY_PREFIX, PUBLISH_SCRIPT};
+use crate::service::{Gauge, Upstream};
+
+/// Sequenced messages that may wait for their room's subscription.
+pub const MAX_AWAITING: usize = 1024;
+
+/// The history stream's `MAXLEN ~` by default.
+pub const DEFAULT_HISTORY_MAXLEN: u64 = 1000;
+
+/// What a command on the command link was for.
+#[derive(Debug)]
+enum Tag {
+    Publish {
+        ticket: Ticket,
+        room: String,
+        message: Vec<u8>,
+        /// Sent again with `EVAL` after `NOSCRIPT` already.
+        retried: bool,
+        sent: Instant,
+    },
+    /// `SCRIPT LOAD`, or a `PUBLISH` whose reply only counts.
+    Quiet,
+}
+
+/// A message waiting for its room's subscription.
+#[derive(Debug)]
+struct Awaiting {
+    ticket: Ticket,
+    room: String,
+    message: Vec<u8>,
+}
+
+/// A link and where it connects: what the loop carries.
+struct Conn<T> {
+    link: Link<T>,
+    addr: SocketAddr,
+}
+
+impl<T> Upstream for Conn<T> {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn wanted_socket(&self) -> Option<u64> {
+        match self.link.state() {
+            LinkState::Disconnected => None,
+            _ => Some(self.link.stats().connects),
+        }
+    }
+
+    fn on_connected(&mut self, now: Instant) {
+        self.link.on_connected(now);
+    }
+
+    fn on_input(&mut self, now: Instant, bytes: &[u8]) {
+        self.link.on_input(now, bytes);
+    }
+
+    fn on_eof(&mut self, now: Instant) {
+        self.link.on_eof(now);
+    }
+
+    fn on_error(&mut self, now: Instant, kind: io::ErrorKind) {
+        self.link.on_error(now, kind);
+    }
+
+    fn output(&self) -> &[u8] {
+        self.link.output()
+    }
+
+    fn advance_output(&mut self, n: usize) {
+        self.link.advance_output(n);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.link.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.link.handle_timeout(now);
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusStats {
+    /// Events handed to Redis (sequenced and not).
+    pub published: u64,
+    /// Events not sent: Redis out of reach or a queue full.
+    pub dropped: u64,
+    /// Sequenced events that may not have run (connection lost, error).
+    pub lost: u64,
+    /// `message` pushes received (our own included).
+    pub received: u64,
+    /// Times other nodes became unreachable.
+    pub outages: u64,
+    /// Sum and count of publish round trips, in microseconds.
+    pub publish_us_sum: u64,
+    pub publish_count: u64,
+}
+
+/// The Redis bus.
+pub struct RedisBus {
+    commands: Conn<Tag>,
+    subscriber: Conn<()>,
+    /// The epoch a room gets when Redis has none for it: `NODE-UNIXMS`.
+    epoch: Vec<u8>,
+    history_maxlen: u64,
+    next_ticket: u64,
+    events: VecDeque<BusEvent>,
+    awaiting: VecDeque<Awaiting>,
+    /// Rooms subscribed, by their channel.
+    channels: BTreeMap<Vec<u8>, String>,
+    reachable: bool,
+    /// Why not reachable, for `/healthz`.
+    why: Option<String>,
+    stats: BusStats,
+}
+
+impl fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("addr", &self.commands.addr)
+            .field("commands", &self.commands.link.state())
+            .field("subscriber", &self.subscriber.link.state())
+            .field("reachable", &self.reachable)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl RedisBus {
+    /// A bus that connects to `addr` (resolved from `url`) as soon as the
+    /// loop drives it. `node` seeds the backoff's jitter and the epochs of
+    /// new rooms; `unix_ms` is now.
+    pub fn new(
+        url: &RedisUrl,
+        addr: SocketAddr,
+        node: &str,
+        unix_ms: u64,
+        history_maxlen: u64,
+        now: Instant,
+    ) -> RedisBus {
+        let seed = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        }) ^ unix_ms;
+        RedisBus {
+            commands: Conn {
+                link: Link::new(LinkConfig::new(url, Role::Commands), seed, now),
+                addr,
+            },
+            subscriber: Conn {
+                link: Link::new(LinkConfig::new(url, Role::Subscriber), seed ^ 1, now),
+                addr,
+            },
+            epoch: format!("{node}-{unix_ms}").into_bytes(),
+            history_maxlen,
+            next_ticket: 0,
+            events: VecDeque::new(),
+            awaiting: VecDeque::new(),
+            channels: BTreeMap::new(),
+            reachable: false,
+            why: Some("connecting to Redis".into()),
+            stats: BusStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> BusStats {
+        self.stats
+    }
+
+    fn both_ready(&self) -> bool {
+        self.commands.link.is_ready() && self.subscriber.link.is_ready()
+    }
+
+    /// Says a change of reachability, once per change.
+    fn update_reachable(&mut self, why: Option<String>) {
+        let now_reachable = self.both_ready();
+        if now_reachable == self.reachable {
+            if !now_reachable && why.is_some() {
+                self.why = why;
+            }
+            return;
+        }
+        self.reachable = now_reachable;
+        if now_reachable {
+            info!("Redis reachable: chat across nodes");
+            self.why = None;
+        } else {
+            self.stats.outages += 1;
+            self.why = Some(why.unwrap_or_else(|| "Redis link down".into()));
+            warn!(
+                "Redis out of reach ({}): chat stays on this node",
+                self.why.as_deref().unwrap_or_default()
+            );
+            // What waited for a subscription will not be heard back.
+            while let Some(a) = self.awaiting.pop_front() {
+                self.stats.lost += 1;
+                self.events.push_back(BusEvent::Lost { ticket: a.ticket });
+            }
+        }
+        self.events.push_back(BusEvent::Reachable(now_reachable));
+    }
+
+    /// Runs the publish script for `message` in `room`.
+    fn send_publish(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        room: String,
+        message: Vec<u8>,
+        retried: bool,
+    ) -> bool {
+        let keys = RoomKeys::new(&room);
+        let call = PublishCall::new(&keys, &message, self.history_maxlen, &self.epoch);
+        let args = if retried { call.eval() } else { call.evalsha() };
+        // The tag keeps the message for a retry after NOSCRIPT; the
+        // command is encoded first, so the message moves into it.
+        let mut out = Vec::with_capacity(message.len() + 256);
+        super::resp::encode_command(&mut out, &args);
+        let tag = Tag::Publish {
+            ticket,
+            room,
+            message,
+            retried,
+            sent: now,
+        };
+        self.send_encoded(now, tag, &out)
+    }
+
+    fn send_encoded(&mut self, now: Instant, tag: Tag, command: &[u8]) -> bool {
+        match self.commands.link.send_raw(now, tag, command) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("Redis: {e}");
+                false
+            }
+        }
+    }
+
+    /// Sends what waited for `channel`'s subscription.
+    fn release(&mut self, now: Instant, room: &str) {
+        let mut keep = VecDeque::with_capacity(self.awaiting.len());
+        while let Some(a) = self.awaiting.pop_front() {
+            if a.room != room {
+                keep.push_back(a);
+                continue;
+            }
+            let ticket = a.ticket;
+            if self.send_publish(now, ticket, a.room, a.message, false) {
+                self.stats.published += 1;
+            } else {
+                self.stats.lost += 1;
+                self.events.push_back(BusEvent::Lost { ticket });
+            }
+        }
+        self.awaiting = keep;
+    }
+
+    fn on_command_event(&mut self, now: Instant, event: Event<Tag>) {
+        match event {
+            Event::Ready => {
+                let load: [&[u8]; 3] = [b"SCRIPT", b"LOAD", PUBLISH_SCRIPT.as_bytes()];
+                let mut out = Vec::new();
+                super::resp::encode_command(&mut out, &load);
+                self.send_encoded(now, Tag::Quiet, &out);
+                self.update_reachable(None);
+            }
+            Event::Disconnected { reason, retry_in } => {
+                self.update_reachable(Some(format!(
+                    "Redis command link: {reason}; retrying in {retry_in:?}"
+                )));
+            }
+            Event::Reply {
+                tag:
+                    Tag::Publish {
+                        ticket,
+                        room,
+                        message,
+                        retried,
+                        sent,
+                    },
+                reply,
+            } => {
+                if reply.is_error_code("NOSCRIPT") && !retried {
+                    if !self.send_publish(now, ticket, room, message, true) {
+                        self.stats.lost += 1;
+                        self.events.push_back(BusEvent::Lost { ticket });
+                    }
+                    return;
+                }
+                let took = now.saturating_duration_since(sent);
+                self.stats.publish_us_sum += u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+                self.stats.publish_count += 1;
+                match sequenced(&reply) {
+                    Some((seq, epoch)) => self.events.push_back(BusEvent::Sequenced {
+                        ticket,
+                        room,
+                        seq,
+                        epoch,
+                    }),
+                    None => {
+                        warn!("Redis: the publish script answered {reply:?}");
+                        self.stats.lost += 1;
+                        self.events.push_back(BusEvent::Lost { ticket });
+                    }
+                }
+            }
+            Event::Failed {
+                tag: Tag::Publish { ticket, .. },
+            } => {
+                self.stats.lost += 1;
+                self.events.push_back(BusEvent::Lost { ticket });
+            }
+            Event::Reply {
+                tag: Tag::Quiet,
+                reply,
+            } => {
+                if let Some(e) = reply.as_error() {
+                    warn!("Redis: {}", String::from_utf8_lossy(e));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_subscriber_event(&mut self, now: Instant, event: Event<()>) {
+        match event {
+            Event::Ready => self.update_reachable(None),
+            Event::Disconnected { reason, retry_in } => {
+                self.update_reachable(Some(format!(
+                    "Redis subscriber link: {reason}; retrying in {retry_in:?}"
+                )));
+            }
+            Event::Subscribed(channel) => {
+                if let Some(room) = self.channels.get(&channel).cloned() {
+                    self.release(now, &room);
+                }
+            }
+            Event::Message { channel, payload } => {
+                self.stats.received += 1;
+                let Some(room) = room_of(&channel) else {
+                    return;
+                };
+                let Some((seq, _epoch, event)) = parse_event(&payload) else {
+                    warn!(
+                        "Redis: a malformed event on {}",
+                        String::from_utf8_lossy(&channel)
+                    );
+                    return;
+                };
+                self.events.push_back(BusEvent::Remote {
+                    room: room.to_owned(),
+                    seq,
+                    event: event.to_vec(),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The `{seq, epoch}` the publish script returns.
+fn sequenced(reply: &Reply) -> Option<(u64, String)> {
+    let items = reply.as_array()?;
+    let seq = u64::try_from(items.first()?.as_integer()?).ok()?;
+    let epoch = String::from_utf8(items.get(1)?.as_bytes()?.to_vec()).ok()?;
+    Some((seq, epoch))
+}
+
+/// The room of a channel `wschat:{ROOM}:events`.
+fn room_of(channel: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(channel).ok()?;
+    let rest = text.strip_prefix(KEY_PREFIX)?.strip_prefix('{')?;
+    rest.strip_suffix("}:events")
+}
+
+impl Bus for RedisBus {
+    fn publish(&mut self, now: Instant, room: &str, event: &[u8], sequenced: bool) -> Publish {
+        if !self.reachable {
+            self.stats.dropped += 1;
+            return Publish::Dropped;
+        }
+        if !sequenced {
+            let keys = RoomKeys::new(room);
+            let mut payload = Vec::with_capacity(event.len() + 4);
+            payload.extend_from_slice(b"0 - ");
+            payload.extend_from_slice(event);
+            let mut out = Vec::new();
+            super::resp::encode_command(&mut out, &[b"PUBLISH", keys.events.as_bytes(), &payload]);
+            if self.send_encoded(now, Tag::Quiet, &out) {
+                self.stats.published += 1;
+                self.next_ticket += 1;
+                return Publish::Queued(Ticket(self.next_ticket));
+            }
+            self.stats.dropped += 1;
+            return Publish::Dropped;
+        }
+        self.next_ticket += 1;
+        let ticket = Ticket(self.next_ticket);
+        let channel = RoomKeys::new(room).events;
+        if !self.subscriber.link.is_subscribed(channel.as_bytes()) {
+            if self.awaiting.len() >= MAX_AWAITING {
+                self.stats.dropped += 1;
+                return Publish::Dropped;
+            }
+            self.awaiting.push_back(Awaiting {
+                ticket,
+                room: room.to_owned(),
+                message: event.to_vec(),
+            });
+            return Publish::Queued(ticket);
+        }
+        if self.send_publish(now, ticket, room.to_owned(), event.to_vec(), false) {
+            self.stats.published += 1;
+            Publish::Queued(ticket)
+        } else {
+            self.stats.dropped += 1;
+            Publish::Dropped
+        }
+    }
+
+    fn subscribe(&mut self, now: Instant, room: &str) {
+        let channel = RoomKeys::new(room).events.into_bytes();
+        if let Err(e) = self.subscriber.link.subscribe(now, &channel) {
+            warn!("Redis: cannot subscribe to {room}: {e}");
+        }
+        self.channels.insert(channel, room.to_owned());
+    }
+
+    fn unsubscribe(&mut self, now: Instant, room: &str) {
+        let channel = RoomKeys::new(room).events.into_bytes();
+        let _ = self.subscriber.link.unsubscribe(now, &channel);
+        self.channels.remove(&channel);
+    }
+
+    fn presence(&mut self, _now: Instant, _room: &str, _member: &str, _presence: Presence) {}
+
+    fn remote_members(&self, _room: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn poll_event(&mut self, now: Instant) -> Option<BusEvent> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Some(event);
+            }
+            if let Some(event) = self.subscriber.link.poll_event() {
+                self.on_subscriber_event(now, event);
+            } else if let Some(event) = self.commands.link.poll_event() {
+                self.on_command_event(now, event);
+            } else {
+                return None;
+            }
+        }
+    }
+
+    fn reachable(&self) -> bool {
+        self.reachable
+    }
+
+    fn degraded(&self) -> Option<String> {
+        (!self.reachable).then(|| self.why.clone().unwrap_or_default())
+    }
+
+    fn upstream(&mut self, i: usize) -> Option<&mut dyn Upstream> {
+        match i {
+            0 => Some(&mut self.commands),
+            1 => Some(&mut self.subscriber),
+            _ => None,
+        }
+    }
+
+    fn gauges(&self) -> Vec<Gauge> {
+        let to = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let c = self.commands.link.stats();
+        let s = self.subscriber.link.stats();
+        let mean_us = self
+            .stats
+            .publish_us_sum
+            .checked_div(self.stats.publish_count)
+            .unwrap_or(0);
+        vec![
+            Gauge {
+                name: "wschat_redis_up",
+                help: "1 while both Redis links are ready, else 0.",
+                value: usize::from(self.reachable),
+            },
+            Gauge {
+                name: "wschat_redis_reconnects",
+                help: "Times a Redis link became ready, both links summed.",
+                value: to(c.ready + s.ready),
+            },
+            Gauge {
+                name: "wschat_redis_outages",
+                help: "Times other nodes became unreachable.",
+                value: to(self.stats.outages),
+            },
+            Gauge {
+                name: "wschat_redis_published",
+                help: "Events handed to Redis.",
+                value: to(self.stats.published),
+            },
+            Gauge {
+                name: "wschat_redis_received",
+                help: "Events received from Redis (our own included).",
+                value: to(self.stats.received),
+            },
+            Gauge {
+                name: "wschat_redis_dropped",
+                help: "Events not sent to Redis (unreachable or a queue full).",
+                value: to(self.stats.dropped),
+            },
+            Gauge {
+                name: "wschat_redis_lost",
+                help: "Sequenced events that may not have reached Redis.",
+                value: to(self.stats.lost),
+            },
+            Gauge {
+                name: "wschat_redis_publish_mean_us",
+                help: "Mean round trip of the publish script, in microseconds.",
+                value: to(mean_us),
+            },
+            Gauge {
+                name: "wschat_redis_pending",
+                help: "Commands awaiting Redis' reply.",
+                value: self.commands.link.pending(),
+            },
+            Gauge {
+                name: "wschat_redis_rooms_subscribed",
+                help: "Rooms whose events this node hears.",
+                value: self.channels.len(),
+            },
+        ]
+    }
+}
+
+/// How long a node id may be (it is in every qualified name and epoch).
+pub const MAX_NODE_ID: usize = 32;
+
+/// Whether `id` is a usable node id: `[A-Za-z0-9_.-]{1,32}` (no space: it
+/// is a field of the published events and of epochs).
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_NODE_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_name_their_room() {
+        assert_eq!(room_of(b"wschat:{lobby}:events"), Some("lobby"));
+        assert_eq!(room_of(RoomKeys::new("a-b").events.as_bytes()), Some("a-b"));
+        assert_eq!(room_of(b"wschat:{lobby}:seq"), None);
+        assert_eq!(room_of(b"other"), None);
+    }
+
+    #[test]
+    fn the_script_reply_is_a_sequence_and_an_epoch() {
+        let reply = Reply::Array(Some(vec![
+            Reply::Integer(7),
+            Reply::Bulk(Some(b"n1-5".to_vec())),
+        ]));
+        assert_eq!(sequenced(&reply), Some((7, "n1-5".into())));
+        assert_eq!(sequenced(&Reply::Integer(7)), None);
+        assert_eq!(
+            sequenced(&Reply::Array(Some(vec![Reply::Integer(-1)]))),
+            None
+        );
+    }
+
+    #[test]
+    fn node_ids() {
+        assert!(valid_node_id("n1"));
+        assert!(valid_node_id("host.example-8080"));
+        assert!(!valid_node_id(""));
+        assert!(!valid_node_id("a b"));
+        assert!(!valid_node_id(&"x".repeat(33)));
+    }
+
+    #[test]
+    fn unreachable_until_both_links_are_ready() {
+        let url = super::super::url::parse("redis://127.0.0.1:1").expect("url");
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let now = Instant::now();
+        let mut bus = RedisBus::new(&url, addr, "n1", 1, 10, now);
+        assert!(!bus.reachable());
+        assert!(bus.degraded().is_some());
+        assert_eq!(bus.publish(now, "lobby", b"x", true), Publish::Dropped);
+        assert_eq!(bus.publish(now, "lobby", b"x", false), Publish::Dropped);
+        assert_eq!(bus.stats().dropped, 2);
+        assert!(bus.upstream(0).is_some() && bus.upstream(1).is_some());
+        assert!(bus.upstream(2).is_none());
+    }
+}
