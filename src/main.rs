@@ -1,6 +1,7 @@
 //! The `wschat` binary: parse the command line, start logging, run the loop.
 
 use std::io::Write as _;
+use std::net::ToSocketAddrs as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -8,10 +9,12 @@ use log::{error, info, warn};
 
 use wschat::chat::echo::Echo;
 use wschat::chat::Chat;
-use wschat::config::Config;
+use wschat::cluster::redis_bus::{RedisBus, DEFAULT_HISTORY_MAXLEN};
+use wschat::cluster::url::RedisUrl;
+use wschat::config::{default_node_id, Config};
 use wschat::net::server::{Server, ServerConfig};
 use wschat::net::tls::TlsIdentity;
-use wschat::service::Service;
+use wschat::service::{Clock, Service};
 
 /// Descriptors kept back from `--max-connections`' default for the
 /// listener, the poll instance, the signal pipe and the process itself.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         flood: config.flood(),
         max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
+        reuse_port: config.reuse_port,
     };
     info!(
         "{} mode, max {max_connections} connections, max message {} bytes",
@@ -65,9 +69,50 @@ fn main() -> ExitCode {
             protocols: config.protocols.clone(),
         };
         run(&config, server_config, echo)
+    } else if let Some(url) = &config.redis {
+        let Some(chat) = clustered_chat(&config, url) else {
+            return ExitCode::FAILURE;
+        };
+        run(&config, server_config, chat)
     } else {
         run(&config, server_config, Chat::new(config.chat()))
     }
+}
+
+/// The chat as one node of many, joined through the Redis at `url`. The
+/// address is resolved once, now (a name that does not resolve is a
+/// clear error at start); Redis not answering is not: the node starts
+/// degraded and its links keep retrying.
+fn clustered_chat(config: &Config, url: &RedisUrl) -> Option<Chat> {
+    let addr = match url.authority().to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => addr,
+        Ok(None) | Err(_) => {
+            error!("--redis {url}: cannot resolve {}", url.authority());
+            return None;
+        }
+    };
+    let node = config.node_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default();
+        let port = config
+            .listen
+            .0
+            .or(config.tls_listen)
+            .map_or(0, |a| a.port());
+        default_node_id(host.trim(), port, config.reuse_port, std::process::id())
+    });
+    let clock = Clock::read();
+    let bus = RedisBus::new(
+        url,
+        addr,
+        &node,
+        clock.unix_ms,
+        DEFAULT_HISTORY_MAXLEN.max(u64::try_from(config.history).unwrap_or(u64::MAX)),
+        clock.now,
+    );
+    info!("cluster mode: node {node}, Redis {url} ({addr})");
+    Some(Chat::clustered(config.chat(), Box::new(bus), &node))
 }
 
 /// Binds, announces the bound addresses and runs the loop with `service`.

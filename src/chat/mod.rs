@@ -25,6 +25,7 @@ pub mod echo;
 pub mod history;
 pub mod names;
 pub mod presence;
+pub mod relay;
 pub mod render;
 pub mod resume;
 pub mod rooms;
@@ -45,10 +46,12 @@ use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms};
 use target::{Target, TargetError};
 use users::{User, Users};
 
+use crate::cluster::bus::{Bus, BusEvent, LocalBus, Publish};
 use crate::service::{
     Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, Outgoing, PeerId, Refusal, Service,
-    Upgrade,
+    Upgrade, Upstream,
 };
+use relay::Relayed;
 
 /// The chat page served for a room path without an upgrade.
 const PAGE: &str = include_str!("page.html");
@@ -128,6 +131,13 @@ pub struct Chat {
     next_due: Option<Instant>,
     /// Resume tokens and the users away.
     tokens: Tokens,
+    /// Other nodes ([`LocalBus`] when there are none).
+    bus: Box<dyn Bus>,
+    /// This node's id in cluster mode (default names are then qualified,
+    /// `User 51234@NODE`); `None` alone.
+    node: Option<Rc<str>>,
+    /// The rooms were told that other nodes are out of reach.
+    told_unreachable: bool,
 }
 
 /// The address a client is charged under for the rooms it makes. Today
@@ -193,6 +203,145 @@ impl Chat {
             due: Vec::new(),
             next_due: None,
             tokens: Tokens::default(),
+            bus: Box::new(LocalBus),
+            node: None,
+            told_unreachable: false,
+        }
+    }
+
+    /// A chat that is one node of many, joined by `bus`, as node `node`.
+    pub fn clustered(config: ChatConfig, bus: Box<dyn Bus>, node: &str) -> Chat {
+        Chat {
+            bus,
+            node: Some(Rc::from(node)),
+            ..Chat::new(config)
+        }
+    }
+
+    /// Carries an event of `room` to the other nodes (nothing alone).
+    #[allow(clippy::too_many_arguments)]
+    fn relay(
+        &mut self,
+        room: usize,
+        kind: relay::Kind,
+        peer: PeerId,
+        me: bool,
+        from: &str,
+        body: &[u8],
+        cx: &mut impl Context,
+    ) -> Publish {
+        let (Some(node), Some(r)) = (&self.node, self.rooms.get(room)) else {
+            return Publish::Local;
+        };
+        let clock = cx.clock();
+        let bytes = Relayed {
+            kind,
+            node,
+            peer,
+            ts: clock.unix_ms,
+            me,
+            from,
+            body,
+        }
+        .encode();
+        self.bus
+            .publish(clock.now, &r.name, &bytes, kind == relay::Kind::Message)
+    }
+
+    /// What other nodes said, and whether they can be reached.
+    fn on_bus(&mut self, cx: &mut impl Context) {
+        let now = cx.clock().now;
+        while let Some(event) = self.bus.poll_event(now) {
+            match event {
+                BusEvent::Remote { room, seq, event } => self.remote(&room, seq, &event, cx),
+                BusEvent::Reachable(reachable) => self.reachability(reachable, cx),
+                BusEvent::Sequenced { .. } | BusEvent::Lost { .. } | BusEvent::Member { .. } => {}
+            }
+        }
+    }
+
+    /// Tells every room once that other nodes went out of reach, and
+    /// once that they are back.
+    fn reachability(&mut self, reachable: bool, cx: &mut impl Context) {
+        if reachable != self.told_unreachable {
+            return;
+        }
+        self.told_unreachable = !reachable;
+        let text = if reachable {
+            "other nodes are back in reach: chat spans every node again (what they said meanwhile is not shown here)"
+        } else {
+            "other nodes are out of reach: messages here reach this node only, and are not kept in the shared history"
+        };
+        let rooms: Vec<usize> = self.rooms.indices().collect();
+        for room in rooms {
+            let line = Line::System {
+                text,
+                extra: Extra::None,
+            };
+            self.to_room(room, &line, Audience::All, cx);
+        }
+    }
+
+    /// An event of `room` from the bus (another node's, or our own
+    /// sequenced message coming back in the room's order).
+    fn remote(&mut self, room_name: &str, seq: u64, bytes: &[u8], cx: &mut impl Context) {
+        let Some(event) = relay::decode(bytes) else {
+            return;
+        };
+        let Some(room) = self.rooms.index_of(room_name) else {
+            return;
+        };
+        let ours = self.node.as_deref() == Some(event.node);
+        match event.kind {
+            relay::Kind::Message => {
+                let Ok(text) = std::str::from_utf8(event.body) else {
+                    return;
+                };
+                if seq == 0 {
+                    return;
+                }
+                // Our own: its sender still here does not hear it back.
+                let audience = match self.users.get(event.peer) {
+                    Some(user) if ours && user.room == room => {
+                        Audience::OthersUnlessJson(event.peer)
+                    }
+                    _ => Audience::All,
+                };
+                let from: Rc<str> = Rc::from(event.from);
+                self.message(room, from, text, event.me, seq, event.ts, audience, cx);
+            }
+            // Our own joins, leaves and nick changes were told here already.
+            _ if ours => {}
+            relay::Kind::Join | relay::Kind::Leave => {
+                let change = match event.kind {
+                    relay::Kind::Join => Change::Join,
+                    _ => Change::Leave,
+                };
+                let Some(r) = self.rooms.get(room) else {
+                    return;
+                };
+                let size = r.len() + usize::from(change == Change::Leave);
+                self.announce(room, change, event.from, PeerId::MAX, size, cx);
+            }
+            relay::Kind::Nick => {
+                let Ok(to) = std::str::from_utf8(event.body) else {
+                    return;
+                };
+                let line = Line::Nick {
+                    from: event.from,
+                    to,
+                };
+                self.to_room(room, &line, Audience::All, cx);
+            }
+            relay::Kind::Binary => {
+                let Some(r) = self.rooms.get(room) else {
+                    return;
+                };
+                if !r.is_empty() {
+                    let message = cx.encode(Kind::Binary, &[event.body]);
+                    r.members().for_each(|m| cx.deliver(m, &message));
+                }
+            }
         }
     }
 
@@ -220,6 +369,21 @@ impl Chat {
         plain: Option<&Outgoing>,
         cx: &mut impl Context,
     ) {
+        let ts = cx.clock().unix_ms;
+        self.to_room_at(room, line, audience, plain, ts, cx);
+    }
+
+    /// [`Chat::to_room_with`] for an event that happened at `ts` (a
+    /// message from another node carries its own time).
+    fn to_room_at(
+        &self,
+        room: usize,
+        line: &Line<'_>,
+        audience: Audience,
+        plain: Option<&Outgoing>,
+        ts: u64,
+        cx: &mut impl Context,
+    ) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -235,7 +399,7 @@ impl Chat {
             }
             let message = match plain {
                 Some(message) if !json => message.clone(),
-                _ => encode(line, &r.name, json, cx.clock().unix_ms, cx),
+                _ => encode(line, &r.name, json, ts, cx),
             };
             for &member in list {
                 if Some(member) != skip {
@@ -322,12 +486,64 @@ impl Chat {
             return;
         };
         let (room, from) = (user.room, user.shared_name());
+        if self.node.is_some() {
+            // Numbered by Redis, and delivered here when it comes back, in
+            // the room's one order; if it cannot go, this node alone
+            // hears it, numbered here.
+            match self.relay(
+                room,
+                relay::Kind::Message,
+                id,
+                me,
+                &from,
+                text.as_bytes(),
+                cx,
+            ) {
+                Publish::Queued(_) => return,
+                Publish::Local | Publish::Dropped => {}
+            }
+        }
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let seq = r.last_seq + 1;
+        let ts = cx.clock().unix_ms;
+        self.message(
+            room,
+            from,
+            text,
+            me,
+            seq,
+            ts,
+            Audience::OthersUnlessJson(id),
+            cx,
+        );
+    }
+
+    /// Message `seq` of `room`: remembered, delivered to `audience`.
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &mut self,
+        room: usize,
+        from: Rc<str>,
+        text: &str,
+        me: bool,
+        seq: u64,
+        ts: u64,
+        audience: Audience,
+        cx: &mut impl Context,
+    ) {
         let bounds = self.config.history;
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        r.last_seq += 1;
-        let seq = r.last_seq;
+        if seq <= r.last_seq {
+            // The numbering started over (Redis lost the room, or this
+            // node numbered messages alone meanwhile): what is held would
+            // no longer be in order.
+            r.history = history::History::default();
+        }
+        r.last_seq = seq;
         let line = Line::Message {
             from: &from,
             text,
@@ -335,7 +551,6 @@ impl Chat {
             me,
             history: false,
         };
-        let ts = cx.clock().unix_ms;
         // One pass over the text tells whether plain text must take care
         // of it and what it can cost history. The plain-text message is
         // made once, for its recipients and for history alike: ordinary
@@ -358,13 +573,7 @@ impl Chat {
             );
             r.history.push(entry, bounds);
         }
-        self.to_room_with(
-            room,
-            &line,
-            Audience::OthersUnlessJson(id),
-            Some(&plain),
-            cx,
-        );
+        self.to_room_at(room, &line, audience, Some(&plain), ts, cx);
     }
 
     fn nick(&mut self, id: PeerId, wanted: &str, cx: &mut impl Context) {
@@ -423,6 +632,7 @@ impl Chat {
             to: &new,
         };
         self.to_room(room, &line, Audience::All, cx);
+        self.relay(room, relay::Kind::Nick, id, false, &old, new.as_bytes(), cx);
     }
 
     /// `id`'s resume token as shown to users, issued now if it has none
@@ -691,6 +901,7 @@ impl Chat {
     fn expire_away(&mut self, cx: &mut impl Context) {
         let now = cx.clock().now;
         while let Some((departure, away)) = self.tokens.expire_one(now) {
+            self.relay(away.room, relay::Kind::Leave, 0, false, &away.name, b"", cx);
             let Some(r) = self.rooms.get_mut(away.room) else {
                 continue;
             };
@@ -876,9 +1087,14 @@ impl Service for Chat {
         };
         let json = upgrade.protocol == Some(JSON_PROTOCOL);
         let list = r.list_mut(json);
-        let (name, nick) = match &resumed {
-            Some((name, nick)) => (Some(Rc::clone(name)), *nick),
-            None => (None, false),
+        let (name, nick) = match (&resumed, &self.node) {
+            (Some((name, nick)), _) => (Some(Rc::clone(name)), *nick),
+            // Ports repeat across nodes: the node tells them apart.
+            (None, Some(node)) => (
+                Some(Rc::from(format!("User {}@{node}", upgrade.remote.port()))),
+                false,
+            ),
+            (None, None) => (None, false),
         };
         let user = User {
             port: upgrade.remote.port(),
@@ -899,6 +1115,11 @@ impl Service for Chat {
         let last_seq = r.last_seq;
         let name = user.name().into_owned();
         self.users.insert(id, user);
+        if size == 1 && self.node.is_some() {
+            // Subscribed until the room is forgotten here (see on_tick),
+            // so its history here keeps up while it is empty.
+            self.bus.subscribe(cx.clock().now, &target.room);
+        }
         // JSON clients are given their token at once; plain ones when they
         // ask (`/whoami`), or when they resumed (theirs was used up).
         let token = if json || resumed.is_some() {
@@ -935,6 +1156,7 @@ impl Service for Chat {
         self.replay(id, room, target.since, cx);
         if resumed.is_none() {
             self.announce(room, Change::Join, &name, id, size, cx);
+            self.relay(room, relay::Kind::Join, id, false, &name, b"", cx);
         }
     }
 
@@ -955,6 +1177,7 @@ impl Service for Chat {
                         .filter(|&m| m != id)
                         .for_each(|m| cx.deliver(m, &message));
                 }
+                self.relay(room, relay::Kind::Binary, id, false, "", bytes, cx);
             }
             Message::Text(text) if json => {
                 let request = command::parse_json(text);
@@ -1001,6 +1224,10 @@ impl Service for Chat {
                 return;
             }
         }
+        if self.node.is_some() {
+            let name = user.name();
+            self.relay(user.room, relay::Kind::Leave, id, false, &name, b"", cx);
+        }
         let Some(r) = self.rooms.get_mut(user.room) else {
             return;
         };
@@ -1035,6 +1262,24 @@ impl Service for Chat {
         self.summarise_due(cx);
         self.expire_away(cx);
         self.rooms.expire(cx.clock().now, self.config.room_ttl);
+        if self.node.is_some() {
+            let rooms = &self.rooms;
+            self.bus
+                .retain_rooms(cx.clock().now, &|room| rooms.contains_name(room));
+        }
+    }
+
+    fn upstream(&mut self, i: usize) -> Option<&mut dyn Upstream> {
+        self.bus.upstream(i)
+    }
+
+    fn on_upstream(&mut self, cx: &mut impl Context) {
+        self.summarise_due(cx);
+        self.on_bus(cx);
+    }
+
+    fn degraded(&self) -> Option<String> {
+        self.bus.degraded()
     }
 
     fn on_http(&mut self, request: &HttpGet<'_>) -> HttpReply {
@@ -1061,7 +1306,8 @@ impl Service for Chat {
         let (entries, bytes) = self.rooms.iter().fold((0, 0), |(n, b), r| {
             (n + r.history.len(), b + r.history.bytes())
         });
-        vec![
+        let mut gauges = self.bus.gauges();
+        gauges.extend([
             Gauge {
                 name: "wschat_chat_users",
                 help: "Users in the chat, all rooms.",
@@ -1092,7 +1338,8 @@ impl Service for Chat {
                 help: "Bytes held in room histories.",
                 value: bytes,
             },
-        ]
+        ]);
+        gauges
     }
 }
 

@@ -153,6 +153,16 @@ impl Rooms {
         self.slab.iter().map(|(_, r)| r)
     }
 
+    /// The index of the room called `name`, if it exists.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Every room's index.
+    pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slab.iter().map(|(i, _)| i)
+    }
+
     pub fn contains_name(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
     }

@@ -97,6 +97,9 @@ pub trait Bus: fmt::Debug {
     /// This node has no more users in `room`.
     fn unsubscribe(&mut self, now: Instant, room: &str);
 
+    /// Unsubscribes every room `keep` says no to (the chat forgot them).
+    fn retain_rooms(&mut self, _now: Instant, _keep: &dyn Fn(&str) -> bool) {}
+
     /// A member of this node joined or left `room` (refreshed by the bus
     /// itself while it lasts, so a dead node's members expire).
     fn presence(&mut self, now: Instant, room: &str, member: &str, presence: Presence);

@@ -406,6 +406,11 @@ fn sequenced(reply: &Reply) -> Option<(u64, String)> {
     Some((seq, epoch))
 }
 
+/// The channel of `room`'s events (as [`RoomKeys::events`], alone).
+fn events_channel(room: &str) -> String {
+    format!("{KEY_PREFIX}{{{room}}}:events")
+}
+
 /// The room of a channel `wschat:{ROOM}:events`.
 fn room_of(channel: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(channel).ok()?;
@@ -420,12 +425,12 @@ impl Bus for RedisBus {
             return Publish::Dropped;
         }
         if !sequenced {
-            let keys = RoomKeys::new(room);
+            let channel = events_channel(room);
             let mut payload = Vec::with_capacity(event.len() + 4);
             payload.extend_from_slice(b"0 - ");
             payload.extend_from_slice(event);
             let mut out = Vec::new();
-            super::resp::encode_command(&mut out, &[b"PUBLISH", keys.events.as_bytes(), &payload]);
+            super::resp::encode_command(&mut out, &[b"PUBLISH", channel.as_bytes(), &payload]);
             if self.send_encoded(now, Tag::Quiet, &out) {
                 self.stats.published += 1;
                 self.next_ticket += 1;
@@ -436,7 +441,7 @@ impl Bus for RedisBus {
         }
         self.next_ticket += 1;
         let ticket = Ticket(self.next_ticket);
-        let channel = RoomKeys::new(room).events;
+        let channel = events_channel(room);
         if !self.subscriber.link.is_subscribed(channel.as_bytes()) {
             if self.awaiting.len() >= MAX_AWAITING {
                 self.stats.dropped += 1;
@@ -459,7 +464,7 @@ impl Bus for RedisBus {
     }
 
     fn subscribe(&mut self, now: Instant, room: &str) {
-        let channel = RoomKeys::new(room).events.into_bytes();
+        let channel = events_channel(room).into_bytes();
         if let Err(e) = self.subscriber.link.subscribe(now, &channel) {
             warn!("Redis: cannot subscribe to {room}: {e}");
         }
@@ -467,9 +472,21 @@ impl Bus for RedisBus {
     }
 
     fn unsubscribe(&mut self, now: Instant, room: &str) {
-        let channel = RoomKeys::new(room).events.into_bytes();
+        let channel = events_channel(room).into_bytes();
         let _ = self.subscriber.link.unsubscribe(now, &channel);
         self.channels.remove(&channel);
+    }
+
+    fn retain_rooms(&mut self, now: Instant, keep: &dyn Fn(&str) -> bool) {
+        let gone: Vec<String> = self
+            .channels
+            .values()
+            .filter(|room| !keep(room))
+            .cloned()
+            .collect();
+        for room in gone {
+            self.unsubscribe(now, &room);
+        }
     }
 
     fn presence(&mut self, _now: Instant, _room: &str, _member: &str, _presence: Presence) {}
@@ -566,8 +583,17 @@ impl Bus for RedisBus {
             },
             Gauge {
                 name: "wschat_redis_rooms_subscribed",
-                help: "Rooms whose events this node hears.",
+                help: "Rooms whose events this node wants to hear.",
                 value: self.channels.len(),
+            },
+            Gauge {
+                name: "wschat_redis_rooms_heard",
+                help: "Rooms whose subscription Redis confirmed on the current connection.",
+                value: self
+                    .channels
+                    .keys()
+                    .filter(|c| self.subscriber.link.is_subscribed(c))
+                    .count(),
             },
         ]
     }
@@ -596,6 +622,7 @@ mod tests {
         assert_eq!(room_of(RoomKeys::new("a-b").events.as_bytes()), Some("a-b"));
         assert_eq!(room_of(b"wschat:{lobby}:seq"), None);
         assert_eq!(room_of(b"other"), None);
+        assert_eq!(events_channel("x"), RoomKeys::new("x").events);
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct ServerConfig {
     /// Most connections one client address (an IPv6 /64) may hold; 0: no
     /// limit.
     pub max_connections_per_ip: usize,
+    /// `SO_REUSEPORT` on the listeners (several nodes on one port).
+    pub reuse_port: bool,
 }
 
 /// The running server.
@@ -136,7 +138,7 @@ impl<S: Service> Server<S> {
             addrs.push(addr);
             (addrs.len() - 1, identity)
         });
-        let listeners = Listeners::bind(&addrs, poll.registry(), LISTENER_BASE)?;
+        let listeners = Listeners::bind(&addrs, poll.registry(), LISTENER_BASE, config.reuse_port)?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;

@@ -1,0 +1,178 @@
+//! The chat's own encoding of an event for other nodes (what the bus
+//! carries as opaque bytes): which node and peer it came from, when, who,
+//! and what.
+//!
+//! ```text
+//! KIND US NODE US PEER US TS US ME US FROM US BODY
+//! ```
+//!
+//! `US` is the ASCII unit separator (0x1F). Every field but the last is
+//! free of it: `KIND` is one letter, `NODE` a node id
+//! (`[A-Za-z0-9_.-]`), `PEER` and `TS` decimal, `ME` `0` or `1`, `FROM` a
+//! user name (names hold no control characters, see `names`); `BODY`, the
+//! rest, is anything (a message's text, a new nickname, binary bytes).
+//! An event that does not parse is dropped by the receiver, never
+//! trusted in part.
+
+use std::str;
+
+use crate::service::PeerId;
+
+const US: u8 = 0x1f;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A chat message or `/me` action (`BODY` the text): sequenced.
+    Message,
+    /// A user joined (`FROM`); unsequenced, as are the rest.
+    Join,
+    /// A user left (`FROM`).
+    Leave,
+    /// `FROM` is now called `BODY`.
+    Nick,
+    /// A binary message (`BODY` the bytes).
+    Binary,
+}
+
+impl Kind {
+    fn letter(self) -> u8 {
+        match self {
+            Kind::Message => b'm',
+            Kind::Join => b'j',
+            Kind::Leave => b'l',
+            Kind::Nick => b'n',
+            Kind::Binary => b'b',
+        }
+    }
+
+    fn from_letter(letter: &[u8]) -> Option<Kind> {
+        Some(match letter {
+            b"m" => Kind::Message,
+            b"j" => Kind::Join,
+            b"l" => Kind::Leave,
+            b"n" => Kind::Nick,
+            b"b" => Kind::Binary,
+            _ => return None,
+        })
+    }
+}
+
+/// One event, as sent or as received (borrowing the bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Relayed<'a> {
+    pub kind: Kind,
+    pub node: &'a str,
+    /// The sender's peer id on its node (0 when no peer is meant).
+    pub peer: PeerId,
+    /// Milliseconds since the Unix epoch, on the sender's clock.
+    pub ts: u64,
+    pub me: bool,
+    pub from: &'a str,
+    pub body: &'a [u8],
+}
+
+impl Relayed<'_> {
+    /// The event's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48 + self.node.len() + self.from.len() + self.body.len());
+        out.push(self.kind.letter());
+        for field in [
+            self.node.as_bytes(),
+            self.peer.to_string().as_bytes(),
+            self.ts.to_string().as_bytes(),
+            if self.me { b"1" } else { b"0" },
+            self.from.as_bytes(),
+        ] {
+            out.push(US);
+            out.extend_from_slice(field);
+        }
+        out.push(US);
+        out.extend_from_slice(self.body);
+        out
+    }
+}
+
+/// The event in `bytes`, if they are one.
+pub fn decode(bytes: &[u8]) -> Option<Relayed<'_>> {
+    let mut fields = bytes.splitn(7, |&b| b == US);
+    let kind = Kind::from_letter(fields.next()?)?;
+    let node = str::from_utf8(fields.next()?).ok()?;
+    let peer = decimal(fields.next()?)?;
+    let ts = decimal(fields.next()?)?;
+    let me = match fields.next()? {
+        b"0" => false,
+        b"1" => true,
+        _ => return None,
+    };
+    let from = str::from_utf8(fields.next()?).ok()?;
+    let body = fields.next()?;
+    if node.is_empty() || from.bytes().any(|b| b < 0x20) {
+        return None;
+    }
+    Some(Relayed {
+        kind,
+        node,
+        peer: usize::try_from(peer).ok()?,
+        ts,
+        me,
+        from,
+        body,
+    })
+}
+
+fn decimal(field: &[u8]) -> Option<u64> {
+    if field.is_empty() || field.len() > 19 || !field.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    str::from_utf8(field).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(body: &[u8]) -> Relayed<'_> {
+        Relayed {
+            kind: Kind::Message,
+            node: "n1",
+            peer: 7,
+            ts: 1_700_000_000_000,
+            me: true,
+            from: "User 51234@n1",
+            body,
+        }
+    }
+
+    #[test]
+    fn round_trips_any_body() {
+        for body in [&b""[..], b"hello", b"a\x1fb\x1f", b"\xff\x00"] {
+            let event = sample(body);
+            assert_eq!(decode(&event.encode()), Some(event));
+        }
+        for kind in [Kind::Join, Kind::Leave, Kind::Nick, Kind::Binary] {
+            let event = Relayed {
+                kind,
+                ..sample(b"x")
+            };
+            assert_eq!(decode(&event.encode()), Some(event));
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_event() {
+        let good = sample(b"hi").encode();
+        for cut in 0..good.len() - 2 {
+            // Cut before the body's separator: a field is missing.
+            if good[..cut].iter().filter(|&&b| b == US).count() < 6 {
+                assert_eq!(decode(&good[..cut]), None, "{cut}");
+            }
+        }
+        assert_eq!(decode(b"x\x1fn\x1f1\x1f1\x1f0\x1fa\x1fb"), None);
+        assert_eq!(decode(b"m\x1fn\x1f-1\x1f1\x1f0\x1fa\x1fb"), None);
+        assert_eq!(decode(b"m\x1fn\x1f1\x1f1\x1f2\x1fa\x1fb"), None);
+        assert_eq!(decode(b"m\x1f\x1f1\x1f1\x1f0\x1fa\x1fb"), None);
+        assert_eq!(decode(b"m\x1fn\x1f1\x1f1\x1f0\x1fa\nb\x1fb"), None);
+        assert!(decode(b"m\x1fn\x1f1\x1f1\x1f0\x1fa\x1fb").is_some());
+    }
+}

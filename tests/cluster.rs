@@ -1,0 +1,275 @@
+//! Many nodes, one chat: real `wschat` nodes joined through a real
+//! `redis-server` (a free loopback port, nothing saved to disk), with
+//! tungstenite clients on every node.
+//!
+//! Ignored by plain `cargo test` because they need Debian's
+//! `redis-server`; run with `--include-ignored` (as scripts/test.sh does),
+//! where a missing redis-server fails them. A node without `--redis` is
+//! covered by every other test file, unchanged.
+
+mod common;
+mod redis;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, Server};
+use redis::RedisServer;
+
+/// How long a wait for the cluster may take (reconnects back off).
+const WAIT: Duration = Duration::from_secs(20);
+
+fn node(redis: &RedisServer, id: &str, extra: &[&str]) -> Server {
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let mut args = vec!["--redis", url.as_str(), "--node-id", id];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Waits until `series` on `server`'s /metrics is `want`.
+fn wait_metric(server: &Server, series: &str, want: f64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = server.metrics().value(series);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} stayed {got:?}, not {want}; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the node's two Redis links are up.
+fn wait_up(server: &Server) {
+    wait_metric(server, "wschat_redis_up", 1.0);
+}
+
+/// A plain client of `server` in the lobby, once its node hears the
+/// lobby's events.
+fn join(server: &Server) -> Client {
+    let client = server.client();
+    wait_metric(server, "wschat_redis_rooms_heard", 1.0);
+    client
+}
+
+fn qualified(client: &Client, node: &str) -> String {
+    format!("User {}@{node}", client.port)
+}
+
+/// The next text `client` gets within `limit`, skipping none.
+fn next_text_within(client: &mut Client, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        match client.silent_for(Duration::from_millis(200)) {
+            Ok(()) => assert!(
+                Instant::now() < deadline,
+                "client {}: nothing within {limit:?}",
+                client.port
+            ),
+            Err(tungstenite::Message::Text(text)) => return text.to_string(),
+            Err(other) => panic!("client {}: {other:?}", client.port),
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_message_on_one_node_reaches_every_other_node_once() {
+    let redis = RedisServer::start(&[]);
+    let nodes: Vec<Server> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, &[]))
+        .collect();
+    nodes.iter().for_each(wait_up);
+
+    let mut a = join(&nodes[0]);
+    let mut b = join(&nodes[1]);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut c = join(&nodes[2]);
+    let c_joined = format!("{} joined", qualified(&c, "n3"));
+    assert_eq!(a.next_text(), c_joined);
+    assert_eq!(b.next_text(), c_joined);
+
+    a.send_text("hello from n1");
+    let from_a = format!("{}: hello from n1", qualified(&a, "n1"));
+    assert_eq!(b.next_text(), from_a);
+    assert_eq!(c.next_text(), from_a);
+
+    // Exactly once, and not back to its sender: the next thing each
+    // hears is the next message.
+    c.send_text("and from n3");
+    let from_c = format!("{}: and from n3", qualified(&c, "n3"));
+    assert_eq!(a.next_text(), from_c);
+    assert_eq!(b.next_text(), from_c);
+    b.send_text("n2 here");
+    let from_b = format!("{}: n2 here", qualified(&b, "n2"));
+    assert_eq!(a.next_text(), from_b);
+    assert_eq!(c.next_text(), from_b);
+
+    // A second user on n1 hears n1's own messages once too, after the
+    // room's history, which holds every node's messages in their order.
+    let mut a2 = nodes[0].client();
+    for said in [&from_a, &from_c, &from_b] {
+        assert_eq!(&a2.next_text(), said);
+    }
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
+    assert_eq!(c.next_text(), a2_joined);
+    a.send_text("twice?");
+    let twice = format!("{}: twice?", qualified(&a, "n1"));
+    for other in [&mut a2, &mut b, &mut c] {
+        assert_eq!(other.next_text(), twice);
+    }
+    a2.send_text("once");
+    let once = format!("{}: once", qualified(&a2, "n1"));
+    for other in [&mut a, &mut b, &mut c] {
+        assert_eq!(other.next_text(), once);
+    }
+
+    // Nick changes, /me and binary cross nodes too.
+    b.send_text("/nick bob");
+    let nick = format!("{} is now bob", qualified(&b, "n2"));
+    for other in [&mut a, &mut a2, &mut c] {
+        assert_eq!(other.next_text(), nick);
+    }
+    assert_eq!(b.next_text(), nick);
+    b.send_text("/me waves");
+    for other in [&mut a, &mut a2, &mut c] {
+        assert_eq!(other.next_text(), "* bob waves");
+    }
+    c.send_binary(&[0, 1, 2, 255]);
+    for other in [&mut a, &mut a2, &mut b] {
+        assert_eq!(other.next_binary(), [0, 1, 2, 255]);
+    }
+
+    // Leaves are told on every node.
+    c.close(1000);
+    let c_left = format!("{} left", qualified(&c, "n3"));
+    for other in [&mut a, &mut a2, &mut b] {
+        assert_eq!(other.next_text(), c_left);
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn json_clients_see_one_numbering_across_nodes() {
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = Client::json(n1.addr, "/rust");
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    let mut b = Client::json(n2.addr, "/rust");
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    let mut seqs = Vec::new();
+    for i in 0..6 {
+        let (sender, name) = if i % 2 == 0 {
+            (&mut a, "a")
+        } else {
+            (&mut b, "b")
+        };
+        sender.send_text(&format!(r#"{{"type":"message","text":"{name} {i}"}}"#));
+        let got_a = a.next_json_of("message");
+        let got_b = b.next_json_of("message");
+        assert_eq!(got_a, got_b, "both nodes deliver the same event");
+        assert_eq!(got_a["text"], format!("{name} {i}"));
+        seqs.push(got_a["seq"].as_u64().expect("a seq"));
+    }
+    assert_eq!(seqs, (1..=6).collect::<Vec<u64>>());
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn redis_killed_and_restarted_mid_chat() {
+    let mut redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = join(&n1);
+    let mut b = join(&n2);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut a2 = n1.client();
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
+
+    redis.kill();
+    let out_of_reach = "wschat: other nodes are out of reach: messages here reach this node only, and are not kept in the shared history";
+    for client in [&mut a, &mut a2, &mut b] {
+        assert_eq!(next_text_within(client, WAIT), out_of_reach);
+    }
+    let (_, health) = n1.get("/healthz");
+    assert!(health.starts_with("degraded: "), "{health}");
+
+    // Local chat goes on.
+    a.send_text("still here");
+    assert_eq!(
+        a2.next_text(),
+        format!("{}: still here", qualified(&a, "n1"))
+    );
+    // Told once: nothing more for b meanwhile.
+    assert!(b.silent_for(Duration::from_millis(300)).is_ok());
+
+    redis.restart();
+    let back = "wschat: other nodes are back in reach: chat spans every node again (what they said meanwhile is not shown here)";
+    for client in [&mut a, &mut a2, &mut b] {
+        assert_eq!(next_text_within(client, WAIT), back);
+    }
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    let (_, health) = n1.get("/healthz");
+    assert_eq!(health.trim(), "ok");
+
+    // Chat across nodes resumes.
+    a.send_text("across again");
+    let across = format!("{}: across again", qualified(&a, "n1"));
+    assert_eq!(b.next_text(), across);
+    assert_eq!(a2.next_text(), across);
+    b.send_text("heard");
+    assert_eq!(a.next_text(), format!("{}: heard", qualified(&b, "n2")));
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn redis_unreachable_at_start_is_a_degraded_start() {
+    let mut redis = RedisServer::start(&[]);
+    let port = redis.port;
+    redis.kill();
+    let url = format!("redis://127.0.0.1:{port}");
+    let n1 = Server::start(&["--redis", &url, "--node-id", "n1"]);
+    let (_, health) = n1.get("/healthz");
+    assert!(health.starts_with("degraded: "), "{health}");
+    // Local chat works meanwhile.
+    let mut a = n1.client();
+    let mut b = n1.client();
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n1")));
+    b.send_text("alone");
+    assert_eq!(a.next_text(), format!("{}: alone", qualified(&b, "n1")));
+    redis.restart();
+    wait_up(&n1);
+    let (_, health) = n1.get("/healthz");
+    assert_eq!(health.trim(), "ok");
+}
+
+#[test]
+fn a_bad_node_id_or_redis_url_is_refused_at_start() {
+    for (flag, value) in [("--node-id", "no spaces"), ("--redis", "http://x")] {
+        let mut args = vec!["--listen", "127.0.0.1:0", flag, value];
+        if flag == "--node-id" {
+            args.extend(["--redis", "redis://127.0.0.1:1"]);
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat"))
+            .args(&args)
+            .output()
+            .expect("run wschat");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}
