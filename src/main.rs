@@ -109,6 +109,7 @@ fn clustered_chat(config: &Config, url: &RedisUrl) -> Option<Chat> {
         &node,
         clock.unix_ms,
         DEFAULT_HISTORY_MAXLEN.max(u64::try_from(config.history).unwrap_or(u64::MAX)),
+        u64::try_from(config.history).unwrap_or(u64::MAX),
         clock.now,
     );
     info!("cluster mode: node {node}, Redis {url} ({addr})");

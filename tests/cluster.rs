@@ -273,3 +273,51 @@ fn a_bad_node_id_or_redis_url_is_refused_at_start() {
         assert!(stderr.contains(flag), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn history_and_since_come_from_redis_on_any_node() {
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = Client::connect_path(n1.addr, "/rust", None);
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    let said: Vec<String> = (1..=3)
+        .map(|i| {
+            a.send_text(&format!("m{i}"));
+            format!("{}: m{i}", qualified(&a, "n1"))
+        })
+        .collect();
+    // A JSON client on n1 sees the numbering; once m3 is there, the
+    // three are in Redis.
+    let mut probe = Client::json(n1.addr, "/rust");
+    while probe.next_json_of("message")["seq"].as_u64() != Some(3) {}
+
+    // n2 never had anyone in the room: its newcomer's history, and a
+    // resume with since, come from Redis.
+    let mut b = Client::connect_path(n2.addr, "/rust", None);
+    for line in &said {
+        assert_eq!(&b.next_text(), line);
+    }
+    let mut c = Client::connect_path(n2.addr, "/rust?since=1", None);
+    assert_eq!(c.next_text(), said[1]);
+    assert_eq!(c.next_text(), said[2]);
+    // Then live traffic, once.
+    a.send_text("m4");
+    let m4 = format!("{}: m4", qualified(&a, "n1"));
+    assert_eq!(b.next_text(), format!("{} joined", qualified(&c, "n2")));
+    assert_eq!(b.next_text(), m4);
+    assert_eq!(c.next_text(), m4);
+
+    // Every node restarted: the history is still Redis'.
+    drop((a, b, c, probe));
+    drop((n1, n2));
+    let n3 = node(&redis, "n3", &[]);
+    wait_up(&n3);
+    let mut d = Client::connect_path(n3.addr, "/rust", None);
+    for line in said.iter().chain([&m4]) {
+        assert_eq!(&d.next_text(), line);
+    }
+}

@@ -42,7 +42,7 @@ use history::{Bounds, Entry};
 use names::Holder;
 use render::{Extra, Line, Stamp, JSON_PROTOCOL};
 use resume::{Found, Tokens};
-use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms};
+use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms, Waiting};
 use target::{Target, TargetError};
 use users::{User, Users};
 
@@ -253,8 +253,28 @@ impl Chat {
         let now = cx.clock().now;
         while let Some(event) = self.bus.poll_event(now) {
             match event {
-                BusEvent::Remote { room, seq, event } => self.remote(&room, seq, &event, cx),
-                BusEvent::Reachable(reachable) => self.reachability(reachable, cx),
+                BusEvent::Remote {
+                    room,
+                    seq,
+                    epoch,
+                    event,
+                } => {
+                    if seq > 0 && !self.same_epoch(&room, &epoch, cx) {
+                        continue;
+                    }
+                    self.remote(&room, seq, &event, cx);
+                }
+                BusEvent::History {
+                    room,
+                    epoch,
+                    entries,
+                } => self.seed(&room, epoch, entries, cx),
+                BusEvent::Reachable(reachable) => {
+                    if !reachable {
+                        self.stop_seeding(cx);
+                    }
+                    self.reachability(reachable, cx);
+                }
                 BusEvent::Sequenced { .. } | BusEvent::Lost { .. } | BusEvent::Member { .. } => {}
             }
         }
@@ -282,6 +302,132 @@ impl Chat {
         }
     }
 
+    /// Whether `epoch` is the one `room` had (or the first heard). When
+    /// it changed, Redis lost the room's numbering: what is held here is
+    /// dropped and the room told plainly, as after a restart. False when
+    /// the room does not exist here.
+    fn same_epoch(&mut self, room_name: &str, epoch: &str, cx: &mut impl Context) -> bool {
+        let Some(room) = self.rooms.index_of(room_name) else {
+            return false;
+        };
+        let Some(r) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        match r.epoch.as_deref() {
+            Some(held) if held == epoch => return true,
+            None => {
+                r.epoch = Some(epoch.into());
+                return true;
+            }
+            Some(_) => {}
+        }
+        r.epoch = Some(epoch.into());
+        r.history = history::History::default();
+        r.last_seq = 0;
+        let line = Line::System {
+            text: "this room's shared history was lost (Redis restarted without it): numbering starts over",
+            extra: Extra::None,
+        };
+        self.to_room(room, &line, Audience::All, cx);
+        true
+    }
+
+    /// The room's shared history came from Redis: merged with what is
+    /// held here, and replayed to those who joined while it was on its
+    /// way (minus what they were delivered live meanwhile).
+    fn seed(
+        &mut self,
+        room_name: &str,
+        epoch: Option<String>,
+        entries: Vec<(u64, Vec<u8>)>,
+        cx: &mut impl Context,
+    ) {
+        if let Some(epoch) = &epoch {
+            if !self.same_epoch(room_name, epoch, cx) {
+                return;
+            }
+        }
+        let Some(room) = self.rooms.index_of(room_name) else {
+            return;
+        };
+        let bounds = self.config.history;
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let waiting = r.seeding.take();
+        let live = r.history.seqs();
+        // Only a room new here takes numbers past its own: on an old one,
+        // those will come as pushes (everything published after the
+        // subscription was confirmed does), or were said while this node
+        // was cut off and are not shown (the room was told).
+        let upto = match waiting {
+            Some(_) => u64::MAX,
+            None => r.last_seq,
+        };
+        let mut merged = Vec::with_capacity(entries.len());
+        for (seq, bytes) in entries {
+            if seq > upto || live.binary_search(&seq).is_ok() {
+                continue;
+            }
+            let Some(event) = relay::decode(&bytes).filter(|e| e.kind == relay::Kind::Message)
+            else {
+                continue;
+            };
+            let Ok(text) = std::str::from_utf8(event.body) else {
+                continue;
+            };
+            let from: Rc<str> = Rc::from(event.from);
+            let line = Line::Message {
+                from: &from,
+                text,
+                seq,
+                me: event.me,
+                history: false,
+            };
+            let scan = render::scan(text);
+            let plain = encode(&line, &r.name, false, event.ts, cx);
+            merged.push(Entry::new(
+                seq,
+                event.ts,
+                Rc::clone(&from),
+                text,
+                event.me,
+                plain,
+                scan.json_extra,
+            ));
+        }
+        if let Some(last) = merged.last().map(|e| e.seq) {
+            r.last_seq = r.last_seq.max(last);
+        }
+        r.history.merge(merged, bounds);
+        for w in waiting.unwrap_or_default() {
+            if self.users.get(w.id).is_some_and(|u| u.room == room) {
+                // Delivered live after it joined: not again.
+                let skip = |seq: u64| seq > w.upto && live.binary_search(&seq).is_ok();
+                self.replay(w.id, room, w.since, &skip, cx);
+            }
+        }
+    }
+
+    /// Redis is out of reach: rooms waiting for their history replay
+    /// what is held here instead.
+    fn stop_seeding(&mut self, cx: &mut impl Context) {
+        let rooms: Vec<usize> = self.rooms.indices().collect();
+        for room in rooms {
+            let Some(r) = self.rooms.get_mut(room) else {
+                continue;
+            };
+            let Some(waiting) = r.seeding.take() else {
+                continue;
+            };
+            for w in waiting {
+                if self.users.get(w.id).is_some_and(|u| u.room == room) {
+                    self.replay(w.id, room, w.since, &|seq| seq > w.upto, cx);
+                }
+            }
+        }
+    }
+
     /// An event of `room` from the bus (another node's, or our own
     /// sequenced message coming back in the room's order).
     fn remote(&mut self, room_name: &str, seq: u64, bytes: &[u8], cx: &mut impl Context) {
@@ -297,7 +443,11 @@ impl Chat {
                 let Ok(text) = std::str::from_utf8(event.body) else {
                     return;
                 };
-                if seq == 0 {
+                let Some(r) = self.rooms.get(room) else {
+                    return;
+                };
+                if seq == 0 || (seq <= r.last_seq && r.history.contains(seq)) {
+                    // Fetched with the room's history already.
                     return;
                 }
                 // Our own: its sender still here does not hear it back.
@@ -308,7 +458,9 @@ impl Chat {
                     _ => Audience::All,
                 };
                 let from: Rc<str> = Rc::from(event.from);
-                self.message(room, from, text, event.me, seq, event.ts, audience, cx);
+                self.message(
+                    room, from, text, event.me, seq, event.ts, audience, true, cx,
+                );
             }
             // Our own joins, leaves and nick changes were told here already.
             _ if ours => {}
@@ -436,7 +588,15 @@ impl Chat {
 
     /// Replays history to a newcomer: everything held, or what came after
     /// `since`, saying plainly when some of it is gone.
-    fn replay(&self, id: PeerId, room: usize, since: Option<u64>, cx: &mut impl Context) {
+    /// `skip` leaves out messages the newcomer already has.
+    fn replay(
+        &self,
+        id: PeerId,
+        room: usize,
+        since: Option<u64>,
+        skip: &dyn Fn(u64) -> bool,
+        cx: &mut impl Context,
+    ) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -464,6 +624,9 @@ impl Chat {
         };
         let json = self.users.get(id).is_some_and(|u| u.json);
         for e in entries {
+            if skip(e.seq) {
+                continue;
+            }
             if !json {
                 // Plain clients get the very message sent live.
                 cx.deliver(id, &e.plain);
@@ -489,18 +652,22 @@ impl Chat {
         if self.node.is_some() {
             // Numbered by Redis, and delivered here when it comes back, in
             // the room's one order; if it cannot go, this node alone
-            // hears it, numbered here.
-            match self.relay(
-                room,
-                relay::Kind::Message,
-                id,
-                me,
-                &from,
-                text.as_bytes(),
-                cx,
-            ) {
+            // hears it.
+            let text_bytes = text.as_bytes();
+            match self.relay(room, relay::Kind::Message, id, me, &from, text_bytes, cx) {
                 Publish::Queued(_) => return,
-                Publish::Local | Publish::Dropped => {}
+                Publish::Local => {}
+                Publish::Dropped => {
+                    // No number of its own (Redis gives those), and not
+                    // in history (which holds the shared numbering).
+                    let Some(r) = self.rooms.get(room) else {
+                        return;
+                    };
+                    let (seq, ts) = (r.last_seq, cx.clock().unix_ms);
+                    let audience = Audience::OthersUnlessJson(id);
+                    self.message(room, from, text, me, seq, ts, audience, false, cx);
+                    return;
+                }
             }
         }
         let Some(r) = self.rooms.get(room) else {
@@ -508,16 +675,8 @@ impl Chat {
         };
         let seq = r.last_seq + 1;
         let ts = cx.clock().unix_ms;
-        self.message(
-            room,
-            from,
-            text,
-            me,
-            seq,
-            ts,
-            Audience::OthersUnlessJson(id),
-            cx,
-        );
+        let audience = Audience::OthersUnlessJson(id);
+        self.message(room, from, text, me, seq, ts, audience, true, cx);
     }
 
     /// Message `seq` of `room`: remembered, delivered to `audience`.
@@ -531,19 +690,22 @@ impl Chat {
         seq: u64,
         ts: u64,
         audience: Audience,
+        remember: bool,
         cx: &mut impl Context,
     ) {
         let bounds = self.config.history;
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        if seq <= r.last_seq {
+        if remember && seq <= r.last_seq {
             // The numbering started over (Redis lost the room, or this
             // node numbered messages alone meanwhile): what is held would
             // no longer be in order.
             r.history = history::History::default();
         }
-        r.last_seq = seq;
+        if remember {
+            r.last_seq = seq;
+        }
         let line = Line::Message {
             from: &from,
             text,
@@ -561,7 +723,7 @@ impl Chat {
         } else {
             cx.encode(Kind::Text, &[from.as_bytes(), b": ", text.as_bytes()])
         };
-        if bounds.max_entries > 0 {
+        if remember && bounds.max_entries > 0 {
             let entry = Entry::new(
                 seq,
                 ts,
@@ -1054,7 +1216,15 @@ impl Service for Chat {
     ) {
         self.summarise_due(cx);
         let limits = self.limits();
+        let new_here = !self.rooms.contains_name(&target.room);
         let room = self.rooms.named(&target.room, client_of(upgrade), limits);
+        if new_here && self.node.is_some() && self.bus.reachable() {
+            // Its history is fetched from Redis once the subscription is
+            // confirmed; replays wait for it.
+            if let Some(r) = self.rooms.get_mut(room) {
+                r.seeding = Some(Vec::new());
+            }
+        }
         // A resume: the name comes back, and nobody is told of a join.
         let mut resumed: Option<(Rc<str>, bool)> = None;
         let mut refused = false;
@@ -1153,7 +1323,14 @@ impl Service for Chat {
             );
             self.system(id, &text, Extra::None, cx);
         }
-        self.replay(id, room, target.since, cx);
+        match self.rooms.get_mut(room).and_then(|r| r.seeding.as_mut()) {
+            Some(waiting) => waiting.push(Waiting {
+                id,
+                since: target.since,
+                upto: last_seq,
+            }),
+            None => self.replay(id, room, target.since, &|_| false, cx),
+        }
         if resumed.is_none() {
             self.announce(room, Change::Join, &name, id, size, cx);
             self.relay(room, relay::Kind::Join, id, false, &name, b"", cx);

@@ -64,6 +64,23 @@ pub struct Room {
     /// Users of this room who dropped and may still come back: while
     /// there are any, the room is not forgotten.
     pub away: usize,
+    /// Cluster mode: the room's epoch as last heard from Redis.
+    pub epoch: Option<Box<str>>,
+    /// Cluster mode: the room was new here and its history is being
+    /// fetched from Redis; the users who joined meanwhile get their
+    /// replay when it comes.
+    pub seeding: Option<Vec<Waiting>>,
+}
+
+/// A user waiting for its room's history from Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub id: PeerId,
+    /// Its `?since=`.
+    pub since: Option<u64>,
+    /// The room's last sequence number when it joined: what came after
+    /// was delivered to it live.
+    pub upto: u64,
 }
 
 impl Room {
@@ -79,6 +96,8 @@ impl Room {
             presence: Presence::default(),
             names: Registry::default(),
             away: 0,
+            epoch: None,
+            seeding: None,
         }
     }
 

@@ -63,7 +63,18 @@ pub enum BusEvent {
     Remote {
         room: String,
         seq: u64,
+        /// The room's epoch (`-` for unsequenced events).
+        epoch: String,
         event: Vec<u8>,
+    },
+    /// The room's shared history (the last messages, oldest first, each
+    /// with its sequence number and the event published), fetched each
+    /// time Redis confirms the room's subscription, and its epoch (`None`:
+    /// no message yet).
+    History {
+        room: String,
+        epoch: Option<String>,
+        entries: Vec<(u64, Vec<u8>)>,
     },
     /// A member of `room` on another node came or went (including members
     /// of a node that died, once their presence entries expire).

@@ -15,6 +15,12 @@
 //!   them). A sequenced message for a room whose subscription Redis has
 //!   not confirmed yet waits (at most [`MAX_AWAITING`] of them) until it
 //!   is, so that it cannot be published before we listen.
+//! - Each time Redis confirms a room's subscription (first, and after
+//!   every reconnect), the room's shared history is fetched with
+//!   [`HISTORY_SCRIPT`] (its epoch and last entries, in one atomic read)
+//!   and handed to the chat as [`BusEvent::History`]: everything
+//!   published after the confirmation comes as a push, everything before
+//!   is in the reply, and the chat merges the two by sequence number.
 //! - Other nodes are reachable while both links are ready:
 //!   [`BusEvent::Reachable`] is said on every change.
 //!
@@ -45,9 +51,18 @@ pub const MAX_AWAITING: usize = 1024;
 /// The history stream's `MAXLEN ~` by default.
 pub const DEFAULT_HISTORY_MAXLEN: u64 = 1000;
 
+/// Reads a room's epoch and its last `ARGV[1]` history entries, newest
+/// first, at one instant: `KEYS[1]` `wschat:{ROOM}:epoch`, `KEYS[2]`
+/// `wschat:{ROOM}:history`. Returns `{epoch or false, entries}`.
+pub const HISTORY_SCRIPT: &str = "\
+return {redis.call('GET', KEYS[1]), redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[1])}
+";
+
 /// What a command on the command link was for.
 #[derive(Debug)]
 enum Tag {
+    /// The history of `room` ([`HISTORY_SCRIPT`]).
+    History { room: String },
     Publish {
         ticket: Ticket,
         room: String,
@@ -144,6 +159,8 @@ pub struct RedisBus {
     /// The epoch a room gets when Redis has none for it: `NODE-UNIXMS`.
     epoch: Vec<u8>,
     history_maxlen: u64,
+    /// Entries fetched for a room's history (the chat's history length).
+    replay_count: u64,
     next_ticket: u64,
     events: VecDeque<BusEvent>,
     awaiting: VecDeque<Awaiting>,
@@ -177,6 +194,7 @@ impl RedisBus {
         node: &str,
         unix_ms: u64,
         history_maxlen: u64,
+        replay_count: u64,
         now: Instant,
     ) -> RedisBus {
         let seed = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -193,6 +211,7 @@ impl RedisBus {
             },
             epoch: format!("{node}-{unix_ms}").into_bytes(),
             history_maxlen,
+            replay_count,
             next_ticket: 0,
             events: VecDeque::new(),
             awaiting: VecDeque::new(),
@@ -276,6 +295,30 @@ impl RedisBus {
         }
     }
 
+    /// Asks for `room`'s shared history.
+    fn fetch_history(&mut self, now: Instant, room: &str) {
+        if self.replay_count == 0 || !self.commands.link.is_ready() {
+            return;
+        }
+        let keys = RoomKeys::new(room);
+        let mut digits = [0u8; 20];
+        let count = super::resp::format_u64(self.replay_count, &mut digits);
+        let args: [&[u8]; 6] = [
+            b"EVAL",
+            HISTORY_SCRIPT.as_bytes(),
+            b"2",
+            keys.epoch.as_bytes(),
+            keys.history.as_bytes(),
+            count,
+        ];
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        let tag = Tag::History {
+            room: room.to_owned(),
+        };
+        self.send_encoded(now, tag, &out);
+    }
+
     /// Sends what waited for `channel`'s subscription.
     fn release(&mut self, now: Instant, room: &str) {
         let mut keep = VecDeque::with_capacity(self.awaiting.len());
@@ -302,8 +345,38 @@ impl RedisBus {
                 let mut out = Vec::new();
                 super::resp::encode_command(&mut out, &load);
                 self.send_encoded(now, Tag::Quiet, &out);
+                // Subscriptions confirmed before this link was ready
+                // fetched nothing.
+                let heard: Vec<String> = self
+                    .channels
+                    .iter()
+                    .filter(|(c, _)| self.subscriber.link.is_subscribed(c))
+                    .map(|(_, room)| room.clone())
+                    .collect();
+                for room in heard {
+                    self.fetch_history(now, &room);
+                }
                 self.update_reachable(None);
             }
+            Event::Reply {
+                tag: Tag::History { room },
+                reply,
+            } => match history(&reply) {
+                Some((epoch, entries)) => self.events.push_back(BusEvent::History {
+                    room,
+                    epoch,
+                    entries,
+                }),
+                None => {
+                    warn!("Redis: the history of {room} came back as {reply:?}");
+                    // Nobody waits for it for ever.
+                    self.events.push_back(BusEvent::History {
+                        room,
+                        epoch: None,
+                        entries: Vec::new(),
+                    });
+                }
+            },
             Event::Disconnected { reason, retry_in } => {
                 self.update_reachable(Some(format!(
                     "Redis command link: {reason}; retrying in {retry_in:?}"
@@ -372,6 +445,7 @@ impl RedisBus {
             }
             Event::Subscribed(channel) => {
                 if let Some(room) = self.channels.get(&channel).cloned() {
+                    self.fetch_history(now, &room);
                     self.release(now, &room);
                 }
             }
@@ -380,7 +454,7 @@ impl RedisBus {
                 let Some(room) = room_of(&channel) else {
                     return;
                 };
-                let Some((seq, _epoch, event)) = parse_event(&payload) else {
+                let Some((seq, epoch, event)) = parse_event(&payload) else {
                     warn!(
                         "Redis: a malformed event on {}",
                         String::from_utf8_lossy(&channel)
@@ -390,6 +464,7 @@ impl RedisBus {
                 self.events.push_back(BusEvent::Remote {
                     room: room.to_owned(),
                     seq,
+                    epoch: String::from_utf8_lossy(epoch).into_owned(),
                     event: event.to_vec(),
                 });
             }
@@ -404,6 +479,35 @@ fn sequenced(reply: &Reply) -> Option<(u64, String)> {
     let seq = u64::try_from(items.first()?.as_integer()?).ok()?;
     let epoch = String::from_utf8(items.get(1)?.as_bytes()?.to_vec()).ok()?;
     Some((seq, epoch))
+}
+
+/// The epoch and the entries (oldest first) of a [`HISTORY_SCRIPT`]
+/// reply; entries whose id is not `SEQ-0` or without an `m` field are
+/// left out.
+#[allow(clippy::type_complexity)]
+fn history(reply: &Reply) -> Option<(Option<String>, Vec<(u64, Vec<u8>)>)> {
+    let items = reply.as_array()?;
+    let epoch = match items.first()? {
+        Reply::Bulk(None) => None,
+        other => Some(String::from_utf8(other.as_bytes()?.to_vec()).ok()?),
+    };
+    let mut entries: Vec<(u64, Vec<u8>)> = items
+        .get(1)?
+        .as_array()?
+        .iter()
+        .filter_map(|entry| {
+            let parts = entry.as_array()?;
+            let id = std::str::from_utf8(parts.first()?.as_bytes()?).ok()?;
+            let seq = id.strip_suffix("-0")?.parse().ok()?;
+            let fields = parts.get(1)?.as_array()?;
+            let at = fields
+                .chunks(2)
+                .find(|kv| kv.first().and_then(Reply::as_bytes) == Some(b"m"))?;
+            Some((seq, at.get(1)?.as_bytes()?.to_vec()))
+        })
+        .collect();
+    entries.reverse();
+    Some((epoch, entries))
 }
 
 /// The channel of `room`'s events (as [`RoomKeys::events`], alone).
@@ -640,6 +744,35 @@ mod tests {
     }
 
     #[test]
+    fn history_replies_come_oldest_first() {
+        let bulk = |b: &[u8]| Reply::Bulk(Some(b.to_vec()));
+        let entry = |id: &[u8], m: &[u8]| {
+            Reply::Array(Some(vec![
+                bulk(id),
+                Reply::Array(Some(vec![bulk(b"m"), bulk(m)])),
+            ]))
+        };
+        let reply = Reply::Array(Some(vec![
+            bulk(b"n1-5"),
+            Reply::Array(Some(vec![
+                entry(b"3-0", b"c"),
+                entry(b"2-0", b"b"),
+                entry(b"x-0", b"bad id"),
+            ])),
+        ]));
+        assert_eq!(
+            history(&reply),
+            Some((
+                Some("n1-5".into()),
+                vec![(2, b"b".to_vec()), (3, b"c".to_vec())]
+            ))
+        );
+        let empty = Reply::Array(Some(vec![Reply::Bulk(None), Reply::Array(Some(vec![]))]));
+        assert_eq!(history(&empty), Some((None, vec![])));
+        assert_eq!(history(&Reply::Integer(1)), None);
+    }
+
+    #[test]
     fn node_ids() {
         assert!(valid_node_id("n1"));
         assert!(valid_node_id("host.example-8080"));
@@ -653,7 +786,7 @@ mod tests {
         let url = super::super::url::parse("redis://127.0.0.1:1").expect("url");
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let now = Instant::now();
-        let mut bus = RedisBus::new(&url, addr, "n1", 1, 10, now);
+        let mut bus = RedisBus::new(&url, addr, "n1", 1, 10, 10, now);
         assert!(!bus.reachable());
         assert!(bus.degraded().is_some());
         assert_eq!(bus.publish(now, "lobby", b"x", true), Publish::Dropped);
