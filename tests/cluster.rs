@@ -321,3 +321,41 @@ fn history_and_since_come_from_redis_on_any_node() {
         assert_eq!(&d.next_text(), line);
     }
 }
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn reuse_port_lets_nodes_share_one_port() {
+    let redis = RedisServer::start(&[]);
+    // A free port for both (the one moment it could be taken is between
+    // here and the first node's bind).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let start = |id: &str| {
+        Server::start_raw(&[
+            "--listen",
+            &listen,
+            "--reuse-port",
+            "--redis",
+            &url,
+            "--node-id",
+            id,
+        ])
+    };
+    let (n1, n2) = (start("n1"), start("n2"));
+    assert_eq!((n1.port(), n2.port()), (port, port));
+    wait_up(&n1);
+    wait_up(&n2);
+    // Without it the port is taken.
+    let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_wschat"))
+        .args(["--listen", &listen])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run wschat");
+    let status = refused.wait().expect("exit");
+    assert!(!status.success());
+}
