@@ -359,3 +359,50 @@ fn reuse_port_lets_nodes_share_one_port() {
     let status = refused.wait().expect("exit");
     assert!(!status.success());
 }
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn who_lists_every_node_and_a_killed_node_s_users_leave() {
+    let redis = RedisServer::start(&[]);
+    let nodes: Vec<Server> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, &[]))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    let mut a = Client::connect_path(nodes[0].addr, "/p", None);
+    wait_metric(&nodes[0], "wschat_redis_rooms_heard", 1.0);
+    let mut b = Client::connect_path(nodes[1].addr, "/p", None);
+    wait_metric(&nodes[1], "wschat_redis_rooms_heard", 1.0);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let c = Client::connect_path(nodes[2].addr, "/p", None);
+    let c_joined = format!("{} joined", qualified(&c, "n3"));
+    assert_eq!(a.next_text(), c_joined);
+    assert_eq!(b.next_text(), c_joined);
+
+    a.send_text("/who");
+    let (qa, qb, qc) = (
+        qualified(&a, "n1"),
+        qualified(&b, "n2"),
+        qualified(&c, "n3"),
+    );
+    assert_eq!(
+        a.next_text(),
+        format!("wschat: Users in p (3): {qa}, {qb}, {qc}")
+    );
+    b.send_text("/who");
+    assert_eq!(
+        b.next_text(),
+        format!("wschat: Users in p (3): {qb}, {qa}, {qc}")
+    );
+
+    // n3 dies without a word: its user leaves everywhere once its presence
+    // entry expires (6 s) and the others' listings stop showing it.
+    nodes[2].signal(libc::SIGKILL);
+    let c_left = format!("{qc} left");
+    let within = Duration::from_secs(30);
+    assert_eq!(next_text_within(&mut a, within), c_left);
+    assert_eq!(next_text_within(&mut b, within), c_left);
+    a.send_text("/who");
+    assert_eq!(a.next_text(), format!("wschat: Users in p (2): {qa}, {qb}"));
+    drop(c);
+}

@@ -29,6 +29,7 @@ pub mod relay;
 pub mod render;
 pub mod resume;
 pub mod rooms;
+pub mod roster;
 pub mod target;
 pub mod users;
 
@@ -46,7 +47,7 @@ use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms, Waiting};
 use target::{Target, TargetError};
 use users::{User, Users};
 
-use crate::cluster::bus::{Bus, BusEvent, LocalBus, Publish};
+use crate::cluster::bus::{Bus, BusEvent, LocalBus, Presence, Publish};
 use crate::service::{
     Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, Outgoing, PeerId, Refusal, Service,
     Upgrade, Upstream,
@@ -234,6 +235,18 @@ impl Chat {
             return Publish::Local;
         };
         let clock = cx.clock();
+        match kind {
+            relay::Kind::Join => self
+                .bus
+                .presence(clock.now, &r.name, from, Presence::Joined),
+            relay::Kind::Leave => self.bus.presence(clock.now, &r.name, from, Presence::Left),
+            relay::Kind::Nick => {
+                self.bus.presence(clock.now, &r.name, from, Presence::Left);
+                let to = std::str::from_utf8(body).unwrap_or_default();
+                self.bus.presence(clock.now, &r.name, to, Presence::Joined);
+            }
+            relay::Kind::Message | relay::Kind::Binary => {}
+        }
         let bytes = Relayed {
             kind,
             node,
@@ -269,6 +282,7 @@ impl Chat {
                     epoch,
                     entries,
                 } => self.seed(&room, epoch, entries, cx),
+                BusEvent::Roster { room, members } => self.roster(&room, &members, cx),
                 BusEvent::Reachable(reachable) => {
                     if !reachable {
                         self.stop_seeding(cx);
@@ -277,6 +291,27 @@ impl Chat {
                 }
                 BusEvent::Sequenced { .. } | BusEvent::Lost { .. } | BusEvent::Member { .. } => {}
             }
+        }
+    }
+
+    /// A presence listing of `room`: members of other nodes no longer
+    /// listed for a while are gone (their node died, or their leave was
+    /// missed), and the room is told.
+    fn roster(&mut self, room_name: &str, members: &[(String, String)], cx: &mut impl Context) {
+        let now = cx.clock().now;
+        let Some(room) = self.rooms.index_of(room_name) else {
+            return;
+        };
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let gone = r.remote.listed(members, now);
+        for name in gone {
+            let Some(r) = self.rooms.get(room) else {
+                return;
+            };
+            let size = r.len() + r.remote.len() + 1;
+            self.announce(room, Change::Leave, &name, PeerId::MAX, size, cx);
         }
     }
 
@@ -465,20 +500,32 @@ impl Chat {
             // Our own joins, leaves and nick changes were told here already.
             _ if ours => {}
             relay::Kind::Join | relay::Kind::Leave => {
-                let change = match event.kind {
-                    relay::Kind::Join => Change::Join,
-                    _ => Change::Leave,
-                };
-                let Some(r) = self.rooms.get(room) else {
+                let now = cx.clock().now;
+                let Some(r) = self.rooms.get_mut(room) else {
                     return;
                 };
-                let size = r.len() + usize::from(change == Change::Leave);
+                let change = match event.kind {
+                    relay::Kind::Join => {
+                        r.remote.joined(event.node, event.from, now);
+                        Change::Join
+                    }
+                    _ => {
+                        r.remote.left(event.node, event.from, now);
+                        Change::Leave
+                    }
+                };
+                let size = r.len() + r.remote.len() + usize::from(change == Change::Leave);
                 self.announce(room, change, event.from, PeerId::MAX, size, cx);
             }
             relay::Kind::Nick => {
                 let Ok(to) = std::str::from_utf8(event.body) else {
                     return;
                 };
+                let now = cx.clock().now;
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.remote.left(event.node, event.from, now);
+                    r.remote.joined(event.node, to, now);
+                }
                 let line = Line::Nick {
                     from: event.from,
                     to,
@@ -925,13 +972,15 @@ impl Chat {
         self.rooms.get(room).map_or_else(
             || (Vec::new(), 0),
             |r| {
+                // This node's users, then other nodes' (cluster mode).
                 let names = r
                     .members()
-                    .take(self.config.list_limit)
                     .filter_map(|m| self.users.get(m))
                     .map(User::name)
+                    .chain(r.remote.names().map(Cow::Borrowed))
+                    .take(self.config.list_limit)
                     .collect();
-                (names, r.len())
+                (names, r.len() + r.remote.len())
             },
         )
     }
@@ -992,7 +1041,7 @@ impl Chat {
         let mut rooms: Vec<(&str, usize)> = self
             .rooms
             .iter()
-            .map(|r| (r.name.as_str(), r.len()))
+            .map(|r| (r.name.as_str(), r.len() + r.remote.len()))
             .collect();
         let count = rooms.len();
         let limit = self.config.list_limit;
@@ -1440,6 +1489,7 @@ impl Service for Chat {
         self.expire_away(cx);
         self.rooms.expire(cx.clock().now, self.config.room_ttl);
         if self.node.is_some() {
+            self.bus.tick(cx.clock().now);
             let rooms = &self.rooms;
             self.bus
                 .retain_rooms(cx.clock().now, &|room| rooms.contains_name(room));

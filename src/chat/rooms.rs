@@ -70,6 +70,8 @@ pub struct Room {
     /// fetched from Redis; the users who joined meanwhile get their
     /// replay when it comes.
     pub seeding: Option<Vec<Waiting>>,
+    /// Cluster mode: who is here on other nodes.
+    pub remote: super::roster::Roster,
 }
 
 /// A user waiting for its room's history from Redis.
@@ -98,6 +100,7 @@ impl Room {
             away: 0,
             epoch: None,
             seeding: None,
+            remote: super::roster::Roster::default(),
         }
     }
 

@@ -83,6 +83,14 @@ pub enum BusEvent {
         member: String,
         presence: Presence,
     },
+    /// Who is in `room` on other nodes (node, name), as the room's
+    /// presence entries say: read every heartbeat (see
+    /// [`Bus::tick`]), so members of a node that died without a word drop
+    /// out once their entries expire.
+    Roster {
+        room: String,
+        members: Vec<(String, String)>,
+    },
     /// Other nodes are out of reach (`false`) or back (`true`): each room
     /// is told once, and a gap in history is reported, not hidden.
     Reachable(bool),
@@ -117,6 +125,9 @@ pub trait Bus: fmt::Debug {
 
     /// The members of `room` on other nodes, as last heard.
     fn remote_members(&self, room: &str) -> Vec<String>;
+
+    /// Called about once a second: heartbeats (presence refresh).
+    fn tick(&mut self, _now: Instant) {}
 
     /// The next event from other nodes, if any.
     fn poll_event(&mut self, now: Instant) -> Option<BusEvent>;

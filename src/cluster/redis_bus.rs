@@ -58,11 +58,44 @@ pub const HISTORY_SCRIPT: &str = "\
 return {redis.call('GET', KEYS[1]), redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[1])}
 ";
 
+/// Refreshes this node's members of a room and lists the room's
+/// members, on Redis' clock (so nodes' clocks need not agree):
+/// `KEYS[1]` `wschat:{ROOM}:presence` (a sorted set of `NODE US NAME`
+/// scored by when the entry expires, in ms), `ARGV[1]` the time to live in
+/// ms, `ARGV[2]` most members listed, `ARGV[3..]` the members to refresh.
+/// Expired entries are removed first; the key itself expires when no node
+/// refreshes it.
+pub const PRESENCE_SCRIPT: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 3, #ARGV do
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+end
+if #ARGV >= 3 then
+  redis.call('PEXPIRE', KEYS[1], ttl * 2)
+end
+return redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+";
+
+/// Presence entries live this long without a refresh (ms).
+pub const PRESENCE_TTL_MS: u64 = 6_000;
+/// Between two refreshes of this node's presence entries.
+pub const PRESENCE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most members one presence listing returns (a reply stays bounded).
+pub const MAX_LISTED: u64 = 10_000;
+
+/// The separator between node and name in a presence entry.
+const US: u8 = 0x1f;
+
 /// What a command on the command link was for.
 #[derive(Debug)]
 enum Tag {
     /// The history of `room` ([`HISTORY_SCRIPT`]).
     History { room: String },
+    /// The presence listing of `room` ([`PRESENCE_SCRIPT`]).
+    Presence { room: String },
     Publish {
         ticket: Ticket,
         room: String,
@@ -166,6 +199,12 @@ pub struct RedisBus {
     awaiting: VecDeque<Awaiting>,
     /// Rooms subscribed, by their channel.
     channels: BTreeMap<Vec<u8>, String>,
+    /// This node's id, as in presence entries.
+    node: Vec<u8>,
+    /// This node's members of each room (their presence entries).
+    members: BTreeMap<String, std::collections::BTreeSet<Vec<u8>>>,
+    /// When presence is next refreshed.
+    next_heartbeat: Instant,
     reachable: bool,
     /// Why not reachable, for `/healthz`.
     why: Option<String>,
@@ -216,6 +255,9 @@ impl RedisBus {
             events: VecDeque::new(),
             awaiting: VecDeque::new(),
             channels: BTreeMap::new(),
+            node: node.as_bytes().to_vec(),
+            members: BTreeMap::new(),
+            next_heartbeat: now,
             reachable: false,
             why: Some("connecting to Redis".into()),
             stats: BusStats::default(),
@@ -295,6 +337,43 @@ impl RedisBus {
         }
     }
 
+    /// This node's presence entry for `member`.
+    fn entry(&self, member: &str) -> Vec<u8> {
+        let mut entry = Vec::with_capacity(self.node.len() + 1 + member.len());
+        entry.extend_from_slice(&self.node);
+        entry.push(US);
+        entry.extend_from_slice(member.as_bytes());
+        entry
+    }
+
+    /// Refreshes `entries` of `room` (none: only lists) and asks for the
+    /// room's listing.
+    fn refresh_presence(&mut self, now: Instant, room: &str, entries: &[&[u8]]) {
+        if !self.commands.link.is_ready() {
+            return;
+        }
+        let keys = RoomKeys::new(room);
+        let (mut ttl, mut max) = ([0u8; 20], [0u8; 20]);
+        let ttl = super::resp::format_u64(PRESENCE_TTL_MS, &mut ttl);
+        let max = super::resp::format_u64(MAX_LISTED, &mut max);
+        let mut args: Vec<&[u8]> = Vec::with_capacity(entries.len() + 6);
+        args.extend([
+            b"EVAL".as_slice(),
+            PRESENCE_SCRIPT.as_bytes(),
+            b"1",
+            keys.presence.as_bytes(),
+            ttl,
+            max,
+        ]);
+        args.extend_from_slice(entries);
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        let tag = Tag::Presence {
+            room: room.to_owned(),
+        };
+        self.send_encoded(now, tag, &out);
+    }
+
     /// Asks for `room`'s shared history.
     fn fetch_history(&mut self, now: Instant, room: &str) {
         if self.replay_count == 0 || !self.commands.link.is_ready() {
@@ -357,6 +436,30 @@ impl RedisBus {
                     self.fetch_history(now, &room);
                 }
                 self.update_reachable(None);
+            }
+            Event::Reply {
+                tag: Tag::Presence { room },
+                reply,
+            } => {
+                let Some(items) = reply.as_array() else {
+                    warn!("Redis: the presence of {room} came back as {reply:?}");
+                    return;
+                };
+                let members = items
+                    .iter()
+                    .filter_map(Reply::as_bytes)
+                    .filter_map(|entry| {
+                        let at = entry.iter().position(|&b| b == US)?;
+                        let (node, name) = (&entry[..at], &entry[at + 1..]);
+                        if node == self.node.as_slice() {
+                            return None;
+                        }
+                        let node = std::str::from_utf8(node).ok()?.to_owned();
+                        let name = std::str::from_utf8(name).ok()?.to_owned();
+                        Some((node, name))
+                    })
+                    .collect();
+                self.events.push_back(BusEvent::Roster { room, members });
             }
             Event::Reply {
                 tag: Tag::History { room },
@@ -593,7 +696,48 @@ impl Bus for RedisBus {
         }
     }
 
-    fn presence(&mut self, _now: Instant, _room: &str, _member: &str, _presence: Presence) {}
+    fn presence(&mut self, now: Instant, room: &str, member: &str, presence: Presence) {
+        let entry = self.entry(member);
+        match presence {
+            Presence::Joined => {
+                self.members
+                    .entry(room.to_owned())
+                    .or_default()
+                    .insert(entry.clone());
+                self.refresh_presence(now, room, &[&entry]);
+            }
+            Presence::Left => {
+                if let Some(set) = self.members.get_mut(room) {
+                    set.remove(&entry);
+                    if set.is_empty() {
+                        self.members.remove(room);
+                    }
+                }
+                if self.commands.link.is_ready() {
+                    let key = RoomKeys::new(room).presence;
+                    let mut out = Vec::new();
+                    super::resp::encode_command(&mut out, &[b"ZREM", key.as_bytes(), &entry]);
+                    self.send_encoded(now, Tag::Quiet, &out);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if now < self.next_heartbeat || !self.reachable {
+            return;
+        }
+        self.next_heartbeat = now + PRESENCE_HEARTBEAT;
+        let rooms: Vec<(String, Vec<Vec<u8>>)> = self
+            .members
+            .iter()
+            .map(|(room, set)| (room.clone(), set.iter().cloned().collect()))
+            .collect();
+        for (room, entries) in rooms {
+            let entries: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+            self.refresh_presence(now, &room, &entries);
+        }
+    }
 
     fn remote_members(&self, _room: &str) -> Vec<String> {
         Vec::new()
