@@ -406,3 +406,52 @@ fn who_lists_every_node_and_a_killed_node_s_users_leave() {
     assert_eq!(a.next_text(), format!("wschat: Users in p (2): {qa}, {qb}"));
     drop(c);
 }
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_nickname_is_unique_across_nodes_under_a_race() {
+    let redis = RedisServer::start(&[]);
+    let nodes: Vec<Server> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, &[]))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    let mut a = join(&nodes[0]);
+    let mut b = join(&nodes[1]);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut c = join(&nodes[2]);
+    let c_joined = format!("{} joined", qualified(&c, "n3"));
+    assert_eq!(a.next_text(), c_joined);
+    assert_eq!(b.next_text(), c_joined);
+
+    a.send_text("/nick bob");
+    b.send_text("/nick Bob");
+    let (qa, qb) = (qualified(&a, "n1"), qualified(&b, "n2"));
+    let told = c.next_text();
+    let (winner, loser) = if told == format!("{qa} is now bob") {
+        (&mut a, &mut b)
+    } else {
+        assert_eq!(told, format!("{qb} is now Bob"), "one of them won");
+        (&mut b, &mut a)
+    };
+    assert!(
+        c.silent_for(Duration::from_millis(500)).is_ok(),
+        "only one won"
+    );
+    assert_eq!(winner.next_text(), told);
+    // The winner's change and the refusal race on two connections.
+    let mut heard = [loser.next_text(), loser.next_text()];
+    heard.sort_by_key(|line| line.starts_with("error: "));
+    assert_eq!(heard[0], told, "{heard:?}");
+    assert!(
+        heard[1].starts_with("error: the name ") && heard[1].contains("is taken in this room"),
+        "{heard:?}"
+    );
+
+    // Once the holder is gone, the name is free on every node.
+    winner.close(1000);
+    let _ = next_text_within(loser, WAIT); // the leave
+    loser.send_text("/nick bob");
+    let took = next_text_within(loser, WAIT);
+    assert!(took.ends_with(" is now bob"), "{took}");
+}

@@ -47,7 +47,7 @@ use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms, Waiting};
 use target::{Target, TargetError};
 use users::{User, Users};
 
-use crate::cluster::bus::{Bus, BusEvent, LocalBus, Presence, Publish};
+use crate::cluster::bus::{Bus, BusEvent, LocalBus, Presence, Publish, Ticket};
 use crate::service::{
     Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, Outgoing, PeerId, Refusal, Service,
     Upgrade, Upstream,
@@ -139,6 +139,18 @@ pub struct Chat {
     node: Option<Rc<str>>,
     /// The rooms were told that other nodes are out of reach.
     told_unreachable: bool,
+    /// Name changes waiting for Redis to say the name is free on every
+    /// node (one per user at most).
+    claims: Vec<Claim>,
+}
+
+/// A `/nick` being checked across nodes.
+#[derive(Debug)]
+struct Claim {
+    ticket: Ticket,
+    id: PeerId,
+    room: usize,
+    nick: names::Nick,
 }
 
 /// The address a client is charged under for the rooms it makes. Today
@@ -207,6 +219,7 @@ impl Chat {
             bus: Box::new(LocalBus),
             node: None,
             told_unreachable: false,
+            claims: Vec::new(),
         }
     }
 
@@ -239,7 +252,11 @@ impl Chat {
             relay::Kind::Join => self
                 .bus
                 .presence(clock.now, &r.name, from, Presence::Joined),
-            relay::Kind::Leave => self.bus.presence(clock.now, &r.name, from, Presence::Left),
+            relay::Kind::Leave => {
+                self.bus.presence(clock.now, &r.name, from, Presence::Left);
+                let keys = names::keys(from);
+                self.bus.release_name(clock.now, &r.name, &keys, from);
+            }
             relay::Kind::Nick => {
                 self.bus.presence(clock.now, &r.name, from, Presence::Left);
                 let to = std::str::from_utf8(body).unwrap_or_default();
@@ -283,13 +300,21 @@ impl Chat {
                     entries,
                 } => self.seed(&room, epoch, entries, cx),
                 BusEvent::Roster { room, members } => self.roster(&room, &members, cx),
+                BusEvent::Claimed { ticket, holder } => self.claimed(ticket, holder, cx),
+                BusEvent::Lost { ticket } => {
+                    if let Some(at) = self.claims.iter().position(|c| c.ticket == ticket) {
+                        let claim = self.claims.swap_remove(at);
+                        let text = "your name change could not be checked across nodes; try again";
+                        self.error(claim.id, text, cx);
+                    }
+                }
                 BusEvent::Reachable(reachable) => {
                     if !reachable {
                         self.stop_seeding(cx);
                     }
                     self.reachability(reachable, cx);
                 }
-                BusEvent::Sequenced { .. } | BusEvent::Lost { .. } | BusEvent::Member { .. } => {}
+                BusEvent::Sequenced { .. } | BusEvent::Member { .. } => {}
             }
         }
     }
@@ -797,32 +822,99 @@ impl Chat {
         if *user.name() == *nick.name {
             return self.error(id, &format!("you are already {}", nick.name), cx);
         }
-        let Some(r) = self.rooms.get(room) else {
-            return;
-        };
+        if let Some(text) = self.nick_refusal(id, room, &nick) {
+            return self.error(id, &text, cx);
+        }
+        if self.node.is_some() {
+            if self.claims.iter().any(|c| c.id == id) {
+                let text = "your last name change is still being checked across nodes";
+                return self.error(id, text, cx);
+            }
+            let (Some(r), Some(user)) = (self.rooms.get(room), self.users.get(id)) else {
+                return;
+            };
+            let old = user.name();
+            let old_keys = user.nick.then(|| names::keys(&old));
+            let previous = old_keys.as_ref().map(|k| (&k[..], &*old));
+            let now = cx.clock().now;
+            match self
+                .bus
+                .claim_name(now, &r.name, &nick.keys, &nick.name, previous)
+            {
+                Publish::Queued(ticket) => {
+                    self.claims.push(Claim {
+                        ticket,
+                        id,
+                        room,
+                        nick,
+                    });
+                    return;
+                }
+                Publish::Dropped => {
+                    let text = "names cannot be checked across nodes while they are out of reach; try again later";
+                    return self.error(id, text, cx);
+                }
+                Publish::Local => {}
+            }
+        }
+        self.apply_nick(id, room, nick, cx);
+    }
+
+    /// Why `id` may not take `nick` in `room` here, if it may not.
+    fn nick_refusal(&self, id: PeerId, room: usize, nick: &names::Nick) -> Option<String> {
+        let r = self.rooms.get(room)?;
         match r.names.holder(&nick.keys) {
             // Another spelling of one's own name (`alice` to `Alice`).
-            Some(Holder::User(holder)) if holder == id => {}
+            Some(Holder::User(holder)) if holder == id => None,
             Some(Holder::User(holder)) => {
                 let theirs = self.users.get(holder).map(User::name);
-                let text = match theirs {
+                Some(match theirs {
                     Some(theirs) if *theirs != *nick.name => format!(
                         "the name {} is taken in this room: it looks like {theirs}",
                         nick.name
                     ),
                     _ => format!("the name {} is taken in this room", nick.name),
-                };
-                return self.error(id, &text, cx);
+                })
             }
-            Some(Holder::Away(_)) => {
-                let text = format!(
-                    "the name {} is kept for a user who is reconnecting",
-                    nick.name
-                );
-                return self.error(id, &text, cx);
-            }
-            None => {}
+            Some(Holder::Away(_)) => Some(format!(
+                "the name {} is kept for a user who is reconnecting",
+                nick.name
+            )),
+            None => None,
         }
+    }
+
+    /// Redis said whether a name is free on every node.
+    fn claimed(&mut self, ticket: Ticket, holder: Option<String>, cx: &mut impl Context) {
+        let Some(at) = self.claims.iter().position(|c| c.ticket == ticket) else {
+            return;
+        };
+        let claim = self.claims.swap_remove(at);
+        if self
+            .users
+            .get(claim.id)
+            .is_none_or(|u| u.room != claim.room)
+        {
+            // Gone meanwhile: the claim is held by no presence entry, so
+            // the name is free again.
+            return;
+        }
+        if let Some(holder) = holder {
+            let text = format!(
+                "the name {} is taken in this room, by {holder} on another node",
+                claim.nick.name
+            );
+            return self.error(claim.id, &text, cx);
+        }
+        // Someone here may have taken it while Redis was asked.
+        if let Some(text) = self.nick_refusal(claim.id, claim.room, &claim.nick) {
+            return self.error(claim.id, &text, cx);
+        }
+        self.apply_nick(claim.id, claim.room, claim.nick, cx);
+    }
+
+    /// `id` is called `nick` from now on, and its room is told.
+    fn apply_nick(&mut self, id: PeerId, room: usize, nick: names::Nick, cx: &mut impl Context) {
         let new: Rc<str> = Rc::from(nick.name.as_str());
         let Some(user) = self.users.get_mut(id) else {
             return;

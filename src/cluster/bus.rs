@@ -91,6 +91,12 @@ pub enum BusEvent {
         room: String,
         members: Vec<(String, String)>,
     },
+    /// The outcome of [`Bus::claim_name`]: granted (`holder` `None`), or
+    /// held by `holder` (`NAME@NODE`), present on another node.
+    Claimed {
+        ticket: Ticket,
+        holder: Option<String>,
+    },
     /// Other nodes are out of reach (`false`) or back (`true`): each room
     /// is told once, and a gap in history is reported, not hidden.
     Reachable(bool),
@@ -125,6 +131,28 @@ pub trait Bus: fmt::Debug {
 
     /// The members of `room` on other nodes, as last heard.
     fn remote_members(&self, room: &str) -> Vec<String>;
+
+    /// Claims, in `room` and across nodes, the name `name` compared by
+    /// `keys`, releasing the `previous` name (its keys and the name) if
+    /// this member had one. A name is held while its holder's presence
+    /// entry lives, so a dead node's names come free when its entries
+    /// expire. [`Publish::Queued`]: the outcome comes as
+    /// [`BusEvent::Claimed`] (or [`BusEvent::Lost`]); [`Publish::Local`]:
+    /// nobody else to ask.
+    fn claim_name(
+        &mut self,
+        _now: Instant,
+        _room: &str,
+        _keys: &[String],
+        _name: &str,
+        _previous: Option<(&[String], &str)>,
+    ) -> Publish {
+        Publish::Local
+    }
+
+    /// Frees `name` (compared by `keys`) in `room` if this node's member
+    /// `name` holds it (the member left).
+    fn release_name(&mut self, _now: Instant, _room: &str, _keys: &[String], _name: &str) {}
 
     /// Called about once a second: heartbeats (presence refresh).
     fn tick(&mut self, _now: Instant) {}

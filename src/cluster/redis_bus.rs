@@ -79,6 +79,54 @@ end
 return redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 ";
 
+/// Claims a name in a room across nodes, atomically: `KEYS[1]`
+/// `wschat:{ROOM}:nicks` (a hash: name key → the holder's presence
+/// entry), `KEYS[2]` `wschat:{ROOM}:presence`; `ARGV[1]` the claimant's
+/// new presence entry (`NODE US NAME`), `ARGV[2]` its old one (`""`: none),
+/// `ARGV[3]` the presence time to live (ms), `ARGV[4]` how many keys
+/// follow for the new name, then those keys, then the old name's keys to
+/// free. A key is taken while its holder's presence entry lives (so a dead
+/// node's names come free when its entries expire). Returns 1, or the
+/// holder's entry.
+pub const NICK_SCRIPT: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = tonumber(ARGV[4])
+for i = 5, 4 + n do
+  local holder = redis.call('HGET', KEYS[1], ARGV[i])
+  if holder and holder ~= ARGV[1] and holder ~= ARGV[2] then
+    local expires = redis.call('ZSCORE', KEYS[2], holder)
+    if expires and tonumber(expires) > now then
+      return holder
+    end
+  end
+end
+for i = 5, 4 + n do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+end
+for i = 5 + n, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[2] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 1
+";
+
+/// Frees a name's keys if `ARGV[1]` (a presence entry) holds them:
+/// `KEYS[1]` `wschat:{ROOM}:nicks`, `ARGV[2..]` the keys.
+pub const RELEASE_SCRIPT: &str = "\
+for i = 2, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 1
+";
+
 /// Presence entries live this long without a refresh (ms).
 pub const PRESENCE_TTL_MS: u64 = 6_000;
 /// Between two refreshes of this node's presence entries.
@@ -96,6 +144,8 @@ enum Tag {
     History { room: String },
     /// The presence listing of `room` ([`PRESENCE_SCRIPT`]).
     Presence { room: String },
+    /// A name claim ([`NICK_SCRIPT`]).
+    Claim { ticket: Ticket },
     Publish {
         ticket: Ticket,
         room: String,
@@ -520,6 +570,33 @@ impl RedisBus {
                     }
                 }
             }
+            Event::Reply {
+                tag: Tag::Claim { ticket },
+                reply,
+            } => {
+                let holder = match &reply {
+                    Reply::Integer(1) => None,
+                    other => match other.as_bytes() {
+                        Some(entry) => Some(match entry.iter().position(|&b| b == US) {
+                            Some(at) => format!(
+                                "{}@{}",
+                                String::from_utf8_lossy(&entry[at + 1..]),
+                                String::from_utf8_lossy(&entry[..at])
+                            ),
+                            None => String::from_utf8_lossy(entry).into_owned(),
+                        }),
+                        None => {
+                            warn!("Redis: a name claim came back as {reply:?}");
+                            self.events.push_back(BusEvent::Lost { ticket });
+                            return;
+                        }
+                    },
+                };
+                self.events.push_back(BusEvent::Claimed { ticket, holder });
+            }
+            Event::Failed {
+                tag: Tag::Claim { ticket },
+            } => self.events.push_back(BusEvent::Lost { ticket }),
             Event::Failed {
                 tag: Tag::Publish { ticket, .. },
             } => {
@@ -721,6 +798,72 @@ impl Bus for RedisBus {
                 }
             }
         }
+    }
+
+    fn claim_name(
+        &mut self,
+        now: Instant,
+        room: &str,
+        keys: &[String],
+        name: &str,
+        previous: Option<(&[String], &str)>,
+    ) -> Publish {
+        if !self.reachable {
+            self.stats.dropped += 1;
+            return Publish::Dropped;
+        }
+        let room_keys = RoomKeys::new(room);
+        let entry = self.entry(name);
+        let old = previous
+            .map(|(_, name)| self.entry(name))
+            .unwrap_or_default();
+        let (mut ttl, mut n) = ([0u8; 20], [0u8; 20]);
+        let ttl = super::resp::format_u64(PRESENCE_TTL_MS, &mut ttl);
+        let n = super::resp::format_u64(keys.len() as u64, &mut n);
+        let mut args: Vec<&[u8]> = vec![
+            b"EVAL",
+            NICK_SCRIPT.as_bytes(),
+            b"2",
+            room_keys.nicks.as_bytes(),
+            room_keys.presence.as_bytes(),
+            &entry,
+            &old,
+            ttl,
+            n,
+        ];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        if let Some((old_keys, _)) = previous {
+            args.extend(old_keys.iter().map(|k| k.as_bytes()));
+        }
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        self.next_ticket += 1;
+        let ticket = Ticket(self.next_ticket);
+        if self.send_encoded(now, Tag::Claim { ticket }, &out) {
+            Publish::Queued(ticket)
+        } else {
+            self.stats.dropped += 1;
+            Publish::Dropped
+        }
+    }
+
+    fn release_name(&mut self, now: Instant, room: &str, keys: &[String], name: &str) {
+        if !self.commands.link.is_ready() {
+            return;
+        }
+        let room_keys = RoomKeys::new(room);
+        let entry = self.entry(name);
+        let mut args: Vec<&[u8]> = vec![
+            b"EVAL",
+            RELEASE_SCRIPT.as_bytes(),
+            b"1",
+            room_keys.nicks.as_bytes(),
+            &entry,
+        ];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        self.send_encoded(now, Tag::Quiet, &out);
     }
 
     fn tick(&mut self, now: Instant) {
