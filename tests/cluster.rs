@@ -455,3 +455,67 @@ fn a_nickname_is_unique_across_nodes_under_a_race() {
     let took = next_text_within(loser, WAIT);
     assert!(took.ends_with(" is now bob"), "{took}");
 }
+
+/// Node's own WebSocket client on two nodes: `a` on the first says
+/// hello, `b` on the second prints everything it gets until it has heard
+/// it (bounded by a timer), then both close.
+const NODE_SCRIPT: &str = r#"
+const a = new WebSocket(process.env.A_URL);
+const b = new WebSocket(process.env.B_URL);
+const stop = setTimeout(() => { console.log("TIMEOUT"); process.exit(1); }, 15000);
+let open = 0;
+const ready = () => { if (++open === 2) a.send("hello from node"); };
+a.onopen = ready;
+b.onopen = ready;
+a.onmessage = m => console.log(`a: ${m.data}`);
+b.onmessage = m => {
+  console.log(`b: ${m.data}`);
+  if (`${m.data}`.endsWith(": hello from node")) {
+    clearTimeout(stop);
+    setTimeout(() => { a.close(); b.close(); process.exit(0); }, 300);
+  }
+};
+"#;
+
+#[test]
+#[ignore = "needs redis-server and Node 20.10+; run with --include-ignored"]
+fn node_websocket_clients_chat_across_nodes() {
+    let flag = common::node::required_flag();
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    // Both nodes hear the room before Node's clients come.
+    let _k1 = Client::connect_path(n1.addr, "/node", None);
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    let mut k2 = Client::connect_path(n2.addr, "/node", None);
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    let mut command = std::process::Command::new("node");
+    command.args(flag).args(["-e", NODE_SCRIPT]);
+    let out = command
+        .env("A_URL", format!("ws://{}/node", n1.addr))
+        .env("B_URL", format!("ws://{}/node", n2.addr))
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.ends_with(": hello from node"))
+        .collect();
+    assert_eq!(said.len(), 1, "b heard it once, a not at all: {stdout}");
+    assert!(
+        said[0].starts_with("b: User ") && said[0].contains("@n1: "),
+        "{stdout}"
+    );
+    // And a tungstenite client on n2 heard it too.
+    let deadline = Instant::now() + WAIT;
+    while !next_text_within(&mut k2, WAIT).ends_with("@n1: hello from node") {
+        assert!(Instant::now() < deadline);
+    }
+}

@@ -1357,7 +1357,7 @@ impl Service for Chat {
     ) {
         self.summarise_due(cx);
         let limits = self.limits();
-        let new_here = !self.rooms.contains_name(&target.room);
+        let new_here = self.node.is_some() && !self.rooms.contains_name(&target.room);
         let room = self.rooms.named(&target.room, client_of(upgrade), limits);
         if new_here && self.node.is_some() && self.bus.reachable() {
             // Its history is fetched from Redis once the subscription is

@@ -219,14 +219,14 @@ impl<S: Service> Server<S> {
     fn on_event(&mut self, event: &Event) {
         match event.token() {
             SIGNALS => self.on_signal(),
-            token if upstream::index_of(token).is_some() => {
-                if let Some(i) = upstream::index_of(token) {
+            Token(t) if t > MAX_PEER_KEY => match upstream::index_of(Token(t)) {
+                Some(i) => {
                     let now = self.peers.clock.now;
                     self.upstreams
                         .on_event(i, event, &mut self.service, &mut self.read_buf, now);
                 }
-            }
-            Token(t) if t > MAX_PEER_KEY => self.accept(LISTENER_BASE - t),
+                None => self.accept(LISTENER_BASE - t),
+            },
             Token(key) => {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     let to_eof = event.is_read_closed() || event.is_error();
