@@ -519,3 +519,34 @@ fn node_websocket_clients_chat_across_nodes() {
         assert!(Instant::now() < deadline);
     }
 }
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn redis_dropping_a_subscriber_over_its_buffer_limit_is_said_and_recovered() {
+    // Subscribers may hold 4 KiB of pushes beyond the 16 KiB Redis writes
+    // from its own buffer: a 64 KiB message is more.
+    let redis = RedisServer::start(&["--client-output-buffer-limit", "pubsub 4096 0 0"]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = join(&n1);
+    let mut b = join(&n2);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+
+    a.send_text(&"x".repeat(64 * 1024));
+    let out_of_reach = "wschat: other nodes are out of reach: messages here reach this node only, and are not kept in the shared history";
+    let back = "wschat: other nodes are back in reach: chat spans every node again (what they said meanwhile is not shown here)";
+    for client in [&mut a, &mut b] {
+        assert_eq!(next_text_within(client, WAIT), out_of_reach);
+        assert_eq!(next_text_within(client, WAIT), back);
+    }
+    assert_eq!(n2.metrics().value("wschat_redis_outages"), Some(1.0));
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    a.send_text("small again");
+    assert_eq!(
+        b.next_text(),
+        format!("{}: small again", qualified(&a, "n1"))
+    );
+}
