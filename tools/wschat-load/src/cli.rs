@@ -32,9 +32,11 @@ const CLIENTS_PER_SOURCE_IP: usize = 20_000;
         S5 open loop   wschat-load --url ws://127.0.0.1:9000/ -c 20 -s 2 --rate 0 --payload 65536 --server-pid PID"
 )]
 pub struct Args {
-    /// Server URL: ws://HOST:PORT/PATH, where HOST is an IP address or localhost.
-    #[arg(long)]
-    pub url: String,
+    /// Server URL: ws://HOST:PORT/PATH, where HOST is an IP address or
+    /// localhost. Repeat it to spread the clients round-robin over several
+    /// servers (e.g. the nodes of a cluster; senders too).
+    #[arg(long, required = true)]
+    pub url: Vec<String>,
 
     /// Number of clients to connect.
     #[arg(short = 'c', long, value_name = "N", default_value_t = 100)]
@@ -98,8 +100,9 @@ pub struct Args {
     pub source_ips: Option<u8>,
 
     /// Server process id: report its CPU seconds and RSS from /proc.
+    /// Repeat it to sum several processes (cluster nodes, redis-server).
     #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
 
     /// Idle mode: connect, settle, sample server RSS, hold for --duration, close.
     #[arg(long)]
@@ -131,7 +134,8 @@ pub enum Load {
 }
 
 pub struct Config {
-    pub target: Target,
+    /// Client `i` connects to `targets[i % targets.len()]`.
+    pub targets: Vec<Target>,
     pub url: String,
     pub clients: usize,
     pub senders: usize,
@@ -146,7 +150,8 @@ pub struct Config {
     pub msg_timeout: Duration,
     /// Empty: let the kernel choose the source address.
     pub source_ips: Vec<Ipv4Addr>,
-    pub server_pid: Option<u32>,
+    /// Summed in the report (empty: no server measurements).
+    pub server_pid: Vec<u32>,
     pub json: bool,
     pub label: String,
     pub quiet: bool,
@@ -159,7 +164,14 @@ fn seconds(name: &str, value: f64) -> Result<Duration, String> {
 
 impl Args {
     pub fn into_config(self) -> Result<Config, String> {
-        let target = parse_url(&self.url)?;
+        let targets = self
+            .url
+            .iter()
+            .map(|u| parse_url(u))
+            .collect::<Result<Vec<Target>, String>>()?;
+        let Some(addr) = targets.first().map(|t| t.addr) else {
+            return Err("give --url".into());
+        };
         let load = match (self.idle, self.rate, self.window) {
             (true, _, _) => Load::Idle,
             (false, Some(rate), None) if rate > 0.0 && rate.is_finite() => Load::Rate(rate),
@@ -180,9 +192,9 @@ impl Args {
         if self.connect_concurrency == 0 {
             return Err("--connect-concurrency must be at least 1".into());
         }
-        let loopback = target.addr.ip().is_loopback() && target.addr.is_ipv4();
+        let loopback = addr.ip().is_loopback() && addr.is_ipv4();
         let source_count = match self.source_ips {
-            Some(n) if !target.addr.is_ipv4() => {
+            Some(n) if !addr.is_ipv4() => {
                 return Err(format!("--source-ips {n} needs an IPv4 target"));
             }
             Some(n) => usize::from(n),
@@ -195,8 +207,8 @@ impl Args {
             .map(|i| Ipv4Addr::new(127, 0, 0, i))
             .collect();
         Ok(Config {
-            target,
-            url: self.url,
+            targets,
+            url: self.url.join(" "),
             clients: self.clients,
             senders: if load == Load::Idle {
                 0

@@ -127,6 +127,8 @@ fn bind_address_no_port(socket: &Socket) {
 
 pub struct Client {
     pub stream: TcpStream,
+    /// Which of the configured servers it talks to.
+    pub target: usize,
     state: State,
     /// The role of this client when it is one of the senders.
     pub sender: Option<u32>,
@@ -144,8 +146,9 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(stream: TcpStream, sender: Option<u32>) -> Client {
+    pub fn new(stream: TcpStream, sender: Option<u32>, target: usize) -> Client {
         Client {
+            target,
             stream,
             state: State::Connecting,
             sender,
@@ -430,7 +433,7 @@ mod tests {
         poll.registry()
             .register(&mut stream, Token(0), interest)
             .unwrap();
-        let mut client = Client::new(stream, None);
+        let mut client = Client::new(stream, None, 0);
         let mut shared = Shared {
             scratch: vec![0; 5],
             rng: XorShift64::new(7),

@@ -123,7 +123,7 @@ impl Runner {
         ]
         .into_iter()
         .fold(0u64, u64::saturating_add);
-        let before = cfg.server_pid.and_then(procstat::sample);
+        let before = procstat::sample_all(&cfg.server_pid);
         Ok(Runner {
             poll: Poll::new()?,
             clients: Slab::with_capacity(cfg.clients),
@@ -184,7 +184,7 @@ impl Runner {
     /// Samples the server, keeping the highest peak seen (so a server gone
     /// by the end of the run still has one).
     fn server_sample(&mut self) -> Option<ProcSample> {
-        let sample = self.cfg.server_pid.and_then(procstat::sample)?;
+        let sample = procstat::sample_all(&self.cfg.server_pid)?;
         let peak = &mut self.server.rss_kib_peak;
         *peak = Some(peak.map_or(sample.peak_rss_kib, |p| p.max(sample.peak_rss_kib)));
         Some(sample)
@@ -332,17 +332,20 @@ impl Runner {
             let source = (!ips.is_empty()).then(|| ips[index % ips.len()]);
             let sender = (index < self.cfg.senders).then_some(index as u32);
             let token = self.clients.vacant_key();
-            let registered = client::connect(&self.cfg.target, source).and_then(|mut stream| {
-                self.poll.registry().register(
-                    &mut stream,
-                    Token(token),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
-                Ok(stream)
-            });
+            let registered =
+                client::connect(&self.cfg.targets[index % self.cfg.targets.len()], source)
+                    .and_then(|mut stream| {
+                        self.poll.registry().register(
+                            &mut stream,
+                            Token(token),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )?;
+                        Ok(stream)
+                    });
             match registered {
                 Ok(stream) => {
-                    self.clients.insert(Client::new(stream, sender));
+                    let target = index % self.cfg.targets.len();
+                    self.clients.insert(Client::new(stream, sender, target));
                     if let Some(s) = sender {
                         self.sender_tokens[s as usize] = Some(token);
                     }
@@ -482,7 +485,8 @@ impl Runner {
         // latency is then early by at most the reads of one event (the
         // read loop ends at the first short read).
         let mut received_ns = None;
-        client.handle(event, &cfg.target, shared, &mut |text| {
+        let target = &cfg.targets[client.target];
+        client.handle(event, target, shared, &mut |text| {
             let now = *received_ns.get_or_insert_with(|| ns(start.elapsed()));
             if tracker.on_message(text, now) != Seen::Delivery {
                 *last_chatter_ns = now;
@@ -677,10 +681,7 @@ impl Runner {
             unsent: self.unsent,
             errors: std::mem::take(&mut self.shared.errors),
             latency,
-            server: self
-                .cfg
-                .server_pid
-                .map(|_| std::mem::take(&mut self.server)),
+            server: (!self.cfg.server_pid.is_empty()).then(|| std::mem::take(&mut self.server)),
             tool_cpu_s: self.tool_cpu_s,
             cpu_window_s: if self.cfg.load == Load::Idle {
                 secs(self.window.0.unwrap_or(now))
