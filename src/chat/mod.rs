@@ -167,6 +167,13 @@ enum Change {
     Leave,
 }
 
+/// Whether `name` is `wanted`, as a user would type it: a nickname by its
+/// keys (case and look-alikes do not matter), a default name exactly but
+/// for the case of `User`.
+fn same_name(name: &str, wanted: &str) -> bool {
+    name.eq_ignore_ascii_case(wanted) || names::keys(name) == names::keys(&names::normalise(wanted))
+}
+
 /// The status a bad target gets, on an upgrade and a plain GET alike:
 /// a path that names no room is `404`, a malformed query `400`.
 fn refusal(e: TargetError) -> Refusal {
@@ -262,7 +269,7 @@ impl Chat {
                 let to = std::str::from_utf8(body).unwrap_or_default();
                 self.bus.presence(clock.now, &r.name, to, Presence::Joined);
             }
-            relay::Kind::Message | relay::Kind::Binary => {}
+            relay::Kind::Message | relay::Kind::Binary | relay::Kind::Private => {}
         }
         let bytes = Relayed {
             kind,
@@ -556,6 +563,21 @@ impl Chat {
                     to,
                 };
                 self.to_room(room, &line, Audience::All, cx);
+            }
+            relay::Kind::Private => {
+                let Some((to, text)) = relay::parse_private(event.body) else {
+                    return;
+                };
+                let Ok(recipient) = self.find(room, to) else {
+                    return;
+                };
+                let line = Line::Private {
+                    from: event.from,
+                    to,
+                    text,
+                    sent: false,
+                };
+                self.to_user_at(recipient, &line, event.ts, cx);
             }
             relay::Kind::Binary => {
                 let Some(r) = self.rooms.get(room) else {
@@ -994,7 +1016,24 @@ impl Chat {
         };
         let recipient = match self.find(user.room, to) {
             Ok(recipient) => recipient,
-            Err(why) => return self.error(id, &why, cx),
+            Err(why) => {
+                let remote = r.remote.names().find(|n| same_name(n, to));
+                let Some(remote) = remote.map(str::to_owned) else {
+                    return self.error(id, &why, cx);
+                };
+                // On another node: its node delivers it.
+                let (from, room) = (user.name().into_owned(), user.room);
+                let body = relay::private_body(&remote, text);
+                self.relay(room, relay::Kind::Private, id, false, &from, &body, cx);
+                let line = Line::Private {
+                    from: &from,
+                    to: &remote,
+                    text,
+                    sent: true,
+                };
+                self.to_user(id, &line, cx);
+                return;
+            }
         };
         if recipient == id {
             return self.error(id, "that is you", cx);
@@ -1025,14 +1064,28 @@ impl Chat {
         let Some(r) = self.rooms.get(room) else {
             return Err("no room".into());
         };
-        let port = name
+        // `User PORT`, or in cluster mode `User PORT@NODE` (this node's).
+        let default = name
             .get(..5)
             .filter(|p| p.eq_ignore_ascii_case("user "))
-            .and_then(|_| name[5..].parse::<u16>().ok());
+            .map(|_| match name[5..].split_once('@') {
+                Some((port, node)) => (port, Some(node)),
+                None => (&name[5..], None),
+            });
+        let port = match default {
+            Some((port, node)) if node.is_none() || node == self.node.as_deref() => {
+                port.parse::<u16>().ok()
+            }
+            Some((_, Some(_))) => return Err(format!("nobody called {name} is in this room")),
+            _ => None,
+        };
         if let Some(port) = port {
             // A resumed user keeps the name of its first port, so the
             // name decides, not the port (no string made per member).
-            let wanted = format!("User {port}");
+            let wanted = match &self.node {
+                Some(node) => format!("User {port}@{node}"),
+                None => format!("User {port}"),
+            };
             let mut found = r.members().filter(|&m| {
                 self.users.get(m).is_some_and(|u| {
                     !u.nick

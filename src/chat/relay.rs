@@ -33,6 +33,9 @@ pub enum Kind {
     Nick,
     /// A binary message (`BODY` the bytes).
     Binary,
+    /// A private message from `FROM`: `BODY` is the recipient's name, a
+    /// unit separator, and the text.
+    Private,
 }
 
 impl Kind {
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Leave => b'l',
             Kind::Nick => b'n',
             Kind::Binary => b'b',
+            Kind::Private => b'p',
         }
     }
 
@@ -53,6 +57,7 @@ impl Kind {
             b"l" => Kind::Leave,
             b"n" => Kind::Nick,
             b"b" => Kind::Binary,
+            b"p" => Kind::Private,
             _ => return None,
         })
     }
@@ -121,6 +126,23 @@ pub fn decode(bytes: &[u8]) -> Option<Relayed<'_>> {
     })
 }
 
+/// The body of a [`Kind::Private`] event: recipient and text.
+pub fn private_body(to: &str, text: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(to.len() + 1 + text.len());
+    body.extend_from_slice(to.as_bytes());
+    body.push(US);
+    body.extend_from_slice(text.as_bytes());
+    body
+}
+
+/// The recipient and the text of a [`Kind::Private`] body.
+pub fn parse_private(body: &[u8]) -> Option<(&str, &str)> {
+    let at = body.iter().position(|&b| b == US)?;
+    let to = str::from_utf8(&body[..at]).ok()?;
+    let text = str::from_utf8(&body[at + 1..]).ok()?;
+    Some((to, text))
+}
+
 fn decimal(field: &[u8]) -> Option<u64> {
     if field.is_empty() || field.len() > 19 || !field.iter().all(u8::is_ascii_digit) {
         return None;
@@ -150,13 +172,29 @@ mod tests {
             let event = sample(body);
             assert_eq!(decode(&event.encode()), Some(event));
         }
-        for kind in [Kind::Join, Kind::Leave, Kind::Nick, Kind::Binary] {
+        for kind in [
+            Kind::Join,
+            Kind::Leave,
+            Kind::Nick,
+            Kind::Binary,
+            Kind::Private,
+        ] {
             let event = Relayed {
                 kind,
                 ..sample(b"x")
             };
             assert_eq!(decode(&event.encode()), Some(event));
         }
+    }
+
+    #[test]
+    fn private_bodies_name_the_recipient() {
+        let body = private_body("User 1@n2", "psst\x1fstill text");
+        assert_eq!(
+            parse_private(&body),
+            Some(("User 1@n2", "psst\x1fstill text"))
+        );
+        assert_eq!(parse_private(b"no separator"), None);
     }
 
     #[test]
