@@ -445,7 +445,14 @@ impl RedisBus {
         let tag = Tag::History {
             room: room.to_owned(),
         };
-        self.send_encoded(now, tag, &out);
+        if !self.send_encoded(now, tag, &out) {
+            // Nobody waits for it for ever: an empty history.
+            self.events.push_back(BusEvent::History {
+                room: room.to_owned(),
+                epoch: None,
+                entries: Vec::new(),
+            });
+        }
     }
 
     /// Sends what waited for `channel`'s subscription.
