@@ -12,6 +12,11 @@
 //! and, made lazily by the loop for the first recipient that negotiated
 //! `permessage-deflate`, one shared compressed frame; the loop picks per
 //! recipient, while the service still encodes once.
+//!
+//! A service may also want connections of its own carried (the cluster's
+//! two Redis links): it lends them to the loop as [`Upstream`]s
+//! ([`Service::upstream`]), and hears what they said in
+//! [`Service::on_upstream`], so the loop still knows no Redis.
 
 use std::cell::{OnceCell, RefCell};
 use std::fmt;

@@ -14,6 +14,14 @@
 //! here knows about sockets or frame bytes: the chat sees only the
 //! [`crate::service`] types.
 //!
+//! In cluster mode ([`Chat::clustered`]) the same policy spans nodes
+//! through a [`Bus`] (see README, "Many nodes"): a message is published
+//! and delivered here when it comes back numbered, in the room's one
+//! order; other nodes' events ([`relay`]) are delivered like local ones,
+//! encoded once per format; who is where comes from [`roster`]; a room new
+//! here takes its history from Redis. Alone, the bus is [`LocalBus`] and
+//! none of that runs.
+//!
 //! No one user can make the chat do work for everyone: making rooms is
 //! limited per client address (joining one never is), joins and leaves in
 //! large rooms are summarised ([`presence`]), and replies that list things
