@@ -601,3 +601,52 @@ fn private_messages_reach_a_user_on_another_node_only() {
     b.send_text("/msg User 1@n9 nobody");
     assert!(b.next_text().starts_with("error: nobody called User 1@n9"));
 }
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_node_restarted_while_the_others_keep_chatting_catches_up() {
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let mut n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = join(&n1);
+    let b = join(&n2);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut a2 = n1.client();
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&a2, "n1")));
+
+    // n2 goes down (SIGTERM: its users are closed 1001 and leave).
+    n2.signal(libc::SIGTERM);
+    assert!(n2.wait_exit(WAIT).is_some(), "n2 did not stop");
+    let b_left = format!("{} left", qualified(&b, "n2"));
+    assert_eq!(next_text_within(&mut a, WAIT), b_left);
+    assert_eq!(next_text_within(&mut a2, WAIT), b_left);
+    drop(b);
+    // n1 chats on meanwhile.
+    let said: Vec<String> = ["while n2 was down", "still down"]
+        .iter()
+        .map(|text| {
+            a.send_text(text);
+            let line = format!("{}: {text}", qualified(&a, "n1"));
+            assert_eq!(a2.next_text(), line);
+            line
+        })
+        .collect();
+
+    // n2 again (a new process): its newcomer gets what was said, then chat.
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n2);
+    let mut c = Client::connect_path(n2.addr, "/", None);
+    for line in &said {
+        assert_eq!(&c.next_text(), line);
+    }
+    let c_joined = format!("{} joined", qualified(&c, "n2"));
+    assert_eq!(next_text_within(&mut a, WAIT), c_joined);
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    c.send_text("back");
+    let back = format!("{}: back", qualified(&c, "n2"));
+    assert_eq!(a.next_text(), back);
+    assert_eq!(a2.next_text(), c_joined);
+    assert_eq!(a2.next_text(), back);
+}
