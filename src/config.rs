@@ -16,6 +16,8 @@ use clap::Parser;
 use crate::chat::auth::Verifier;
 use crate::chat::history::Bounds;
 use crate::chat::ChatConfig;
+use crate::cluster::redis_bus::valid_node_id;
+use crate::cluster::url::{self, RedisUrl};
 use crate::net::flood::FloodLimits;
 use crate::net::timers::Timing;
 use crate::protocol::connection::Settings;
@@ -235,6 +237,26 @@ pub struct Config {
     /// before the connection is dropped, even if the peer keeps sending.
     #[arg(long, default_value = "30", value_parser = parse_secs, value_name = "SECS")]
     pub write_timeout: Duration,
+
+    /// Join other nodes through this Redis (cluster mode):
+    /// `redis://[user:password@]HOST:PORT[/DB]`. Off by default: a node
+    /// alone needs no Redis. Redis unreachable at start is not fatal: the
+    /// node starts degraded (local chat only, /healthz says so) and keeps
+    /// retrying with capped exponential backoff.
+    #[arg(long, value_name = "URL", value_parser = parse_redis)]
+    pub redis: Option<RedisUrl>,
+
+    /// This node's name in cluster mode, in every qualified user name
+    /// (`User 51234@ID`): `[A-Za-z0-9_.-]{1,32}`. Default: the host name
+    /// and the listening port (`HOST-PORT`; `HOST-PORT-PID` with
+    /// --reuse-port or port 0, where the port does not tell nodes apart).
+    #[arg(long = "node-id", value_name = "ID", requires = "redis", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+
+    /// Set SO_REUSEPORT on the listeners, so that several nodes on one
+    /// machine share one port (the kernel spreads connections over them).
+    #[arg(long = "reuse-port")]
+    pub reuse_port: bool,
 }
 
 impl Config {
@@ -293,6 +315,43 @@ impl Config {
             message_timeout: self.message_timeout,
             write_timeout: self.write_timeout,
         }
+    }
+}
+
+/// Parses `--redis`.
+pub fn parse_redis(text: &str) -> Result<RedisUrl, String> {
+    url::parse(text).map_err(|e| e.to_string())
+}
+
+/// Parses `--node-id`.
+pub fn parse_node_id(text: &str) -> Result<String, String> {
+    if valid_node_id(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("a node id is 1 to 32 of A-Z a-z 0-9 _ . -".into())
+    }
+}
+
+/// The default node id: the host name (cut to what a node id may hold)
+/// and the port, and the process id where the port is shared or chosen
+/// by the kernel.
+pub fn default_node_id(host: &str, port: u16, shared_port: bool, pid: u32) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(15)
+        .collect();
+    let host = if host.is_empty() { "node".into() } else { host };
+    if shared_port || port == 0 {
+        format!("{host}-{port}-{pid}")
+    } else {
+        format!("{host}-{port}")
     }
 }
 
@@ -387,6 +446,22 @@ mod tests {
         ]);
         assert!(config.is_ok_and(|c| c.listen.0.is_none() && c.tls_listen.is_some()));
         assert!(Config::try_parse_from(["wschat", "--tls-listen", "127.0.0.1:0"]).is_err());
+    }
+
+    #[test]
+    fn node_ids_default_to_host_and_port() {
+        assert_eq!(default_node_id("box", 8080, false, 7), "box-8080");
+        assert_eq!(default_node_id("box", 8080, true, 7), "box-8080-7");
+        assert_eq!(default_node_id("box", 0, false, 7), "box-0-7");
+        assert_eq!(default_node_id("a.b", 1, false, 7), "a_b-1");
+        assert_eq!(default_node_id("", 1, false, 7), "node-1");
+        assert!(valid_node_id(&default_node_id(
+            &"h".repeat(99),
+            65535,
+            true,
+            u32::MAX
+        )));
+        assert!(parse_node_id("n 1").is_err());
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! The `wschat` binary: parse the command line, start logging, run the loop.
 
 use std::io::Write as _;
+use std::net::ToSocketAddrs as _;
 use std::process::ExitCode;
 
 use clap::Parser;
 use log::{error, info, warn};
 
 use wschat::chat::echo::Echo;
-use wschat::chat::Chat;
-use wschat::config::{self, Config};
+use wschat::chat::{Chat, ChatConfig};
+use wschat::cluster::redis_bus::{RedisBus, DEFAULT_HISTORY_MAXLEN};
+use wschat::cluster::url::RedisUrl;
+use wschat::config::{self, default_node_id, Config};
 use wschat::net::server::{Server, ServerConfig};
 use wschat::net::tls::TlsIdentity;
-use wschat::service::Service;
+use wschat::service::{Clock, Service};
 
 /// Descriptors kept back from `--max-connections`' default for the
 /// listener, the poll instance, the signal pipe and the process itself.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         flood: config.flood(),
         max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
+        reuse_port: config.reuse_port,
     };
     info!(
         "{} mode, max {max_connections} connections, max message {} bytes",
@@ -83,8 +87,53 @@ fn main() -> ExitCode {
                 }
             );
         }
-        run(&config, server_config, Chat::new(config.chat(verifier)))
+        let chat_config = config.chat(verifier);
+        let chat = match &config.redis {
+            Some(url) => match clustered_chat(&config, url, chat_config) {
+                Some(chat) => chat,
+                None => return ExitCode::FAILURE,
+            },
+            None => Chat::new(chat_config),
+        };
+        run(&config, server_config, chat)
     }
+}
+
+/// The chat as one node of many, joined through the Redis at `url`. The
+/// address is resolved once, now (a name that does not resolve is a
+/// clear error at start); Redis not answering is not: the node starts
+/// degraded and its links keep retrying.
+fn clustered_chat(config: &Config, url: &RedisUrl, chat: ChatConfig) -> Option<Chat> {
+    let addr = match url.authority().to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => addr,
+        Ok(None) | Err(_) => {
+            error!("--redis {url}: cannot resolve {}", url.authority());
+            return None;
+        }
+    };
+    let node = config.node_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default();
+        let port = config
+            .listen
+            .0
+            .or(config.tls_listen)
+            .map_or(0, |a| a.port());
+        default_node_id(host.trim(), port, config.reuse_port, std::process::id())
+    });
+    let clock = Clock::read();
+    let bus = RedisBus::new(
+        url,
+        addr,
+        &node,
+        clock.unix_ms,
+        DEFAULT_HISTORY_MAXLEN.max(u64::try_from(config.history).unwrap_or(u64::MAX)),
+        u64::try_from(config.history).unwrap_or(u64::MAX),
+        clock.now,
+    );
+    info!("cluster mode: node {node}, Redis {url} ({addr})");
+    Some(Chat::clustered(chat, Box::new(bus), &node))
 }
 
 /// Binds, announces the bound addresses and runs the loop with `service`.

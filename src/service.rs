@@ -12,6 +12,11 @@
 //! and, made lazily by the loop for the first recipient that negotiated
 //! `permessage-deflate`, one shared compressed frame; the loop picks per
 //! recipient, while the service still encodes once.
+//!
+//! A service may also want connections of its own carried (the cluster's
+//! two Redis links): it lends them to the loop as [`Upstream`]s
+//! ([`Service::upstream`]), and hears what they said in
+//! [`Service::on_upstream`], so the loop still knows no Redis.
 
 use std::cell::{OnceCell, RefCell};
 use std::fmt;
@@ -258,6 +263,47 @@ pub trait Context {
     fn close(&mut self, to: PeerId, code: u16, reason: &'static str);
 }
 
+/// A byte stream to a server the service talks to (Redis, for the
+/// cluster), carried by the loop. The loop owns the socket, a token in
+/// its one poll; the upstream decides what the bytes mean and when a
+/// socket is wanted, with time as an input (`poll_timeout` /
+/// `handle_timeout`, as quinn-proto does), so the loop needs to know
+/// nothing of what is on the other end.
+pub trait Upstream {
+    /// Where to connect.
+    fn addr(&self) -> SocketAddr;
+
+    /// Which connection the upstream wants now: `Some(n)` while it wants
+    /// its `n`th socket (connecting, logging in or ready), `None` while it
+    /// wants none (backing off). A new `n` means: close any older socket
+    /// and open a new one.
+    fn wanted_socket(&self) -> Option<u64>;
+
+    /// The socket it asked for is connected.
+    fn on_connected(&mut self, now: Instant);
+
+    /// Bytes arrived.
+    fn on_input(&mut self, now: Instant, bytes: &[u8]);
+
+    /// The other end closed the connection.
+    fn on_eof(&mut self, now: Instant);
+
+    /// Connecting, reading or writing failed.
+    fn on_error(&mut self, now: Instant, kind: std::io::ErrorKind);
+
+    /// The bytes to write now (empty when none).
+    fn output(&self) -> &[u8];
+
+    /// `n` bytes of [`Upstream::output`] were written.
+    fn advance_output(&mut self, n: usize);
+
+    /// When [`Upstream::handle_timeout`] must next be called.
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// Acts on whatever deadline has passed at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+}
+
 /// An application run by the loop.
 pub trait Service {
     /// What [`Service::admit`] learned from an upgrade request, handed to
@@ -302,4 +348,23 @@ pub trait Service {
     /// Called about once a second, for the service's own timers (what it
     /// sends then is delivered like any other message).
     fn on_tick(&mut self, cx: &mut impl Context);
+
+    /// The service's `i`th upstream connection, if it has one (the loop
+    /// asks for 0, 1, ... until `None`; at most [`MAX_UPSTREAMS`]). None by
+    /// default: a single chat node talks to nobody.
+    fn upstream(&mut self, _i: usize) -> Option<&mut dyn Upstream> {
+        None
+    }
+
+    /// Called after each pass in which upstreams were fed bytes or
+    /// timeouts: the service acts on what they said (and may deliver).
+    fn on_upstream(&mut self, _cx: &mut impl Context) {}
+
+    /// Why the service is degraded (for `/healthz`), if it is.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 }
+
+/// Most upstream connections one service may have.
+pub const MAX_UPSTREAMS: usize = 8;

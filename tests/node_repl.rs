@@ -23,37 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
+use common::node::{required_flag, websocket_flag};
 use common::{Client, Server, TIMEOUT};
-
-/// The `node --version` line, or why it could not be had.
-fn node_version() -> Result<String, String> {
-    let output = Command::new("node")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("`node --version` could not be run ({e})"))?;
-    if !output.status.success() {
-        return Err(format!("`node --version` failed ({})", output.status));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
-/// The flag `node` of `version` (as `node --version` prints it, `v20.10.0`)
-/// needs for a global `WebSocket`: none from 22, `--experimental-websocket`
-/// from 20.10 (where it was added, with 21.0), and an error before that.
-fn websocket_flag(version: &str) -> Result<Option<&'static str>, String> {
-    let mut numbers = version.trim().trim_start_matches('v').split('.');
-    let mut next = || numbers.next().and_then(|n| n.parse::<u32>().ok());
-    let (Some(major), Some(minor)) = (next(), next()) else {
-        return Err(format!("unrecognised `node --version` output {version:?}"));
-    };
-    match (major, minor) {
-        (22.., _) => Ok(None),
-        (21, _) | (20, 10..) => Ok(Some("--experimental-websocket")),
-        _ => Err(format!(
-            "node {version} has no WebSocket client; this test needs Node 20.10+"
-        )),
-    }
-}
 
 /// An interactive `node` REPL fed through its stdin.
 struct Repl {
@@ -146,14 +117,6 @@ impl Drop for Repl {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The flag Node needs for `WebSocket`; panics (this test is never
-/// skipped silently) without Node 20.10+.
-fn required_flag() -> Option<&'static str> {
-    node_version()
-        .and_then(|v| websocket_flag(&v))
-        .unwrap_or_else(|why| panic!("this test needs Node 20.10+ as `node`: {why}"))
 }
 
 /// A REPL that typed the seed's two lines against `port`, and its port

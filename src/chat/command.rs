@@ -69,7 +69,8 @@ fn parse_command(rest: &str) -> Request<'_> {
     }
 }
 
-/// `/msg NAME text`; a default name `User 51234` is one name.
+/// `/msg NAME text`; a default name `User 51234` (in cluster mode
+/// `User 51234@NODE`) is one name.
 fn parse_msg(arg: &str) -> Request<'_> {
     const USAGE: &str = "usage: /msg NAME TEXT";
     let default_name = arg
@@ -77,7 +78,15 @@ fn parse_msg(arg: &str) -> Request<'_> {
         .filter(|p| p.eq_ignore_ascii_case("user "))
         .map(|_| {
             let digits = arg[5..].bytes().take_while(u8::is_ascii_digit).count();
-            5 + digits
+            let end = 5 + digits;
+            let node = match arg[end..].strip_prefix('@') {
+                Some(rest) => {
+                    let id = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+                    1 + rest.bytes().take_while(id).count()
+                }
+                None => 0,
+            };
+            end + node
         })
         .filter(|&end| end > 5 && arg[end..].starts_with(char::is_whitespace));
     let (to, text) = match default_name {
@@ -215,6 +224,13 @@ mod tests {
             parse_typed("/msg User 51234  hi"),
             Request::Msg {
                 to: "User 51234",
+                text: "hi"
+            }
+        );
+        assert_eq!(
+            parse_typed("/msg User 51234@n-2.x hi"),
+            Request::Msg {
+                to: "User 51234@n-2.x",
                 text: "hi"
             }
         );

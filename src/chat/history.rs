@@ -125,6 +125,32 @@ impl History {
         self.entries.push_back(entry);
     }
 
+    /// Whether message `seq` is held.
+    pub fn contains(&self, seq: u64) -> bool {
+        let at = self.entries.partition_point(|e| e.seq < seq);
+        self.entries.get(at).is_some_and(|e| e.seq == seq)
+    }
+
+    /// The sequence numbers held, oldest first.
+    pub fn seqs(&self) -> Vec<u64> {
+        self.entries.iter().map(|e| e.seq).collect()
+    }
+
+    /// Takes in `entries` (from another source, e.g. the cluster's shared
+    /// history) beside those held: in order, each number once (the held
+    /// entry wins), the oldest dropped past the bounds.
+    pub fn merge(&mut self, entries: Vec<Entry>, bounds: Bounds) {
+        let mut all: Vec<Entry> = std::mem::take(&mut self.entries).into();
+        all.extend(entries);
+        // Stable: a held entry comes before a new one with its number.
+        all.sort_by_key(|e| e.seq);
+        all.dedup_by_key(|e| e.seq);
+        self.bytes = 0;
+        for entry in all {
+            self.push(entry, bounds);
+        }
+    }
+
     /// Everything held, oldest first.
     pub fn all(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter()
@@ -162,6 +188,19 @@ mod tests {
 
     fn seqs(h: &History) -> Vec<u64> {
         h.all().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn merging_keeps_order_and_each_number_once() {
+        let mut h = History::default();
+        for seq in [5, 6] {
+            h.push(entry(seq, "x"), ROOMY);
+        }
+        h.merge(vec![entry(2, "a"), entry(6, "dup"), entry(4, "b")], ROOMY);
+        assert_eq!(seqs(&h), vec![4, 5, 6]);
+        assert_eq!(&*h.all().last().unwrap().text, "x");
+        assert!(h.contains(4) && h.contains(6) && !h.contains(2) && !h.contains(7));
+        assert_eq!(h.seqs(), vec![4, 5, 6]);
     }
 
     #[test]

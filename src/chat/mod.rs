@@ -14,6 +14,14 @@
 //! here knows about sockets or frame bytes: the chat sees only the
 //! [`crate::service`] types.
 //!
+//! In cluster mode ([`Chat::clustered`]) the same policy spans nodes
+//! through a [`Bus`] (see README, "Many nodes"): a message is published
+//! and delivered here when it comes back numbered, in the room's one
+//! order; other nodes' events ([`relay`]) are delivered like local ones,
+//! encoded once per format; who is where comes from [`roster`]; a room new
+//! here takes its history from Redis. Alone, the bus is [`LocalBus`] and
+//! none of that runs.
+//!
 //! No one user can make the chat do work for everyone: making rooms is
 //! limited per client address (joining one never is), joins and leaves in
 //! large rooms are summarised ([`presence`]), and replies that list things
@@ -26,9 +34,11 @@ pub mod echo;
 pub mod history;
 pub mod names;
 pub mod presence;
+pub mod relay;
 pub mod render;
 pub mod resume;
 pub mod rooms;
+pub mod roster;
 pub mod target;
 pub mod users;
 
@@ -42,17 +52,19 @@ use history::{Bounds, Entry};
 use names::Holder;
 use render::{Extra, Line, Stamp, JSON_PROTOCOL};
 use resume::{Found, Tokens};
-use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms};
+use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms, Waiting};
 use target::{Target, TargetError};
 use users::{User, Users};
 
 use log::info;
 
+use crate::cluster::bus::{Bus, BusEvent, LocalBus, Presence, Publish, Ticket};
 use crate::service::Clock;
 use crate::service::{
     Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, Outgoing, PeerId, Refusal, Service,
-    Upgrade,
+    Upgrade, Upstream,
 };
+use relay::Relayed;
 
 /// The chat page served for a room path without an upgrade.
 const PAGE: &str = include_str!("page.html");
@@ -139,6 +151,25 @@ pub struct Chat {
     next_due: Option<Instant>,
     /// Resume tokens and the users away.
     tokens: Tokens,
+    /// Other nodes ([`LocalBus`] when there are none).
+    bus: Box<dyn Bus>,
+    /// This node's id in cluster mode (default names are then qualified,
+    /// `User 51234@NODE`); `None` alone.
+    node: Option<Rc<str>>,
+    /// The rooms were told that other nodes are out of reach.
+    told_unreachable: bool,
+    /// Name changes waiting for Redis to say the name is free on every
+    /// node (one per user at most).
+    claims: Vec<Claim>,
+}
+
+/// A `/nick` being checked across nodes.
+#[derive(Debug)]
+struct Claim {
+    ticket: Ticket,
+    id: PeerId,
+    room: usize,
+    nick: names::Nick,
 }
 
 /// The close code of a connection whose user resumed on another one
@@ -157,6 +188,13 @@ fn client_of(upgrade: &Upgrade<'_>) -> ClientKey {
 enum Change {
     Join,
     Leave,
+}
+
+/// Whether `name` is `wanted`, as a user would type it: a nickname by its
+/// keys (case and look-alikes do not matter), a default name exactly but
+/// for the case of `User`.
+fn same_name(name: &str, wanted: &str) -> bool {
+    name.eq_ignore_ascii_case(wanted) || names::keys(name) == names::keys(&names::normalise(wanted))
 }
 
 /// The status a bad target gets, on an upgrade and a plain GET alike:
@@ -208,6 +246,376 @@ impl Chat {
             due: Vec::new(),
             next_due: None,
             tokens: Tokens::default(),
+            bus: Box::new(LocalBus),
+            node: None,
+            told_unreachable: false,
+            claims: Vec::new(),
+        }
+    }
+
+    /// A chat that is one node of many, joined by `bus`, as node `node`.
+    pub fn clustered(config: ChatConfig, bus: Box<dyn Bus>, node: &str) -> Chat {
+        Chat {
+            bus,
+            node: Some(Rc::from(node)),
+            ..Chat::new(config)
+        }
+    }
+
+    /// Carries an event of `room` to the other nodes (nothing alone).
+    #[allow(clippy::too_many_arguments)]
+    fn relay(
+        &mut self,
+        room: usize,
+        kind: relay::Kind,
+        peer: PeerId,
+        me: bool,
+        from: &str,
+        body: &[u8],
+        cx: &mut impl Context,
+    ) -> Publish {
+        let (Some(node), Some(r)) = (&self.node, self.rooms.get(room)) else {
+            return Publish::Local;
+        };
+        let clock = cx.clock();
+        match kind {
+            relay::Kind::Join => self
+                .bus
+                .presence(clock.now, &r.name, from, Presence::Joined),
+            relay::Kind::Leave => {
+                self.bus.presence(clock.now, &r.name, from, Presence::Left);
+                let keys = names::keys(from);
+                self.bus.release_name(clock.now, &r.name, &keys, from);
+            }
+            relay::Kind::Nick => {
+                self.bus.presence(clock.now, &r.name, from, Presence::Left);
+                let to = std::str::from_utf8(body).unwrap_or_default();
+                self.bus.presence(clock.now, &r.name, to, Presence::Joined);
+            }
+            relay::Kind::Message | relay::Kind::Binary | relay::Kind::Private => {}
+        }
+        let verified = self.users.get(peer).is_some_and(User::is_verified);
+        let bytes = Relayed {
+            kind,
+            node,
+            peer,
+            ts: clock.unix_ms,
+            me,
+            verified,
+            from,
+            body,
+        }
+        .encode();
+        self.bus
+            .publish(clock.now, &r.name, &bytes, kind == relay::Kind::Message)
+    }
+
+    /// What other nodes said, and whether they can be reached.
+    fn on_bus(&mut self, cx: &mut impl Context) {
+        let now = cx.clock().now;
+        while let Some(event) = self.bus.poll_event(now) {
+            match event {
+                BusEvent::Remote {
+                    room,
+                    seq,
+                    epoch,
+                    event,
+                } => {
+                    if seq > 0 && !self.same_epoch(&room, &epoch, cx) {
+                        continue;
+                    }
+                    self.remote(&room, seq, &event, cx);
+                }
+                BusEvent::History {
+                    room,
+                    epoch,
+                    entries,
+                } => self.seed(&room, epoch, entries, cx),
+                BusEvent::Roster { room, members } => self.roster(&room, &members, cx),
+                BusEvent::Claimed { ticket, holder } => self.claimed(ticket, holder, cx),
+                BusEvent::Lost { ticket } => {
+                    if let Some(at) = self.claims.iter().position(|c| c.ticket == ticket) {
+                        let claim = self.claims.swap_remove(at);
+                        let text = "your name change could not be checked across nodes; try again";
+                        self.error(claim.id, text, cx);
+                    }
+                }
+                BusEvent::Reachable(reachable) => {
+                    if !reachable {
+                        self.stop_seeding(cx);
+                    }
+                    self.reachability(reachable, cx);
+                }
+                BusEvent::Sequenced { .. } | BusEvent::Member { .. } => {}
+            }
+        }
+    }
+
+    /// A presence listing of `room`: members of other nodes no longer
+    /// listed for a while are gone (their node died, or their leave was
+    /// missed), and the room is told.
+    fn roster(&mut self, room_name: &str, members: &[(String, String)], cx: &mut impl Context) {
+        let now = cx.clock().now;
+        let Some(room) = self.rooms.index_of(room_name) else {
+            return;
+        };
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let gone = r.remote.listed(members, now);
+        for name in gone {
+            let Some(r) = self.rooms.get(room) else {
+                return;
+            };
+            let size = r.len() + r.remote.len() + 1;
+            self.announce(room, Change::Leave, &name, PeerId::MAX, size, cx);
+        }
+    }
+
+    /// Tells every room once that other nodes went out of reach, and
+    /// once that they are back.
+    fn reachability(&mut self, reachable: bool, cx: &mut impl Context) {
+        if reachable != self.told_unreachable {
+            return;
+        }
+        self.told_unreachable = !reachable;
+        let text = if reachable {
+            "other nodes are back in reach: chat spans every node again (what they said meanwhile is not shown here)"
+        } else {
+            "other nodes are out of reach: messages here reach this node only, and are not kept in the shared history"
+        };
+        let rooms: Vec<usize> = self.rooms.indices().collect();
+        for room in rooms {
+            let line = Line::System {
+                text,
+                extra: Extra::None,
+            };
+            self.to_room(room, &line, Audience::All, cx);
+        }
+    }
+
+    /// Whether `epoch` is the one `room` had (or the first heard). When
+    /// it changed, Redis lost the room's numbering: what is held here is
+    /// dropped and the room told plainly, as after a restart. False when
+    /// the room does not exist here.
+    fn same_epoch(&mut self, room_name: &str, epoch: &str, cx: &mut impl Context) -> bool {
+        let Some(room) = self.rooms.index_of(room_name) else {
+            return false;
+        };
+        let Some(r) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        match r.epoch.as_deref() {
+            Some(held) if held == epoch => return true,
+            None => {
+                r.epoch = Some(epoch.into());
+                return true;
+            }
+            Some(_) => {}
+        }
+        r.epoch = Some(epoch.into());
+        r.history = history::History::default();
+        r.last_seq = 0;
+        let line = Line::System {
+            text: "this room's shared history was lost (Redis restarted without it): numbering starts over",
+            extra: Extra::None,
+        };
+        self.to_room(room, &line, Audience::All, cx);
+        true
+    }
+
+    /// The room's shared history came from Redis: merged with what is
+    /// held here, and replayed to those who joined while it was on its
+    /// way (minus what they were delivered live meanwhile).
+    fn seed(
+        &mut self,
+        room_name: &str,
+        epoch: Option<String>,
+        entries: Vec<(u64, Vec<u8>)>,
+        cx: &mut impl Context,
+    ) {
+        if let Some(epoch) = &epoch {
+            if !self.same_epoch(room_name, epoch, cx) {
+                return;
+            }
+        }
+        let Some(room) = self.rooms.index_of(room_name) else {
+            return;
+        };
+        let bounds = self.config.history;
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let waiting = r.seeding.take();
+        let live = r.history.seqs();
+        // Only a room new here takes numbers past its own: on an old one,
+        // those will come as pushes (everything published after the
+        // subscription was confirmed does), or were said while this node
+        // was cut off and are not shown (the room was told).
+        let upto = match waiting {
+            Some(_) => u64::MAX,
+            None => r.last_seq,
+        };
+        let mut merged = Vec::with_capacity(entries.len());
+        for (seq, bytes) in entries {
+            if seq > upto || live.binary_search(&seq).is_ok() {
+                continue;
+            }
+            let Some(event) = relay::decode(&bytes).filter(|e| e.kind == relay::Kind::Message)
+            else {
+                continue;
+            };
+            let Ok(text) = std::str::from_utf8(event.body) else {
+                continue;
+            };
+            let from: Rc<str> = Rc::from(event.from);
+            let line = Line::Message {
+                from: &from,
+                text,
+                seq,
+                me: event.me,
+                history: false,
+                verified: event.verified,
+            };
+            let scan = render::scan(text);
+            let plain = encode(&line, &r.name, false, event.ts, cx);
+            merged.push(
+                Entry::new(
+                    seq,
+                    event.ts,
+                    Rc::clone(&from),
+                    text,
+                    event.me,
+                    plain,
+                    scan.json_extra,
+                )
+                .by_verified(event.verified),
+            );
+        }
+        if let Some(last) = merged.last().map(|e| e.seq) {
+            r.last_seq = r.last_seq.max(last);
+        }
+        r.history.merge(merged, bounds);
+        for w in waiting.unwrap_or_default() {
+            if self.users.get(w.id).is_some_and(|u| u.room == room) {
+                // Delivered live after it joined: not again.
+                let skip = |seq: u64| seq > w.upto && live.binary_search(&seq).is_ok();
+                self.replay(w.id, room, w.since, &skip, cx);
+            }
+        }
+    }
+
+    /// Redis is out of reach: rooms waiting for their history replay
+    /// what is held here instead.
+    fn stop_seeding(&mut self, cx: &mut impl Context) {
+        let rooms: Vec<usize> = self.rooms.indices().collect();
+        for room in rooms {
+            let Some(r) = self.rooms.get_mut(room) else {
+                continue;
+            };
+            let Some(waiting) = r.seeding.take() else {
+                continue;
+            };
+            for w in waiting {
+                if self.users.get(w.id).is_some_and(|u| u.room == room) {
+                    self.replay(w.id, room, w.since, &|seq| seq > w.upto, cx);
+                }
+            }
+        }
+    }
+
+    /// An event of `room` from the bus (another node's, or our own
+    /// sequenced message coming back in the room's order).
+    fn remote(&mut self, room_name: &str, seq: u64, bytes: &[u8], cx: &mut impl Context) {
+        let Some(event) = relay::decode(bytes) else {
+            return;
+        };
+        let Some(room) = self.rooms.index_of(room_name) else {
+            return;
+        };
+        let ours = self.node.as_deref() == Some(event.node);
+        match event.kind {
+            relay::Kind::Message => {
+                let Ok(text) = std::str::from_utf8(event.body) else {
+                    return;
+                };
+                let Some(r) = self.rooms.get(room) else {
+                    return;
+                };
+                if seq == 0 || (seq <= r.last_seq && r.history.contains(seq)) {
+                    // Fetched with the room's history already.
+                    return;
+                }
+                // Our own: its sender still here does not hear it back.
+                let audience = match self.users.get(event.peer) {
+                    Some(user) if ours && user.room == room => {
+                        Audience::OthersUnlessJson(event.peer)
+                    }
+                    _ => Audience::All,
+                };
+                let from: Rc<str> = Rc::from(event.from);
+                let flags = (event.me, event.verified);
+                self.message(room, from, text, flags, seq, event.ts, audience, true, cx);
+            }
+            // Our own joins, leaves and nick changes were told here already.
+            _ if ours => {}
+            relay::Kind::Join | relay::Kind::Leave => {
+                let now = cx.clock().now;
+                let Some(r) = self.rooms.get_mut(room) else {
+                    return;
+                };
+                let change = match event.kind {
+                    relay::Kind::Join => {
+                        r.remote.joined(event.node, event.from, now);
+                        Change::Join
+                    }
+                    _ => {
+                        r.remote.left(event.node, event.from, now);
+                        Change::Leave
+                    }
+                };
+                let size = r.len() + r.remote.len() + usize::from(change == Change::Leave);
+                self.announce(room, change, event.from, PeerId::MAX, size, cx);
+            }
+            relay::Kind::Nick => {
+                let Ok(to) = std::str::from_utf8(event.body) else {
+                    return;
+                };
+                let now = cx.clock().now;
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.remote.left(event.node, event.from, now);
+                    r.remote.joined(event.node, to, now);
+                }
+                let line = Line::Nick {
+                    from: event.from,
+                    to,
+                };
+                self.to_room(room, &line, Audience::All, cx);
+            }
+            relay::Kind::Private => {
+                let Some((to, text)) = relay::parse_private(event.body) else {
+                    return;
+                };
+                let Ok(recipient) = self.find(room, to) else {
+                    return;
+                };
+                let line = Line::Private {
+                    from: event.from,
+                    to,
+                    text,
+                    sent: false,
+                };
+                self.to_user_at(recipient, &line, event.ts, cx);
+            }
+            relay::Kind::Binary => {
+                let Some(r) = self.rooms.get(room) else {
+                    return;
+                };
+                if !r.is_empty() {
+                    let message = cx.encode(Kind::Binary, &[event.body]);
+                    r.members().for_each(|m| cx.deliver(m, &message));
+                }
+            }
         }
     }
 
@@ -235,6 +643,21 @@ impl Chat {
         plain: Option<&Outgoing>,
         cx: &mut impl Context,
     ) {
+        let ts = cx.clock().unix_ms;
+        self.to_room_at(room, line, audience, plain, ts, cx);
+    }
+
+    /// [`Chat::to_room_with`] for an event that happened at `ts` (a
+    /// message from another node carries its own time).
+    fn to_room_at(
+        &self,
+        room: usize,
+        line: &Line<'_>,
+        audience: Audience,
+        plain: Option<&Outgoing>,
+        ts: u64,
+        cx: &mut impl Context,
+    ) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -250,7 +673,7 @@ impl Chat {
             }
             let message = match plain {
                 Some(message) if !json => message.clone(),
-                _ => encode(line, &r.name, json, cx.clock().unix_ms, cx),
+                _ => encode(line, &r.name, json, ts, cx),
             };
             for &member in list {
                 if Some(member) != skip {
@@ -287,7 +710,15 @@ impl Chat {
 
     /// Replays history to a newcomer: everything held, or what came after
     /// `since`, saying plainly when some of it is gone.
-    fn replay(&self, id: PeerId, room: usize, since: Option<u64>, cx: &mut impl Context) {
+    /// `skip` leaves out messages the newcomer already has.
+    fn replay(
+        &self,
+        id: PeerId,
+        room: usize,
+        since: Option<u64>,
+        skip: &dyn Fn(u64) -> bool,
+        cx: &mut impl Context,
+    ) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -315,6 +746,9 @@ impl Chat {
         };
         let json = self.users.get(id).is_some_and(|u| u.json);
         for e in entries {
+            if skip(e.seq) {
+                continue;
+            }
             if !json {
                 // Plain clients get the very message sent live.
                 cx.deliver(id, &e.plain);
@@ -338,12 +772,84 @@ impl Chat {
             return;
         };
         let (room, from, verified) = (user.room, user.shared_name(), user.is_verified());
+        if self.node.is_some() {
+            // Numbered by Redis, and delivered here when it comes back, in
+            // the room's one order; if it cannot go, this node alone
+            // hears it.
+            let text_bytes = text.as_bytes();
+            match self.relay(room, relay::Kind::Message, id, me, &from, text_bytes, cx) {
+                Publish::Queued(_) => return,
+                Publish::Local => {}
+                Publish::Dropped => {
+                    // No number of its own (Redis gives those), and not
+                    // in history (which holds the shared numbering).
+                    let Some(r) = self.rooms.get(room) else {
+                        return;
+                    };
+                    let (seq, ts) = (r.last_seq, cx.clock().unix_ms);
+                    let audience = Audience::OthersUnlessJson(id);
+                    self.message(
+                        room,
+                        from,
+                        text,
+                        (me, verified),
+                        seq,
+                        ts,
+                        audience,
+                        false,
+                        cx,
+                    );
+                    return;
+                }
+            }
+        }
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let seq = r.last_seq + 1;
+        let ts = cx.clock().unix_ms;
+        let audience = Audience::OthersUnlessJson(id);
+        self.message(
+            room,
+            from,
+            text,
+            (me, verified),
+            seq,
+            ts,
+            audience,
+            true,
+            cx,
+        );
+    }
+
+    /// Message `seq` of `room` (a `/me` action or not, said by a verified
+    /// user or not): remembered, delivered to `audience`.
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &mut self,
+        room: usize,
+        from: Rc<str>,
+        text: &str,
+        (me, verified): (bool, bool),
+        seq: u64,
+        ts: u64,
+        audience: Audience,
+        remember: bool,
+        cx: &mut impl Context,
+    ) {
         let bounds = self.config.history;
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        r.last_seq += 1;
-        let seq = r.last_seq;
+        if remember && seq <= r.last_seq {
+            // The numbering started over (Redis lost the room, or this
+            // node numbered messages alone meanwhile): what is held would
+            // no longer be in order.
+            r.history = history::History::default();
+        }
+        if remember {
+            r.last_seq = seq;
+        }
         let line = Line::Message {
             from: &from,
             text,
@@ -352,7 +858,6 @@ impl Chat {
             history: false,
             verified,
         };
-        let ts = cx.clock().unix_ms;
         // One pass over the text tells whether plain text must take care
         // of it and what it can cost history. The plain-text message is
         // made once, for its recipients and for history alike: ordinary
@@ -363,7 +868,7 @@ impl Chat {
         } else {
             cx.encode(Kind::Text, &[from.as_bytes(), b": ", text.as_bytes()])
         };
-        if bounds.max_entries > 0 {
+        if remember && bounds.max_entries > 0 {
             let entry = Entry::new(
                 seq,
                 ts,
@@ -376,13 +881,7 @@ impl Chat {
             .by_verified(verified);
             r.history.push(entry, bounds);
         }
-        self.to_room_with(
-            room,
-            &line,
-            Audience::OthersUnlessJson(id),
-            Some(&plain),
-            cx,
-        );
+        self.to_room_at(room, &line, audience, Some(&plain), ts, cx);
     }
 
     fn nick(&mut self, id: PeerId, wanted: &str, cx: &mut impl Context) {
@@ -401,32 +900,99 @@ impl Chat {
         if *user.name() == *nick.name {
             return self.error(id, &format!("you are already {}", nick.name), cx);
         }
-        let Some(r) = self.rooms.get(room) else {
-            return;
-        };
+        if let Some(text) = self.nick_refusal(id, room, &nick) {
+            return self.error(id, &text, cx);
+        }
+        if self.node.is_some() {
+            if self.claims.iter().any(|c| c.id == id) {
+                let text = "your last name change is still being checked across nodes";
+                return self.error(id, text, cx);
+            }
+            let (Some(r), Some(user)) = (self.rooms.get(room), self.users.get(id)) else {
+                return;
+            };
+            let old = user.name();
+            let old_keys = user.nick.then(|| names::keys(&old));
+            let previous = old_keys.as_ref().map(|k| (&k[..], &*old));
+            let now = cx.clock().now;
+            match self
+                .bus
+                .claim_name(now, &r.name, &nick.keys, &nick.name, previous)
+            {
+                Publish::Queued(ticket) => {
+                    self.claims.push(Claim {
+                        ticket,
+                        id,
+                        room,
+                        nick,
+                    });
+                    return;
+                }
+                Publish::Dropped => {
+                    let text = "names cannot be checked across nodes while they are out of reach; try again later";
+                    return self.error(id, text, cx);
+                }
+                Publish::Local => {}
+            }
+        }
+        self.apply_nick(id, room, nick, cx);
+    }
+
+    /// Why `id` may not take `nick` in `room` here, if it may not.
+    fn nick_refusal(&self, id: PeerId, room: usize, nick: &names::Nick) -> Option<String> {
+        let r = self.rooms.get(room)?;
         match r.names.holder(&nick.keys) {
             // Another spelling of one's own name (`alice` to `Alice`).
-            Some(Holder::User(holder)) if holder == id => {}
+            Some(Holder::User(holder)) if holder == id => None,
             Some(Holder::User(holder)) => {
                 let theirs = self.users.get(holder).map(User::name);
-                let text = match theirs {
+                Some(match theirs {
                     Some(theirs) if *theirs != *nick.name => format!(
                         "the name {} is taken in this room: it looks like {theirs}",
                         nick.name
                     ),
                     _ => format!("the name {} is taken in this room", nick.name),
-                };
-                return self.error(id, &text, cx);
+                })
             }
-            Some(Holder::Away(_)) => {
-                let text = format!(
-                    "the name {} is kept for a user who is reconnecting",
-                    nick.name
-                );
-                return self.error(id, &text, cx);
-            }
-            None => {}
+            Some(Holder::Away(_)) => Some(format!(
+                "the name {} is kept for a user who is reconnecting",
+                nick.name
+            )),
+            None => None,
         }
+    }
+
+    /// Redis said whether a name is free on every node.
+    fn claimed(&mut self, ticket: Ticket, holder: Option<String>, cx: &mut impl Context) {
+        let Some(at) = self.claims.iter().position(|c| c.ticket == ticket) else {
+            return;
+        };
+        let claim = self.claims.swap_remove(at);
+        if self
+            .users
+            .get(claim.id)
+            .is_none_or(|u| u.room != claim.room)
+        {
+            // Gone meanwhile: the claim is held by no presence entry, so
+            // the name is free again.
+            return;
+        }
+        if let Some(holder) = holder {
+            let text = format!(
+                "the name {} is taken in this room, by {holder} on another node",
+                claim.nick.name
+            );
+            return self.error(claim.id, &text, cx);
+        }
+        // Someone here may have taken it while Redis was asked.
+        if let Some(text) = self.nick_refusal(claim.id, claim.room, &claim.nick) {
+            return self.error(claim.id, &text, cx);
+        }
+        self.apply_nick(claim.id, claim.room, claim.nick, cx);
+    }
+
+    /// `id` is called `nick` from now on, and its room is told.
+    fn apply_nick(&mut self, id: PeerId, room: usize, nick: names::Nick, cx: &mut impl Context) {
         let new: Rc<str> = Rc::from(nick.name.as_str());
         let Some(user) = self.users.get_mut(id) else {
             return;
@@ -445,6 +1011,7 @@ impl Chat {
             to: &new,
         };
         self.to_room(room, &line, Audience::All, cx);
+        self.relay(room, relay::Kind::Nick, id, false, &old, new.as_bytes(), cx);
     }
 
     /// `id`'s resume token as shown to users, issued now if it has none
@@ -505,7 +1072,24 @@ impl Chat {
         };
         let recipient = match self.find(user.room, to) {
             Ok(recipient) => recipient,
-            Err(why) => return self.error(id, &why, cx),
+            Err(why) => {
+                let remote = r.remote.names().find(|n| same_name(n, to));
+                let Some(remote) = remote.map(str::to_owned) else {
+                    return self.error(id, &why, cx);
+                };
+                // On another node: its node delivers it.
+                let (from, room) = (user.name().into_owned(), user.room);
+                let body = relay::private_body(&remote, text);
+                self.relay(room, relay::Kind::Private, id, false, &from, &body, cx);
+                let line = Line::Private {
+                    from: &from,
+                    to: &remote,
+                    text,
+                    sent: true,
+                };
+                self.to_user(id, &line, cx);
+                return;
+            }
         };
         if recipient == id {
             return self.error(id, "that is you", cx);
@@ -536,14 +1120,28 @@ impl Chat {
         let Some(r) = self.rooms.get(room) else {
             return Err("no room".into());
         };
-        let port = name
+        // `User PORT`, or in cluster mode `User PORT@NODE` (this node's).
+        let default = name
             .get(..5)
             .filter(|p| p.eq_ignore_ascii_case("user "))
-            .and_then(|_| name[5..].parse::<u16>().ok());
+            .map(|_| match name[5..].split_once('@') {
+                Some((port, node)) => (port, Some(node)),
+                None => (&name[5..], None),
+            });
+        let port = match default {
+            Some((port, node)) if node.is_none() || node == self.node.as_deref() => {
+                port.parse::<u16>().ok()
+            }
+            Some((_, Some(_))) => return Err(format!("nobody called {name} is in this room")),
+            _ => None,
+        };
         if let Some(port) = port {
             // A resumed user keeps the name of its first port, so the
             // name decides, not the port (no string made per member).
-            let wanted = format!("User {port}");
+            let wanted = match &self.node {
+                Some(node) => format!("User {port}@{node}"),
+                None => format!("User {port}"),
+            };
             let mut found = r.members().filter(|&m| {
                 self.users.get(m).is_some_and(|u| {
                     !u.nick
@@ -575,13 +1173,15 @@ impl Chat {
         self.rooms.get(room).map_or_else(
             || (Vec::new(), 0),
             |r| {
+                // This node's users, then other nodes' (cluster mode).
                 let names = r
                     .members()
-                    .take(self.config.list_limit)
                     .filter_map(|m| self.users.get(m))
                     .map(User::name)
+                    .chain(r.remote.names().map(Cow::Borrowed))
+                    .take(self.config.list_limit)
                     .collect();
-                (names, r.len())
+                (names, r.len() + r.remote.len())
             },
         )
     }
@@ -640,7 +1240,11 @@ impl Chat {
         let Some(user) = self.users.get_mut(id) else {
             return;
         };
-        user.name = None;
+        // Its default name: `User <port>`, or `User <port>@<node>`.
+        user.name = self
+            .node
+            .as_ref()
+            .map(|node| Rc::from(format!("User {}@{node}", user.port)));
         user.nick = false;
         user.verified_until = None;
         let new = user.name().into_owned();
@@ -782,7 +1386,7 @@ impl Chat {
         let mut rooms: Vec<(&str, usize)> = self
             .rooms
             .iter()
-            .map(|r| (r.name.as_str(), r.len()))
+            .map(|r| (r.name.as_str(), r.len() + r.remote.len()))
             .collect();
         let count = rooms.len();
         let limit = self.config.list_limit;
@@ -854,6 +1458,7 @@ impl Chat {
     fn expire_away(&mut self, cx: &mut impl Context) {
         let now = cx.clock().now;
         while let Some((departure, away)) = self.tokens.expire_one(now) {
+            self.relay(away.room, relay::Kind::Leave, 0, false, &away.name, b"", cx);
             let Some(r) = self.rooms.get_mut(away.room) else {
                 continue;
             };
@@ -1007,7 +1612,15 @@ impl Service for Chat {
     ) {
         self.summarise_due(cx);
         let limits = self.limits();
+        let new_here = self.node.is_some() && !self.rooms.contains_name(&target.room);
         let room = self.rooms.named(&target.room, client_of(upgrade), limits);
+        if new_here && self.node.is_some() && self.bus.reachable() {
+            // Its history is fetched from Redis once the subscription is
+            // confirmed; replays wait for it.
+            if let Some(r) = self.rooms.get_mut(room) {
+                r.seeding = Some(Vec::new());
+            }
+        }
         // A resume: the name comes back, and nobody is told of a join.
         let mut resumed: Option<(Rc<str>, bool)> = None;
         let mut refused = false;
@@ -1040,9 +1653,14 @@ impl Service for Chat {
             return;
         };
         let json = upgrade.protocol == Some(JSON_PROTOCOL);
-        let (mut name, mut nick) = match &resumed {
-            Some((name, nick)) => (Some(Rc::clone(name)), *nick),
-            None => (None, false),
+        let (mut name, mut nick) = match (&resumed, &self.node) {
+            (Some((name, nick)), _) => (Some(Rc::clone(name)), *nick),
+            // Ports repeat across nodes: the node tells them apart.
+            (None, Some(node)) => (
+                Some(Rc::from(format!("User {}@{node}", upgrade.remote.port()))),
+                false,
+            ),
+            (None, None) => (None, false),
         };
         let verified_until = identity.as_ref().map(|i| i.expires_ms);
         if let Some(identity) = &identity {
@@ -1094,6 +1712,11 @@ impl Service for Chat {
         if let Some(other) = displaced {
             self.unname(other, room, &name, cx);
         }
+        if size == 1 && self.node.is_some() {
+            // Subscribed until the room is forgotten here (see on_tick),
+            // so its history here keeps up while it is empty.
+            self.bus.subscribe(cx.clock().now, &target.room);
+        }
         // JSON clients are given their token at once; plain ones when they
         // ask (`/whoami`), or when they resumed (theirs was used up).
         let token = if json || resumed.is_some() {
@@ -1127,9 +1750,17 @@ impl Service for Chat {
             );
             self.system(id, &text, Extra::None, cx);
         }
-        self.replay(id, room, target.since, cx);
+        match self.rooms.get_mut(room).and_then(|r| r.seeding.as_mut()) {
+            Some(waiting) => waiting.push(Waiting {
+                id,
+                since: target.since,
+                upto: last_seq,
+            }),
+            None => self.replay(id, room, target.since, &|_| false, cx),
+        }
         if resumed.is_none() {
             self.announce(room, Change::Join, &name, id, size, cx);
+            self.relay(room, relay::Kind::Join, id, false, &name, b"", cx);
         }
     }
 
@@ -1150,6 +1781,7 @@ impl Service for Chat {
                         .filter(|&m| m != id)
                         .for_each(|m| cx.deliver(m, &message));
                 }
+                self.relay(room, relay::Kind::Binary, id, false, "", bytes, cx);
             }
             Message::Text(text) if json => {
                 let request = command::parse_json(text);
@@ -1196,6 +1828,10 @@ impl Service for Chat {
                 return;
             }
         }
+        if self.node.is_some() {
+            let name = user.name();
+            self.relay(user.room, relay::Kind::Leave, id, false, &name, b"", cx);
+        }
         let Some(r) = self.rooms.get_mut(user.room) else {
             return;
         };
@@ -1231,6 +1867,25 @@ impl Service for Chat {
         self.expire_away(cx);
         self.expire_tokens(cx);
         self.rooms.expire(cx.clock().now, self.config.room_ttl);
+        if self.node.is_some() {
+            self.bus.tick(cx.clock().now);
+            let rooms = &self.rooms;
+            self.bus
+                .retain_rooms(cx.clock().now, &|room| rooms.contains_name(room));
+        }
+    }
+
+    fn upstream(&mut self, i: usize) -> Option<&mut dyn Upstream> {
+        self.bus.upstream(i)
+    }
+
+    fn on_upstream(&mut self, cx: &mut impl Context) {
+        self.summarise_due(cx);
+        self.on_bus(cx);
+    }
+
+    fn degraded(&self) -> Option<String> {
+        self.bus.degraded()
     }
 
     fn on_http(&mut self, request: &HttpGet<'_>) -> HttpReply {
@@ -1257,7 +1912,8 @@ impl Service for Chat {
         let (entries, bytes) = self.rooms.iter().fold((0, 0), |(n, b), r| {
             (n + r.history.len(), b + r.history.bytes())
         });
-        vec![
+        let mut gauges = self.bus.gauges();
+        gauges.extend([
             Gauge {
                 name: "wschat_chat_users",
                 help: "Users in the chat, all rooms.",
@@ -1288,7 +1944,8 @@ impl Service for Chat {
                 help: "Bytes held in room histories.",
                 value: bytes,
             },
-        ]
+        ]);
+        gauges
     }
 }
 

@@ -64,6 +64,25 @@ pub struct Room {
     /// Users of this room who dropped and may still come back: while
     /// there are any, the room is not forgotten.
     pub away: usize,
+    /// Cluster mode: the room's epoch as last heard from Redis.
+    pub epoch: Option<Box<str>>,
+    /// Cluster mode: the room was new here and its history is being
+    /// fetched from Redis; the users who joined meanwhile get their
+    /// replay when it comes.
+    pub seeding: Option<Vec<Waiting>>,
+    /// Cluster mode: who is here on other nodes.
+    pub remote: super::roster::Roster,
+}
+
+/// A user waiting for its room's history from Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub id: PeerId,
+    /// Its `?since=`.
+    pub since: Option<u64>,
+    /// The room's last sequence number when it joined: what came after
+    /// was delivered to it live.
+    pub upto: u64,
 }
 
 impl Room {
@@ -79,6 +98,9 @@ impl Room {
             presence: Presence::default(),
             names: Registry::default(),
             away: 0,
+            epoch: None,
+            seeding: None,
+            remote: super::roster::Roster::default(),
         }
     }
 
@@ -151,6 +173,16 @@ impl Rooms {
 
     pub fn iter(&self) -> impl Iterator<Item = &Room> {
         self.slab.iter().map(|(_, r)| r)
+    }
+
+    /// The index of the room called `name`, if it exists.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Every room's index.
+    pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slab.iter().map(|(i, _)| i)
     }
 
     pub fn contains_name(&self, name: &str) -> bool {

@@ -5,7 +5,7 @@
 //! On one node there is nobody to tell: [`LocalBus`], the default, does
 //! nothing and answers [`Publish::Local`], so the chat numbers and
 //! delivers its messages itself exactly as it does today, at today's cost.
-//! A Redis bus (to come, over [`super::link`]) answers
+//! [`super::redis_bus::RedisBus`] answers
 //! [`Publish::Queued`]: the room's sequence number is assigned by Redis
 //! (see [`super::PUBLISH_SCRIPT`]) and comes back as
 //! [`BusEvent::Sequenced`], while other nodes' events arrive as
@@ -16,7 +16,10 @@
 //! format) stays the chat's business. Calls never block and never fail
 //! loudly: what cannot be sent is said by the return value and counted.
 
+use std::fmt;
 use std::time::Instant;
+
+use crate::service::{Gauge, Upstream};
 
 /// What became of a published event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +63,18 @@ pub enum BusEvent {
     Remote {
         room: String,
         seq: u64,
+        /// The room's epoch (`-` for unsequenced events).
+        epoch: String,
         event: Vec<u8>,
+    },
+    /// The room's shared history (the last messages, oldest first, each
+    /// with its sequence number and the event published), fetched each
+    /// time Redis confirms the room's subscription, and its epoch (`None`:
+    /// no message yet).
+    History {
+        room: String,
+        epoch: Option<String>,
+        entries: Vec<(u64, Vec<u8>)>,
     },
     /// A member of `room` on another node came or went (including members
     /// of a node that died, once their presence entries expire).
@@ -69,13 +83,33 @@ pub enum BusEvent {
         member: String,
         presence: Presence,
     },
+    /// Who is in `room` on other nodes (node, name), as the room's
+    /// presence entries say: read every heartbeat (see
+    /// [`Bus::tick`]), so members of a node that died without a word drop
+    /// out once their entries expire.
+    Roster {
+        room: String,
+        members: Vec<(String, String)>,
+    },
+    /// The outcome of [`Bus::claim_name`]: granted (`holder` `None`), or
+    /// held by `holder` (`NAME@NODE`), present on another node.
+    Claimed {
+        ticket: Ticket,
+        holder: Option<String>,
+    },
     /// Other nodes are out of reach (`false`) or back (`true`): each room
     /// is told once, and a gap in history is reported, not hidden.
     Reachable(bool),
 }
 
 /// The chat's way to other nodes.
-pub trait Bus {
+pub trait Bus: fmt::Debug {
+    /// True for [`LocalBus`]: there are no other nodes, and the chat
+    /// need not even encode what it would publish.
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// Carries `event` (the chat's own encoding) to the other nodes with
     /// users in `room`. `sequenced` asks for the room's next sequence
     /// number and a place in its shared history (chat messages); joins,
@@ -88,6 +122,9 @@ pub trait Bus {
     /// This node has no more users in `room`.
     fn unsubscribe(&mut self, now: Instant, room: &str);
 
+    /// Unsubscribes every room `keep` says no to (the chat forgot them).
+    fn retain_rooms(&mut self, _now: Instant, _keep: &dyn Fn(&str) -> bool) {}
+
     /// A member of this node joined or left `room` (refreshed by the bus
     /// itself while it lasts, so a dead node's members expire).
     fn presence(&mut self, now: Instant, room: &str, member: &str, presence: Presence);
@@ -95,12 +132,53 @@ pub trait Bus {
     /// The members of `room` on other nodes, as last heard.
     fn remote_members(&self, room: &str) -> Vec<String>;
 
+    /// Claims, in `room` and across nodes, the name `name` compared by
+    /// `keys`, releasing the `previous` name (its keys and the name) if
+    /// this member had one. A name is held while its holder's presence
+    /// entry lives, so a dead node's names come free when its entries
+    /// expire. [`Publish::Queued`]: the outcome comes as
+    /// [`BusEvent::Claimed`] (or [`BusEvent::Lost`]); [`Publish::Local`]:
+    /// nobody else to ask.
+    fn claim_name(
+        &mut self,
+        _now: Instant,
+        _room: &str,
+        _keys: &[String],
+        _name: &str,
+        _previous: Option<(&[String], &str)>,
+    ) -> Publish {
+        Publish::Local
+    }
+
+    /// Frees `name` (compared by `keys`) in `room` if this node's member
+    /// `name` holds it (the member left).
+    fn release_name(&mut self, _now: Instant, _room: &str, _keys: &[String], _name: &str) {}
+
+    /// Called about once a second: heartbeats (presence refresh).
+    fn tick(&mut self, _now: Instant) {}
+
     /// The next event from other nodes, if any.
-    fn poll_event(&mut self) -> Option<BusEvent>;
+    fn poll_event(&mut self, now: Instant) -> Option<BusEvent>;
 
     /// Whether other nodes can be reached now (`/healthz` says degraded
     /// when not). Always true for [`LocalBus`].
     fn reachable(&self) -> bool;
+
+    /// Why other nodes are out of reach, for `/healthz`.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
+
+    /// The bus's `i`th connection, for the loop to carry (see
+    /// [`crate::service::Service::upstream`]).
+    fn upstream(&mut self, _i: usize) -> Option<&mut dyn Upstream> {
+        None
+    }
+
+    /// The bus's numbers for `/metrics`.
+    fn gauges(&self) -> Vec<Gauge> {
+        Vec::new()
+    }
 }
 
 /// The single-node bus: nobody else to tell, nothing to hear.
@@ -108,6 +186,10 @@ pub trait Bus {
 pub struct LocalBus;
 
 impl Bus for LocalBus {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn publish(&mut self, _now: Instant, _room: &str, _event: &[u8], _sequenced: bool) -> Publish {
         Publish::Local
     }
@@ -122,7 +204,7 @@ impl Bus for LocalBus {
         Vec::new()
     }
 
-    fn poll_event(&mut self) -> Option<BusEvent> {
+    fn poll_event(&mut self, _now: Instant) -> Option<BusEvent> {
         None
     }
 
@@ -144,7 +226,8 @@ mod tests {
         bus.subscribe(now, "lobby");
         bus.presence(now, "lobby", "User 1", Presence::Joined);
         assert!(bus.remote_members("lobby").is_empty());
-        assert_eq!(bus.poll_event(), None);
+        assert_eq!(bus.poll_event(now), None);
+        assert!(bus.is_local());
         assert!(bus.reachable());
         bus.unsubscribe(now, "lobby");
         // Usable as a trait object by a chat that holds `Box<dyn Bus>`.

@@ -516,6 +516,33 @@ impl<T> Link<T> {
         Ok(())
     }
 
+    /// [`Link::send`] of a command already encoded (one RESP array, e.g.
+    /// by [`resp::encode_command`]), for a caller whose tag owns the bytes
+    /// the command was made of.
+    pub fn send_raw(&mut self, now: Instant, tag: T, command: &[u8]) -> Result<(), SendError> {
+        let check = if self.config.role != Role::Commands {
+            Err(SendError::WrongRole)
+        } else if !self.is_ready() {
+            Err(SendError::NotReady)
+        } else if self.pending.len() >= self.config.max_pending
+            || self.output().len() + command.len() > self.config.max_output_bytes
+        {
+            Err(SendError::Full)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = check {
+            self.stats.refused += 1;
+            return Err(e);
+        }
+        self.out.extend_from_slice(command);
+        self.pending.push_back(Pending {
+            expect: Expect::Command(tag),
+            sent: now,
+        });
+        Ok(())
+    }
+
     /// Wants `channel` from now on, on this connection and every later
     /// one (sent now if Ready, else on reconnect). Already wanted: nothing.
     pub fn subscribe(&mut self, now: Instant, channel: &[u8]) -> Result<(), SendError> {

@@ -11,6 +11,7 @@
 //! | [`link`] | one Redis connection: login, pipelined commands with tags, subscriptions, timeouts, backoff |
 //! | [`url`] | `redis://[user:password@]HOST:PORT[/DB]` |
 //! | [`bus`] | the seam between the chat and other nodes; [`bus::LocalBus`] for one node |
+//! | [`redis_bus`] | [`bus::Bus`] over two links: publish script, pub/sub per room, reachability |
 //! | this file | the key scheme and the publish script |
 //!
 //! # Keys and channels
@@ -38,6 +39,7 @@
 
 pub mod bus;
 pub mod link;
+pub mod redis_bus;
 pub mod resp;
 pub mod url;
 

@@ -44,11 +44,18 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds each of `addrs` (listener `i` is `addrs[i]`) and registers
-    /// them with tokens counting down from `base`.
-    pub fn bind(addrs: &[SocketAddr], registry: &Registry, base: usize) -> io::Result<Listeners> {
+    /// them with tokens counting down from `base`. `reuse_port` sets
+    /// `SO_REUSEPORT`, so that several processes may listen on one port
+    /// and the kernel spreads new connections over them.
+    pub fn bind(
+        addrs: &[SocketAddr],
+        registry: &Registry,
+        base: usize,
+        reuse_port: bool,
+    ) -> io::Result<Listeners> {
         let mut listeners = Vec::with_capacity(addrs.len());
         for (i, &addr) in addrs.iter().enumerate() {
-            let mut listener = TcpListener::from_std(bind_listener(addr)?);
+            let mut listener = TcpListener::from_std(bind_listener(addr, reuse_port)?);
             registry.register(&mut listener, Token(base - i), Interest::READABLE)?;
             listeners.push(listener);
         }
@@ -166,7 +173,7 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 
 /// Binds a non-blocking listener. An IPv6 wildcard also takes IPv4
 /// (dual-stack); if IPv6 is unavailable the IPv4 wildcard is used.
-fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let open = |addr: SocketAddr| -> io::Result<std::net::TcpListener> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -174,6 +181,9 @@ fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
             socket.set_only_v6(false)?;
         }
         socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         socket.bind(&addr.into())?;
         socket.listen(BACKLOG)?;
         socket.set_nonblocking(true)?;

@@ -11,6 +11,7 @@
 //! | [`timers`] | every deadline as a pure function over ticks |
 //! | [`flood`] | per-connection flood control: a token bucket on messages |
 //! | [`metrics`] | the loop's counters, Prometheus text format |
+//! | [`upstream`] | the service's upstream sockets (Redis) as tokens in the same poll |
 //! | [`ops`] | `/healthz` and `/metrics` |
 
 pub mod accept;
@@ -23,3 +24,4 @@ pub mod server;
 pub mod stream;
 pub mod timers;
 pub mod tls;
+pub mod upstream;

@@ -8,14 +8,21 @@ use crate::protocol::connection::Phase;
 use crate::protocol::handshake::HttpResponse;
 use crate::service::{Gauge, HttpReply};
 
-/// The answer to `path` if it is one of the loop's endpoints.
+/// The answer to `path` if it is one of the loop's endpoints. `/healthz`
+/// is `200 ok`, or `200 degraded: WHY` while the service says it is
+/// degraded (a cluster node that cannot reach Redis still serves its own
+/// users, so it stays in a balancer's pool).
 pub fn answer(
     path: &str,
     peers: &Peers,
     service_gauges: impl FnOnce() -> Vec<Gauge>,
+    degraded: impl FnOnce() -> Option<String>,
 ) -> Option<HttpResponse> {
     match path {
-        "/healthz" => Some(HttpResponse::text(200, "ok")),
+        "/healthz" => Some(match degraded() {
+            None => HttpResponse::text(200, "ok"),
+            Some(why) => HttpResponse::text(200, &format!("degraded: {why}")),
+        }),
         "/metrics" => {
             let mut body = String::with_capacity(4096);
             let gauges = Gauges {

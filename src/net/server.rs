@@ -12,7 +12,8 @@
 //!
 //! Tokens: a peer's token is its key in the `Slab` of peers; listeners and
 //! the signal pipe take tokens from the top of the `usize` range, which no
-//! slab key reaches. A peer that ends is removed only after the whole
+//! slab key reaches, and the service's upstream connections (Redis) take
+//! theirs from [`upstream::TOKEN_BASE`] down, between the two. A peer that ends is removed only after the whole
 //! batch of events is handled, so a key freed in a batch cannot be reused
 //! for a new connection while stale events for the old one are pending.
 
@@ -33,6 +34,7 @@ use super::peers::{Peers, Transport};
 use super::stream::Stream;
 use super::timers::{Tick, Timing};
 use super::tls::TlsIdentity;
+use super::upstream::{self, Upstreams};
 use crate::protocol::connection::{Input, Settings};
 use crate::protocol::frame::CloseCode;
 use crate::service::{Clock, PeerId, Service};
@@ -90,6 +92,8 @@ pub struct ServerConfig {
     /// Most connections one client address (an IPv6 /64) may hold; 0: no
     /// limit.
     pub max_connections_per_ip: usize,
+    /// `SO_REUSEPORT` on the listeners (several nodes on one port).
+    pub reuse_port: bool,
 }
 
 /// The running server.
@@ -120,6 +124,8 @@ pub struct Server<S: Service> {
     flush_events: Events,
     /// After a stall: until when, and the flood limits allowing for it.
     stall_forgiven: Option<(Instant, FloodLimits)>,
+    /// The service's upstream sockets (none for a single chat node).
+    upstreams: Upstreams,
 }
 
 impl<S: Service> Server<S> {
@@ -132,13 +138,15 @@ impl<S: Service> Server<S> {
             addrs.push(addr);
             (addrs.len() - 1, identity)
         });
-        let listeners = Listeners::bind(&addrs, poll.registry(), LISTENER_BASE)?;
+        let listeners = Listeners::bind(&addrs, poll.registry(), LISTENER_BASE, config.reuse_port)?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, mio::Interest::READABLE)?;
         let mut settings = config.settings;
         settings.handshake.protocols = service.protocols();
         let clock = Clock::read();
+        let mut service = service;
+        let upstreams = Upstreams::new(&mut service);
         Ok(Server {
             poll,
             listeners,
@@ -159,6 +167,7 @@ impl<S: Service> Server<S> {
             shutdown_deadline: None,
             flush_events: Events::with_capacity(256),
             stall_forgiven: None,
+            upstreams,
         })
     }
 
@@ -210,7 +219,14 @@ impl<S: Service> Server<S> {
     fn on_event(&mut self, event: &Event) {
         match event.token() {
             SIGNALS => self.on_signal(),
-            Token(t) if t > MAX_PEER_KEY => self.accept(LISTENER_BASE - t),
+            Token(t) if t > MAX_PEER_KEY => match upstream::index_of(Token(t)) {
+                Some(i) => {
+                    let now = self.peers.clock.now;
+                    self.upstreams
+                        .on_event(i, event, &mut self.service, &mut self.read_buf, now);
+                }
+                None => self.accept(LISTENER_BASE - t),
+            },
             Token(key) => {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     let to_eof = event.is_read_closed() || event.is_error();
@@ -258,6 +274,9 @@ impl<S: Service> Server<S> {
         if let Some(deadline) = self.shutdown_deadline {
             wake = wake.min(deadline);
         }
+        if let Some(due) = self.upstreams.wake() {
+            wake = wake.min(due);
+        }
         wake.saturating_duration_since(Instant::now())
     }
 
@@ -265,6 +284,9 @@ impl<S: Service> Server<S> {
     fn after_batch(&mut self) {
         for key in std::mem::take(&mut self.read_again) {
             self.on_readable(key, true);
+        }
+        if self.upstreams.is_active() {
+            self.drive_upstreams();
         }
         self.flush();
         let now = self.peers.clock.now;
@@ -282,6 +304,18 @@ impl<S: Service> Server<S> {
             self.flush();
         }
         self.peers.remove_gone(self.poll.registry());
+    }
+
+    /// The upstreams' timeouts and sockets, then the service acts on what
+    /// they said (which may deliver to peers and queue more toward them),
+    /// then what it queued is written.
+    fn drive_upstreams(&mut self) {
+        let now = self.peers.clock.now;
+        self.upstreams
+            .sync(&mut self.service, self.poll.registry(), now);
+        self.service.on_upstream(&mut self.peers);
+        self.upstreams
+            .sync(&mut self.service, self.poll.registry(), now);
     }
 
     /// Writes every peer with queued frames; a failed write is a

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod crowd;
+pub mod node;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

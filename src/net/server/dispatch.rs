@@ -74,7 +74,12 @@ impl<S: Service> Server<S> {
         self.peers.metrics.http_requests += 1;
         let path = request.target.split('?').next().unwrap_or_default();
         let service = &self.service;
-        let response = match ops::answer(path, &self.peers, || service.gauges()) {
+        let response = match ops::answer(
+            path,
+            &self.peers,
+            || service.gauges(),
+            || service.degraded(),
+        ) {
             Some(response) => response,
             None => ops::response(self.service.on_http(&HttpGet {
                 target: &request.target,

@@ -37,9 +37,11 @@ const CLIENTS_PER_SOURCE_IP: usize = 20_000;
 )]
 pub struct Args {
     /// Server URL: ws://HOST:PORT/PATH or wss://HOST:PORT/PATH (with --ca),
-    /// where HOST is an IP address or localhost.
-    #[arg(long)]
-    pub url: String,
+    /// where HOST is an IP address or localhost. Repeat it to spread the
+    /// clients round-robin over several servers (e.g. the nodes of a
+    /// cluster; senders too).
+    #[arg(long, required = true)]
+    pub url: Vec<String>,
 
     /// wss://: trust the CA certificates in this PEM file (and only them).
     #[arg(long, value_name = "PATH")]
@@ -120,8 +122,9 @@ pub struct Args {
     pub source_ips: Option<u8>,
 
     /// Server process id: report its CPU seconds and RSS from /proc.
+    /// Repeat it to sum several processes (cluster nodes, redis-server).
     #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
 
     /// Idle mode: connect, settle, sample server RSS, hold for --duration, close.
     #[arg(long)]
@@ -169,7 +172,8 @@ pub enum Load {
 }
 
 pub struct Config {
-    pub target: Target,
+    /// Client `i` connects to `targets[i % targets.len()]`.
+    pub targets: Vec<Target>,
     pub url: String,
     pub clients: usize,
     pub senders: usize,
@@ -185,7 +189,8 @@ pub struct Config {
     pub msg_timeout: Duration,
     /// Empty: let the kernel choose the source address.
     pub source_ips: Vec<Ipv4Addr>,
-    pub server_pid: Option<u32>,
+    /// Summed in the report (empty: no server measurements).
+    pub server_pid: Vec<u32>,
     pub json: bool,
     pub label: String,
     pub quiet: bool,
@@ -198,17 +203,24 @@ fn seconds(name: &str, value: f64) -> Result<Duration, String> {
 
 impl Args {
     pub fn into_config(self) -> Result<Config, String> {
-        let (mut target, secure) = parse_url(&self.url)?;
-        target.deflate = self.deflate;
-        match (secure, &self.ca) {
-            (true, Some(ca)) => {
-                let host = target.host_name().to_string();
-                target.tls = Some(crate::tls::client(ca, &host)?);
+        let mut targets = Vec::with_capacity(self.url.len());
+        for url in &self.url {
+            let (mut target, secure) = parse_url(url)?;
+            target.deflate = self.deflate;
+            match (secure, &self.ca) {
+                (true, Some(ca)) => {
+                    let host = target.host_name().to_string();
+                    target.tls = Some(crate::tls::client(ca, &host)?);
+                }
+                (true, None) => return Err("wss:// needs --ca PATH (the CA to trust)".into()),
+                (false, Some(_)) => return Err("--ca is for wss:// URLs".into()),
+                (false, None) => {}
             }
-            (true, None) => return Err("wss:// needs --ca PATH (the CA to trust)".into()),
-            (false, Some(_)) => return Err("--ca is for wss:// URLs".into()),
-            (false, None) => {}
+            targets.push(target);
         }
+        let Some(addr) = targets.first().map(|t| t.addr) else {
+            return Err("give --url".into());
+        };
         let load = match (self.idle, self.rate, self.window) {
             (true, _, _) => Load::Idle,
             (false, Some(rate), None) if rate > 0.0 && rate.is_finite() => Load::Rate(rate),
@@ -229,9 +241,9 @@ impl Args {
         if self.connect_concurrency == 0 {
             return Err("--connect-concurrency must be at least 1".into());
         }
-        let loopback = target.addr.ip().is_loopback() && target.addr.is_ipv4();
+        let loopback = addr.ip().is_loopback() && addr.is_ipv4();
         let source_count = match self.source_ips {
-            Some(n) if !target.addr.is_ipv4() => {
+            Some(n) if !addr.is_ipv4() => {
                 return Err(format!("--source-ips {n} needs an IPv4 target"));
             }
             Some(n) => usize::from(n),
@@ -244,8 +256,8 @@ impl Args {
             .map(|i| Ipv4Addr::new(127, 0, 0, i))
             .collect();
         Ok(Config {
-            target,
-            url: self.url,
+            targets,
+            url: self.url.join(" "),
             clients: self.clients,
             senders: if load == Load::Idle {
                 0
@@ -429,7 +441,7 @@ mod tests {
         assert!(argv("ws://127.0.0.1:1/", &["--ca", "/nonexistent.pem"]).is_err());
         assert!(argv("wss://127.0.0.1:1/", &["--ca", "/nonexistent.pem"]).is_err());
         let c = argv("ws://127.0.0.1:1/", &["--deflate", "--filler", "chat"]).unwrap();
-        assert!(c.target.deflate && c.target.tls.is_none());
+        assert!(c.targets[0].deflate && c.targets[0].tls.is_none());
         assert_eq!(c.filler, Filler::Chat);
         assert_eq!(args(&["--idle"]).into_config().unwrap().filler, Filler::Abc);
     }

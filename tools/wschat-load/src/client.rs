@@ -214,6 +214,8 @@ struct OwnInflater {
 pub struct Client {
     pub stream: TcpStream,
     tls: Option<Box<ClientConnection>>,
+    /// Which of the configured servers it talks to.
+    pub target: usize,
     state: State,
     /// The role of this client when it is one of the senders.
     pub sender: Option<u32>,
@@ -236,8 +238,9 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(stream: TcpStream, sender: Option<u32>) -> Client {
+    pub fn new(stream: TcpStream, sender: Option<u32>, target: usize) -> Client {
         Client {
+            target,
             stream,
             tls: None,
             state: State::Connecting,
@@ -739,7 +742,7 @@ mod tests {
         poll.registry()
             .register(&mut stream, Token(0), interest)
             .unwrap();
-        let mut client = Client::new(stream, None);
+        let mut client = Client::new(stream, None, 0);
         let mut shared = Shared::new(5, XorShift64::new(7));
         let mut messages = Vec::new();
         let mut events = Events::with_capacity(8);

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         Ok(_) => {}
         Err(e) => eprintln!("wschat-load: warning: cannot raise the file descriptor limit: {e}"),
     }
-    if let Some(pid) = config.server_pid {
+    for &pid in &config.server_pid {
         if procstat::sample(pid).is_none() {
             eprintln!(
                 "wschat-load: warning: cannot read /proc/{pid}; server metrics will be missing"

@@ -30,6 +30,24 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// The samples of every process in `pids`, summed; `None` when there is
+/// none or one of them cannot be read.
+pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
+    let mut total: Option<ProcSample> = None;
+    for &pid in pids {
+        let s = sample(pid)?;
+        total = Some(match total {
+            None => s,
+            Some(t) => ProcSample {
+                cpu_s: t.cpu_s + s.cpu_s,
+                rss_kib: t.rss_kib + s.rss_kib,
+                peak_rss_kib: t.peak_rss_kib + s.peak_rss_kib,
+            },
+        });
+    }
+    total
+}
+
 fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -136,7 +136,7 @@ impl Runner {
         ]
         .into_iter()
         .fold(0u64, u64::saturating_add);
-        let before = cfg.server_pid.and_then(procstat::sample);
+        let before = procstat::sample_all(&cfg.server_pid);
         Ok(Runner {
             poll: Poll::new()?,
             clients: Slab::with_capacity(cfg.clients),
@@ -202,7 +202,7 @@ impl Runner {
     /// Samples the server, keeping the highest peak seen (so a server gone
     /// by the end of the run still has one).
     fn server_sample(&mut self) -> Option<ProcSample> {
-        let sample = self.cfg.server_pid.and_then(procstat::sample)?;
+        let sample = procstat::sample_all(&self.cfg.server_pid)?;
         let peak = &mut self.server.rss_kib_peak;
         *peak = Some(peak.map_or(sample.peak_rss_kib, |p| p.max(sample.peak_rss_kib)));
         Some(sample)
@@ -358,17 +358,20 @@ impl Runner {
             let source = (!ips.is_empty()).then(|| ips[index % ips.len()]);
             let sender = (index < self.cfg.senders).then_some(index as u32);
             let token = self.clients.vacant_key();
-            let registered = client::connect(&self.cfg.target, source).and_then(|mut stream| {
-                self.poll.registry().register(
-                    &mut stream,
-                    Token(token),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
-                Ok(stream)
-            });
+            let registered =
+                client::connect(&self.cfg.targets[index % self.cfg.targets.len()], source)
+                    .and_then(|mut stream| {
+                        self.poll.registry().register(
+                            &mut stream,
+                            Token(token),
+                            Interest::READABLE | Interest::WRITABLE,
+                        )?;
+                        Ok(stream)
+                    });
             match registered {
                 Ok(stream) => {
-                    self.clients.insert(Client::new(stream, sender));
+                    let target = index % self.cfg.targets.len();
+                    self.clients.insert(Client::new(stream, sender, target));
                     if let Some(s) = sender {
                         self.sender_tokens[s as usize] = Some(token);
                     }
@@ -420,7 +423,7 @@ impl Runner {
         if let Some(detail) = self.shared.errors.first_detail.take() {
             self.progress(format_args!("first handshake error: {detail}"));
         }
-        if self.cfg.target.deflate {
+        if self.cfg.targets[0].deflate {
             self.progress(format_args!(
                 "permessage-deflate agreed on {} of {} connections",
                 self.deflate_agreed, self.connected
@@ -519,7 +522,8 @@ impl Runner {
         // latency is then early by at most the reads of one event (the
         // read loop ends at the first short read).
         let mut received_ns = None;
-        client.handle(event, &cfg.target, shared, &mut |text| {
+        let target = &cfg.targets[client.target];
+        client.handle(event, target, shared, &mut |text| {
             let now = *received_ns.get_or_insert_with(|| ns(start.elapsed()));
             if tracker.on_message(text, now) != Seen::Delivery {
                 *last_chatter_ns = now;
@@ -732,10 +736,7 @@ impl Runner {
             unsent: self.unsent,
             errors: std::mem::take(&mut self.shared.errors),
             latency,
-            server: self
-                .cfg
-                .server_pid
-                .map(|_| std::mem::take(&mut self.server)),
+            server: (!self.cfg.server_pid.is_empty()).then(|| std::mem::take(&mut self.server)),
             tool_cpu_s: self.tool_cpu_s,
             cpu_window_s: if self.cfg.load == Load::Idle {
                 secs(self.window.0.unwrap_or(now))
@@ -744,8 +745,8 @@ impl Runner {
             },
             tool_cpu_total_s: procstat::own_cpu_s(),
             deadline_hit: self.deadline_hit,
-            tls: self.cfg.target.tls.is_some(),
-            deflate: self.cfg.target.deflate,
+            tls: self.cfg.targets[0].tls.is_some(),
+            deflate: self.cfg.targets[0].deflate,
             deflate_agreed: self.deflate_agreed,
             wire_bytes: self.wire_bytes,
             inflated: self.shared.inflate.inflated,
@@ -828,6 +829,7 @@ mod tests {
                 flood: config.flood(),
                 max_connections: 1000,
                 max_connections_per_ip: config.max_connections_per_ip,
+                reuse_port: false,
             };
             let mut server = Server::bind(server_config, Chat::new(config.chat(None))).unwrap();
             tx.send(server.local_addrs().unwrap()).unwrap();

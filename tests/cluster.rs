@@ -1,0 +1,652 @@
+//! Many nodes, one chat: real `wschat` nodes joined through a real
+//! `redis-server` (a free loopback port, nothing saved to disk), with
+//! tungstenite clients on every node.
+//!
+//! Ignored by plain `cargo test` because they need Debian's
+//! `redis-server`; run with `--include-ignored` (as scripts/test.sh does),
+//! where a missing redis-server fails them. A node without `--redis` is
+//! covered by every other test file, unchanged.
+
+mod common;
+mod redis;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, Server};
+use redis::RedisServer;
+
+/// How long a wait for the cluster may take (reconnects back off).
+const WAIT: Duration = Duration::from_secs(20);
+
+fn node(redis: &RedisServer, id: &str, extra: &[&str]) -> Server {
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let mut args = vec!["--redis", url.as_str(), "--node-id", id];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Waits until `series` on `server`'s /metrics is `want`.
+fn wait_metric(server: &Server, series: &str, want: f64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = server.metrics().value(series);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} stayed {got:?}, not {want}; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the node's two Redis links are up.
+fn wait_up(server: &Server) {
+    wait_metric(server, "wschat_redis_up", 1.0);
+}
+
+/// A plain client of `server` in the lobby, once its node hears the
+/// lobby's events.
+fn join(server: &Server) -> Client {
+    let client = server.client();
+    wait_metric(server, "wschat_redis_rooms_heard", 1.0);
+    client
+}
+
+fn qualified(client: &Client, node: &str) -> String {
+    format!("User {}@{node}", client.port)
+}
+
+/// The next text `client` gets within `limit`, skipping none.
+fn next_text_within(client: &mut Client, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        match client.silent_for(Duration::from_millis(200)) {
+            Ok(()) => assert!(
+                Instant::now() < deadline,
+                "client {}: nothing within {limit:?}",
+                client.port
+            ),
+            Err(tungstenite::Message::Text(text)) => return text.to_string(),
+            Err(other) => panic!("client {}: {other:?}", client.port),
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_message_on_one_node_reaches_every_other_node_once() {
+    let redis = RedisServer::start(&[]);
+    let nodes: Vec<Server> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, &[]))
+        .collect();
+    nodes.iter().for_each(wait_up);
+
+    let mut a = join(&nodes[0]);
+    let mut b = join(&nodes[1]);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut c = join(&nodes[2]);
+    let c_joined = format!("{} joined", qualified(&c, "n3"));
+    assert_eq!(a.next_text(), c_joined);
+    assert_eq!(b.next_text(), c_joined);
+
+    a.send_text("hello from n1");
+    let from_a = format!("{}: hello from n1", qualified(&a, "n1"));
+    assert_eq!(b.next_text(), from_a);
+    assert_eq!(c.next_text(), from_a);
+
+    // Exactly once, and not back to its sender: the next thing each
+    // hears is the next message.
+    c.send_text("and from n3");
+    let from_c = format!("{}: and from n3", qualified(&c, "n3"));
+    assert_eq!(a.next_text(), from_c);
+    assert_eq!(b.next_text(), from_c);
+    b.send_text("n2 here");
+    let from_b = format!("{}: n2 here", qualified(&b, "n2"));
+    assert_eq!(a.next_text(), from_b);
+    assert_eq!(c.next_text(), from_b);
+
+    // A second user on n1 hears n1's own messages once too, after the
+    // room's history, which holds every node's messages in their order.
+    let mut a2 = nodes[0].client();
+    for said in [&from_a, &from_c, &from_b] {
+        assert_eq!(&a2.next_text(), said);
+    }
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
+    assert_eq!(c.next_text(), a2_joined);
+    a.send_text("twice?");
+    let twice = format!("{}: twice?", qualified(&a, "n1"));
+    for other in [&mut a2, &mut b, &mut c] {
+        assert_eq!(other.next_text(), twice);
+    }
+    a2.send_text("once");
+    let once = format!("{}: once", qualified(&a2, "n1"));
+    for other in [&mut a, &mut b, &mut c] {
+        assert_eq!(other.next_text(), once);
+    }
+
+    // Nick changes, /me and binary cross nodes too.
+    b.send_text("/nick bob");
+    let nick = format!("{} is now bob", qualified(&b, "n2"));
+    for other in [&mut a, &mut a2, &mut c] {
+        assert_eq!(other.next_text(), nick);
+    }
+    assert_eq!(b.next_text(), nick);
+    b.send_text("/me waves");
+    for other in [&mut a, &mut a2, &mut c] {
+        assert_eq!(other.next_text(), "* bob waves");
+    }
+    c.send_binary(&[0, 1, 2, 255]);
+    for other in [&mut a, &mut a2, &mut b] {
+        assert_eq!(other.next_binary(), [0, 1, 2, 255]);
+    }
+
+    // Leaves are told on every node.
+    c.close(1000);
+    let c_left = format!("{} left", qualified(&c, "n3"));
+    for other in [&mut a, &mut a2, &mut b] {
+        assert_eq!(other.next_text(), c_left);
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn json_clients_see_one_numbering_across_nodes() {
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = Client::json(n1.addr, "/rust");
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    let mut b = Client::json(n2.addr, "/rust");
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    let mut seqs = Vec::new();
+    for i in 0..6 {
+        let (sender, name) = if i % 2 == 0 {
+            (&mut a, "a")
+        } else {
+            (&mut b, "b")
+        };
+        sender.send_text(&format!(r#"{{"type":"message","text":"{name} {i}"}}"#));
+        let got_a = a.next_json_of("message");
+        let got_b = b.next_json_of("message");
+        assert_eq!(got_a, got_b, "both nodes deliver the same event");
+        assert_eq!(got_a["text"], format!("{name} {i}"));
+        seqs.push(got_a["seq"].as_u64().expect("a seq"));
+    }
+    assert_eq!(seqs, (1..=6).collect::<Vec<u64>>());
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn redis_killed_and_restarted_mid_chat() {
+    let mut redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = join(&n1);
+    let mut b = join(&n2);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut a2 = n1.client();
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
+
+    redis.kill();
+    let out_of_reach = "wschat: other nodes are out of reach: messages here reach this node only, and are not kept in the shared history";
+    for client in [&mut a, &mut a2, &mut b] {
+        assert_eq!(next_text_within(client, WAIT), out_of_reach);
+    }
+    let (_, health) = n1.get("/healthz");
+    assert!(health.starts_with("degraded: "), "{health}");
+
+    // Local chat goes on.
+    a.send_text("still here");
+    assert_eq!(
+        a2.next_text(),
+        format!("{}: still here", qualified(&a, "n1"))
+    );
+    // Told once: nothing more for b meanwhile.
+    assert!(b.silent_for(Duration::from_millis(300)).is_ok());
+
+    redis.restart();
+    let back = "wschat: other nodes are back in reach: chat spans every node again (what they said meanwhile is not shown here)";
+    for client in [&mut a, &mut a2, &mut b] {
+        assert_eq!(next_text_within(client, WAIT), back);
+    }
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    let (_, health) = n1.get("/healthz");
+    assert_eq!(health.trim(), "ok");
+
+    // Chat across nodes resumes.
+    a.send_text("across again");
+    let across = format!("{}: across again", qualified(&a, "n1"));
+    assert_eq!(b.next_text(), across);
+    assert_eq!(a2.next_text(), across);
+    b.send_text("heard");
+    assert_eq!(a.next_text(), format!("{}: heard", qualified(&b, "n2")));
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn redis_unreachable_at_start_is_a_degraded_start() {
+    let mut redis = RedisServer::start(&[]);
+    let port = redis.port;
+    redis.kill();
+    let url = format!("redis://127.0.0.1:{port}");
+    let n1 = Server::start(&["--redis", &url, "--node-id", "n1"]);
+    let (_, health) = n1.get("/healthz");
+    assert!(health.starts_with("degraded: "), "{health}");
+    // Local chat works meanwhile.
+    let mut a = n1.client();
+    let mut b = n1.client();
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n1")));
+    b.send_text("alone");
+    assert_eq!(a.next_text(), format!("{}: alone", qualified(&b, "n1")));
+    redis.restart();
+    wait_up(&n1);
+    let (_, health) = n1.get("/healthz");
+    assert_eq!(health.trim(), "ok");
+}
+
+#[test]
+fn a_bad_node_id_or_redis_url_is_refused_at_start() {
+    for (flag, value) in [("--node-id", "no spaces"), ("--redis", "http://x")] {
+        let mut args = vec!["--listen", "127.0.0.1:0", flag, value];
+        if flag == "--node-id" {
+            args.extend(["--redis", "redis://127.0.0.1:1"]);
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat"))
+            .args(&args)
+            .output()
+            .expect("run wschat");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn history_and_since_come_from_redis_on_any_node() {
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = Client::connect_path(n1.addr, "/rust", None);
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    let said: Vec<String> = (1..=3)
+        .map(|i| {
+            a.send_text(&format!("m{i}"));
+            format!("{}: m{i}", qualified(&a, "n1"))
+        })
+        .collect();
+    // A JSON client on n1 sees the numbering; once m3 is there, the
+    // three are in Redis.
+    let mut probe = Client::json(n1.addr, "/rust");
+    // (live, or replayed as history if it came back before the probe).
+    loop {
+        let event = probe.next_json();
+        if matches!(event["type"].as_str(), Some("message" | "history"))
+            && event["seq"].as_u64() == Some(3)
+        {
+            break;
+        }
+    }
+
+    // n2 never had anyone in the room: its newcomer's history, and a
+    // resume with since, come from Redis.
+    let mut b = Client::connect_path(n2.addr, "/rust", None);
+    for line in &said {
+        assert_eq!(&b.next_text(), line);
+    }
+    let mut c = Client::connect_path(n2.addr, "/rust?since=1", None);
+    assert_eq!(c.next_text(), said[1]);
+    assert_eq!(c.next_text(), said[2]);
+    // Then live traffic, once.
+    a.send_text("m4");
+    let m4 = format!("{}: m4", qualified(&a, "n1"));
+    assert_eq!(b.next_text(), format!("{} joined", qualified(&c, "n2")));
+    assert_eq!(b.next_text(), m4);
+    assert_eq!(c.next_text(), m4);
+
+    // Every node restarted: the history is still Redis'.
+    drop((a, b, c, probe));
+    drop((n1, n2));
+    let n3 = node(&redis, "n3", &[]);
+    wait_up(&n3);
+    let mut d = Client::connect_path(n3.addr, "/rust", None);
+    for line in said.iter().chain([&m4]) {
+        assert_eq!(&d.next_text(), line);
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn reuse_port_lets_nodes_share_one_port() {
+    let redis = RedisServer::start(&[]);
+    // A free port for both (the one moment it could be taken is between
+    // here and the first node's bind).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let start = |id: &str| {
+        Server::start_raw(&[
+            "--listen",
+            &listen,
+            "--reuse-port",
+            "--redis",
+            &url,
+            "--node-id",
+            id,
+        ])
+    };
+    let (n1, n2) = (start("n1"), start("n2"));
+    assert_eq!((n1.port(), n2.port()), (port, port));
+    wait_up(&n1);
+    wait_up(&n2);
+    // Without it the port is taken.
+    let mut refused = std::process::Command::new(env!("CARGO_BIN_EXE_wschat"))
+        .args(["--listen", &listen])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run wschat");
+    let status = refused.wait().expect("exit");
+    assert!(!status.success());
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn who_lists_every_node_and_a_killed_node_s_users_leave() {
+    let redis = RedisServer::start(&[]);
+    let nodes: Vec<Server> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, &[]))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    let mut a = Client::connect_path(nodes[0].addr, "/p", None);
+    wait_metric(&nodes[0], "wschat_redis_rooms_heard", 1.0);
+    let mut b = Client::connect_path(nodes[1].addr, "/p", None);
+    wait_metric(&nodes[1], "wschat_redis_rooms_heard", 1.0);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let c = Client::connect_path(nodes[2].addr, "/p", None);
+    let c_joined = format!("{} joined", qualified(&c, "n3"));
+    assert_eq!(a.next_text(), c_joined);
+    assert_eq!(b.next_text(), c_joined);
+
+    a.send_text("/who");
+    let (qa, qb, qc) = (
+        qualified(&a, "n1"),
+        qualified(&b, "n2"),
+        qualified(&c, "n3"),
+    );
+    assert_eq!(
+        a.next_text(),
+        format!("wschat: Users in p (3): {qa}, {qb}, {qc}")
+    );
+    b.send_text("/who");
+    assert_eq!(
+        b.next_text(),
+        format!("wschat: Users in p (3): {qb}, {qa}, {qc}")
+    );
+
+    // n3 dies without a word: its user leaves everywhere once its presence
+    // entry expires (6 s) and the others' listings stop showing it.
+    nodes[2].signal(libc::SIGKILL);
+    let c_left = format!("{qc} left");
+    let within = Duration::from_secs(30);
+    assert_eq!(next_text_within(&mut a, within), c_left);
+    assert_eq!(next_text_within(&mut b, within), c_left);
+    a.send_text("/who");
+    assert_eq!(a.next_text(), format!("wschat: Users in p (2): {qa}, {qb}"));
+    drop(c);
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_nickname_is_unique_across_nodes_under_a_race() {
+    let redis = RedisServer::start(&[]);
+    let nodes: Vec<Server> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, &[]))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    let mut a = join(&nodes[0]);
+    let mut b = join(&nodes[1]);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut c = join(&nodes[2]);
+    let c_joined = format!("{} joined", qualified(&c, "n3"));
+    assert_eq!(a.next_text(), c_joined);
+    assert_eq!(b.next_text(), c_joined);
+
+    a.send_text("/nick bob");
+    b.send_text("/nick Bob");
+    let (qa, qb) = (qualified(&a, "n1"), qualified(&b, "n2"));
+    let told = c.next_text();
+    let (winner, loser) = if told == format!("{qa} is now bob") {
+        (&mut a, &mut b)
+    } else {
+        assert_eq!(told, format!("{qb} is now Bob"), "one of them won");
+        (&mut b, &mut a)
+    };
+    assert!(
+        c.silent_for(Duration::from_millis(500)).is_ok(),
+        "only one won"
+    );
+    assert_eq!(winner.next_text(), told);
+    // The winner's change and the refusal race on two connections.
+    let mut heard = [loser.next_text(), loser.next_text()];
+    heard.sort_by_key(|line| line.starts_with("error: "));
+    assert_eq!(heard[0], told, "{heard:?}");
+    assert!(
+        heard[1].starts_with("error: the name ") && heard[1].contains("is taken in this room"),
+        "{heard:?}"
+    );
+
+    // Once the holder is gone, the name is free on every node.
+    winner.close(1000);
+    let _ = next_text_within(loser, WAIT); // the leave
+    loser.send_text("/nick bob");
+    let took = next_text_within(loser, WAIT);
+    assert!(took.ends_with(" is now bob"), "{took}");
+}
+
+/// Node's own WebSocket client on two nodes: `a` on the first says
+/// hello, `b` on the second prints everything it gets until it has heard
+/// it (bounded by a timer), then both close.
+const NODE_SCRIPT: &str = r#"
+const a = new WebSocket(process.env.A_URL);
+const b = new WebSocket(process.env.B_URL);
+const stop = setTimeout(() => { console.log("TIMEOUT"); process.exit(1); }, 15000);
+let open = 0;
+const ready = () => { if (++open === 2) a.send("hello from node"); };
+a.onopen = ready;
+b.onopen = ready;
+a.onmessage = m => console.log(`a: ${m.data}`);
+b.onmessage = m => {
+  console.log(`b: ${m.data}`);
+  if (`${m.data}`.endsWith(": hello from node")) {
+    clearTimeout(stop);
+    setTimeout(() => { a.close(); b.close(); process.exit(0); }, 300);
+  }
+};
+"#;
+
+#[test]
+#[ignore = "needs redis-server and Node 20.10+; run with --include-ignored"]
+fn node_websocket_clients_chat_across_nodes() {
+    let flag = common::node::required_flag();
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    // Both nodes hear the room before Node's clients come.
+    let _k1 = Client::connect_path(n1.addr, "/node", None);
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    let mut k2 = Client::connect_path(n2.addr, "/node", None);
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    let mut command = std::process::Command::new("node");
+    command.args(flag).args(["-e", NODE_SCRIPT]);
+    let out = command
+        .env("A_URL", format!("ws://{}/node", n1.addr))
+        .env("B_URL", format!("ws://{}/node", n2.addr))
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.ends_with(": hello from node"))
+        .collect();
+    assert_eq!(said.len(), 1, "b heard it once, a not at all: {stdout}");
+    assert!(
+        said[0].starts_with("b: User ") && said[0].contains("@n1: "),
+        "{stdout}"
+    );
+    // And a tungstenite client on n2 heard it too.
+    let deadline = Instant::now() + WAIT;
+    while !next_text_within(&mut k2, WAIT).ends_with("@n1: hello from node") {
+        assert!(Instant::now() < deadline);
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn redis_dropping_a_subscriber_over_its_buffer_limit_is_said_and_recovered() {
+    // Subscribers may hold 4 KiB of pushes beyond the 16 KiB Redis writes
+    // from its own buffer: a 64 KiB message is more.
+    let redis = RedisServer::start(&["--client-output-buffer-limit", "pubsub 4096 0 0"]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = join(&n1);
+    let mut b = join(&n2);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+
+    a.send_text(&"x".repeat(64 * 1024));
+    let out_of_reach = "wschat: other nodes are out of reach: messages here reach this node only, and are not kept in the shared history";
+    let back = "wschat: other nodes are back in reach: chat spans every node again (what they said meanwhile is not shown here)";
+    for client in [&mut a, &mut b] {
+        assert_eq!(next_text_within(client, WAIT), out_of_reach);
+        assert_eq!(next_text_within(client, WAIT), back);
+    }
+    assert_eq!(n2.metrics().value("wschat_redis_outages"), Some(1.0));
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    a.send_text("small again");
+    assert_eq!(
+        b.next_text(),
+        format!("{}: small again", qualified(&a, "n1"))
+    );
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn private_messages_reach_a_user_on_another_node_only() {
+    let redis = RedisServer::start(&[]);
+    let nodes: Vec<Server> = ["n1", "n2"]
+        .iter()
+        .map(|id| node(&redis, id, &[]))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    let mut a = join(&nodes[0]);
+    let mut b = join(&nodes[1]);
+    let (qa, qb) = (qualified(&a, "n1"), qualified(&b, "n2"));
+    assert_eq!(a.next_text(), format!("{qb} joined"));
+    let mut a2 = nodes[0].client();
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
+
+    a.send_text(&format!("/msg {qb} psst"));
+    assert_eq!(a.next_text(), format!("[private to {qb}] psst"));
+    assert_eq!(b.next_text(), format!("[private] {qa}: psst"));
+    // By nickname too, and to a user of one's own node by its qualified name.
+    b.send_text("/nick bea");
+    let nick = format!("{qb} is now bea");
+    for client in [&mut a, &mut a2, &mut b] {
+        assert_eq!(client.next_text(), nick);
+    }
+    a.send_text("/msg BEA hi bea");
+    assert_eq!(a.next_text(), "[private to bea] hi bea");
+    assert_eq!(b.next_text(), format!("[private] {qa}: hi bea"));
+    let qa2 = qualified(&a2, "n1");
+    b.send_text(&format!("/msg {qa2} local?"));
+    assert_eq!(b.next_text(), format!("[private to {qa2}] local?"));
+    assert_eq!(a2.next_text(), "[private] bea: local?");
+    a.send_text(&format!("/msg {qa2} same node"));
+    assert_eq!(a.next_text(), format!("[private to {qa2}] same node"));
+    assert_eq!(a2.next_text(), format!("[private] {qa}: same node"));
+    // Nobody else heard any of it.
+    assert!(a.silent_for(Duration::from_millis(300)).is_ok());
+    b.send_text("/msg User 1@n9 nobody");
+    assert!(b.next_text().starts_with("error: nobody called User 1@n9"));
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_node_restarted_while_the_others_keep_chatting_catches_up() {
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let mut n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = join(&n1);
+    let b = join(&n2);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut a2 = n1.client();
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&a2, "n1")));
+
+    // n2 goes down (SIGTERM: its users are closed 1001 and leave).
+    n2.signal(libc::SIGTERM);
+    assert!(n2.wait_exit(WAIT).is_some(), "n2 did not stop");
+    let b_left = format!("{} left", qualified(&b, "n2"));
+    assert_eq!(next_text_within(&mut a, WAIT), b_left);
+    assert_eq!(next_text_within(&mut a2, WAIT), b_left);
+    drop(b);
+    // n1 chats on meanwhile.
+    let said: Vec<String> = ["while n2 was down", "still down"]
+        .iter()
+        .map(|text| {
+            a.send_text(text);
+            let line = format!("{}: {text}", qualified(&a, "n1"));
+            assert_eq!(a2.next_text(), line);
+            line
+        })
+        .collect();
+
+    // n2 again (a new process): its newcomer gets what was said, then chat.
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n2);
+    let mut c = Client::connect_path(n2.addr, "/", None);
+    for line in &said {
+        assert_eq!(&c.next_text(), line);
+    }
+    let c_joined = format!("{} joined", qualified(&c, "n2"));
+    assert_eq!(next_text_within(&mut a, WAIT), c_joined);
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    c.send_text("back");
+    let back = format!("{}: back", qualified(&c, "n2"));
+    assert_eq!(a.next_text(), back);
+    assert_eq!(a2.next_text(), c_joined);
+    assert_eq!(a2.next_text(), back);
+}
