@@ -171,6 +171,12 @@ pub struct Config {
     #[arg(long, requires = "auth_secret_file")]
     pub require_auth: bool,
 
+    /// Turn on the HTTP API for backends (`/api/...`): the file holds the
+    /// key they send as `Authorization: Bearer KEY` (16 bytes or more;
+    /// surrounding whitespace ignored).
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<std::path::PathBuf>,
+
     /// Most rooms at once, the lobby not counted (history memory is at
     /// most this, plus one, times --history-bytes); a new room beyond it
     /// gets 503 unless an empty room can be forgotten. Existing rooms and
@@ -270,6 +276,10 @@ impl Config {
                 max_head_bytes: self.max_head,
                 max_headers: self.max_headers,
                 compression: self.compression,
+                max_body_bytes: match self.api_key_file {
+                    Some(_) => API_MAX_BODY,
+                    None => 0,
+                },
             },
             max_message_size: self.max_message_size,
             max_fragments: self.max_fragments,
@@ -278,7 +288,8 @@ impl Config {
         }
     }
 
-    /// The chat's settings; `verifier` from [`load_verifier`].
+    /// The chat's settings; `verifier` from [`load_verifier`] (the API key
+    /// is set by the caller, from [`load_api_key`]).
     pub fn chat(&self, verifier: Option<Rc<Verifier>>) -> ChatConfig {
         ChatConfig {
             history: Bounds {
@@ -295,6 +306,7 @@ impl Config {
             resume_grace: self.resume_grace,
             verifier,
             require_auth: self.require_auth,
+            api_key: None,
         }
     }
 
@@ -357,6 +369,30 @@ pub fn default_node_id(host: &str, port: u16, shared_port: bool, pid: u32) -> St
 
 /// Parses a byte count: a number with an optional `KiB`, `MiB` or `GiB`
 /// (or `K`, `M`, `G`, binary too).
+/// The largest body the HTTP API takes (`413` past it).
+pub const API_MAX_BODY: usize = 64 * 1024;
+
+/// The shortest API key accepted.
+pub const MIN_API_KEY_LEN: usize = 16;
+
+/// Reads `--api-key-file`: `Ok(None)` without the flag.
+pub fn load_api_key(path: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("--api-key-file {}: {e}", path.display()))?;
+    let key = bytes.trim_ascii();
+    if key.len() < MIN_API_KEY_LEN {
+        return Err(format!(
+            "--api-key-file {}: the key is {} bytes; at least {MIN_API_KEY_LEN} are needed",
+            path.display(),
+            key.len()
+        ));
+    }
+    Ok(Some(key.to_vec()))
+}
+
 /// Reads `--auth-secret-file`: `Ok(None)` without the flag; a clear error
 /// for a file that cannot be read or a secret too short.
 pub fn load_verifier(path: Option<&Path>) -> Result<Option<Rc<Verifier>>, String> {

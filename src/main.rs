@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::net::ToSocketAddrs as _;
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use clap::Parser;
 use log::{error, info, warn};
@@ -87,7 +88,18 @@ fn main() -> ExitCode {
                 }
             );
         }
-        let chat_config = config.chat(verifier);
+        let api_key = match config::load_api_key(config.api_key_file.as_deref()) {
+            Ok(key) => key,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if api_key.is_some() {
+            info!("HTTP API on (/api/...), key from --api-key-file");
+        }
+        let mut chat_config = config.chat(verifier);
+        chat_config.api_key = api_key.map(Rc::from);
         let chat = match &config.redis {
             Some(url) => match clustered_chat(&config, url, chat_config) {
                 Some(chat) => chat,

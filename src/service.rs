@@ -75,11 +75,34 @@ pub struct Refusal {
     pub reason: &'static str,
 }
 
-/// A plain HTTP `GET` (or `HEAD`) the loop does not answer itself.
+/// A plain HTTP request the loop does not answer itself: a `GET` or
+/// `HEAD` (answered alike), or a `POST` with its whole body (only when the
+/// handshake policy takes bodies: the API).
 #[derive(Clone, Copy, Debug)]
 pub struct HttpGet<'a> {
+    /// `GET`, `HEAD` or `POST`.
+    pub method: &'a str,
     /// The request target in origin form, e.g. `/rust`.
     pub target: &'a str,
+    /// The `Authorization` header's value, if any.
+    pub authorization: Option<&'a str>,
+    /// The `Content-Type` header's value (a `POST`'s), if any.
+    pub content_type: Option<&'a str>,
+    /// A `POST`'s body (empty otherwise).
+    pub body: &'a [u8],
+}
+
+impl<'a> HttpGet<'a> {
+    /// A `GET` of `target`, without headers.
+    pub fn get(target: &'a str) -> HttpGet<'a> {
+        HttpGet {
+            method: "GET",
+            target,
+            authorization: None,
+            content_type: None,
+            body: &[],
+        }
+    }
 }
 
 /// The service's answer to an [`HttpGet`].
@@ -340,7 +363,7 @@ pub trait Service {
 
     /// A plain HTTP request arrived on the WebSocket port (other than the
     /// loop's own `/healthz` and `/metrics`).
-    fn on_http(&mut self, request: &HttpGet<'_>) -> HttpReply;
+    fn on_http(&mut self, request: &HttpGet<'_>, cx: &mut impl Context) -> HttpReply;
 
     /// The service's own gauges, for `/metrics`.
     fn gauges(&self) -> Vec<Gauge>;

@@ -35,6 +35,7 @@ fn policy(which: u8) -> Policy {
             max_head_bytes: 8192,
             max_headers: 64,
             compression: false,
+            max_body_bytes: 0,
         },
         1 => Policy {
             allowed_origins: vec!["http://example.com".into()],
@@ -42,6 +43,7 @@ fn policy(which: u8) -> Policy {
             max_head_bytes: 8192,
             max_headers: 64,
             compression: true,
+            max_body_bytes: 1024,
         },
         2 => Policy {
             allowed_origins: vec!["*".into()],
@@ -49,6 +51,7 @@ fn policy(which: u8) -> Policy {
             max_head_bytes: 8192,
             max_headers: 4,
             compression: true,
+            max_body_bytes: 16,
         },
         _ => Policy {
             allowed_origins: vec![],
@@ -56,6 +59,7 @@ fn policy(which: u8) -> Policy {
             max_head_bytes: 8192,
             max_headers: 0,
             compression: false,
+            max_body_bytes: 0,
         },
     }
 }

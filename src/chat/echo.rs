@@ -39,7 +39,7 @@ impl Service for Echo {
 
     fn on_throttled(&mut self, _: PeerId, _: &mut impl Context) {}
 
-    fn on_http(&mut self, _request: &HttpGet<'_>) -> HttpReply {
+    fn on_http(&mut self, _request: &HttpGet<'_>, _cx: &mut impl Context) -> HttpReply {
         HttpReply::text(404, "echo mode serves WebSocket connections only")
     }
 

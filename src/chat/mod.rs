@@ -27,6 +27,7 @@
 //! large rooms are summarised ([`presence`]), and replies that list things
 //! are bounded in length and charged to the asker ([`budget`]).
 
+pub mod api;
 pub mod auth;
 pub mod budget;
 pub mod command;
@@ -102,6 +103,8 @@ pub struct ChatConfig {
     pub verifier: Option<Rc<auth::Verifier>>,
     /// Refuse upgrades without a valid token (`--require-auth`).
     pub require_auth: bool,
+    /// The key of the HTTP API (`--api-key-file`); `None`: the API is off.
+    pub api_key: Option<Rc<[u8]>>,
 }
 
 impl Default for ChatConfig {
@@ -122,6 +125,7 @@ impl Default for ChatConfig {
             resume_grace: Duration::from_secs(60),
             verifier: None,
             require_auth: false,
+            api_key: None,
         }
     }
 }
@@ -1888,7 +1892,16 @@ impl Service for Chat {
         self.bus.degraded()
     }
 
-    fn on_http(&mut self, request: &HttpGet<'_>) -> HttpReply {
+    fn on_http(&mut self, request: &HttpGet<'_>, cx: &mut impl Context) -> HttpReply {
+        let path = request.target.split('?').next().unwrap_or_default();
+        if api::is_api(path) {
+            return self.api(request, cx);
+        }
+        if !matches!(request.method, "GET" | "HEAD") {
+            let mut reply = HttpReply::text(405, "the page takes GET or HEAD");
+            reply.headers.push("Allow: GET, HEAD".into());
+            return reply;
+        }
         match target::parse(request.target) {
             Ok(_) => HttpReply {
                 status: 200,
@@ -2909,14 +2922,13 @@ mod tests {
     #[test]
     fn plain_http_gets_the_page_on_room_paths() {
         let mut chat = chat();
-        let page = chat.on_http(&HttpGet { target: "/rust" });
+        let mut out = Recorder::default();
+        let page = chat.on_http(&HttpGet::get("/rust"), &mut out);
         assert_eq!(page.status, 200);
         assert!(page.content_type.starts_with("text/html"));
-        let missing = chat.on_http(&HttpGet { target: "/a/b" });
+        let missing = chat.on_http(&HttpGet::get("/a/b"), &mut out);
         assert_eq!(missing.status, 404);
-        let bad_since = chat.on_http(&HttpGet {
-            target: "/rust?since=x",
-        });
+        let bad_since = chat.on_http(&HttpGet::get("/rust?since=x"), &mut out);
         assert_eq!(bad_since.status, 400, "the same status as on an upgrade");
     }
 

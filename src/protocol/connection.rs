@@ -64,6 +64,7 @@ impl Default for Settings {
                 max_head_bytes: 8 * 1024,
                 max_headers: 64,
                 compression: false,
+                max_body_bytes: 0,
             },
             max_message_size: 1 << 20,
             max_fragments: 1024,
@@ -311,6 +312,9 @@ enum Step<'b> {
 struct HeadState {
     head: Vec<u8>,
     scanner: HeadScanner,
+    /// A `POST` whose head was read, its body still coming (at most
+    /// `Policy::max_body_bytes`; the handshake timeout still runs).
+    awaiting_body: Option<HttpRequest>,
 }
 
 /// One peer's protocol state. See the module docs.
@@ -581,6 +585,19 @@ impl Connection {
     fn read_head<'b>(&mut self, input: &mut Input<'b>, settings: &Settings) -> Step<'b> {
         let max = settings.handshake.max_head_bytes;
         let state = self.head.get_or_insert_with(Box::default);
+        if let Some(request) = &mut state.awaiting_body {
+            let wanted = request.body_len - request.body.len();
+            request
+                .body
+                .extend_from_slice(input.take(wanted.min(input.len())));
+            if request.body.len() < request.body_len {
+                return Step::NeedMore;
+            }
+            let request = state.awaiting_body.take();
+            self.head = None;
+            self.phase = Phase::Done;
+            return request.map_or(Step::NeedMore, |r| Step::Event(Event::Http(r)));
+        }
         let end = match state.scanner.scan_request(input.peek()) {
             Scan::End(end) => end,
             Scan::More => {
@@ -619,6 +636,14 @@ impl Connection {
             Ok(Request::Upgrade(upgrade)) => {
                 self.phase = Phase::Upgrading;
                 Step::Event(Event::Upgrade(upgrade))
+            }
+            Ok(Request::Http(mut request)) if request.body_len > 0 => {
+                // Bytes after the head are the body: read them next.
+                request.body.reserve_exact(request.body_len);
+                let mut state = Box::<HeadState>::default();
+                state.awaiting_body = Some(request);
+                self.head = Some(state);
+                self.read_head(input, settings)
             }
             Ok(Request::Http(request)) => {
                 self.phase = Phase::Done;
@@ -1081,7 +1106,12 @@ mod tests {
                     conn.accept(&u);
                     Seen::Opened(u.protocol)
                 }
-                Event::Http(r) => Seen::Http(r.target),
+                Event::Http(r) if r.body.is_empty() => Seen::Http(r.target),
+                Event::Http(r) => Seen::Http(format!(
+                    "{} <{}>",
+                    r.target,
+                    String::from_utf8_lossy(&r.body)
+                )),
                 Event::Refused(why) => Seen::Refused(why),
                 Event::Message(Message::Text(t)) => Seen::Text(t.into_owned()),
                 Event::Message(Message::Binary(b)) => Seen::Binary(b.into_owned()),
@@ -1502,6 +1532,27 @@ mod tests {
                 "{header}: {out}"
             );
         }
+    }
+
+    #[test]
+    fn a_post_body_is_read_whole_however_it_is_split() {
+        let mut settings = Settings::default();
+        settings.handshake.max_body_bytes = 64;
+        let bytes = b"POST /api/rooms/r/messages HTTP/1.1\r\nHost: h\r\n\
+                      Content-Length: 5\r\n\r\nhello";
+        let (seen, _) = split_everywhere_with(bytes, Connection::new, &settings);
+        assert_eq!(seen, [Seen::Http("/api/rooms/r/messages <hello>".into())]);
+        // What follows the body is not read as another request.
+        let mut conn = Connection::new();
+        let mut with_more = bytes.to_vec();
+        with_more.extend_from_slice(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        let seen = feed(&mut conn, &with_more, &settings);
+        assert_eq!(seen, [Seen::Http("/api/rooms/r/messages <hello>".into())]);
+        assert_eq!(conn.request_method(), Some(Method::Post));
+        // Without a body limit a POST is refused, as before.
+        let mut conn = Connection::new();
+        let seen = feed(&mut conn, bytes, &Settings::default());
+        assert_eq!(seen, [Seen::Refused("method not allowed")]);
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct Policy {
     /// Whether `permessage-deflate` offers are negotiated (RFC 7692).
     /// When false, `Sec-WebSocket-Extensions` is not read at all.
     pub compression: bool,
+    /// The largest `POST` body accepted, in bytes; 0: `POST` is refused
+    /// with `405` like any other method (the default, without the API).
+    pub max_body_bytes: usize,
 }
 
 /// The methods the server answers. RFC 9110 §9.1: "All general-purpose
@@ -57,6 +60,8 @@ pub enum Method {
     /// RFC 9110 §9.3.2: "The HEAD method is identical to GET except that
     /// the server MUST NOT send content in the response."
     Head,
+    /// Only with [`Policy::max_body_bytes`]: the backends' HTTP API.
+    Post,
 }
 
 impl Method {
@@ -64,6 +69,7 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Head => "HEAD",
+            Method::Post => "POST",
         }
     }
 }
@@ -113,8 +119,31 @@ pub struct Upgrade {
 /// leaves the body out when it writes the response.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HttpRequest {
+    pub method: Method,
     /// The request target in origin form, like [`Upgrade::target`].
     pub target: String,
+    /// The `Authorization` header's value, if any.
+    pub authorization: Option<String>,
+    /// The `Content-Type` header's value, if any.
+    pub content_type: Option<String>,
+    /// A `POST`'s declared body length (`Content-Length`).
+    pub body_len: usize,
+    /// A `POST`'s body, once the connection has read all of it.
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// A `GET` or `HEAD` of `target`, without a body.
+    pub fn get(method: Method, target: String) -> HttpRequest {
+        HttpRequest {
+            method,
+            target,
+            authorization: None,
+            content_type: None,
+            body_len: 0,
+            body: Vec::new(),
+        }
+    }
 }
 
 /// An HTTP response, written whole then the connection is closed.
@@ -168,7 +197,7 @@ impl HttpResponse {
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
-        if method == Method::Get {
+        if method != Method::Head {
             bytes.extend_from_slice(&self.body);
         }
         bytes
@@ -183,6 +212,7 @@ fn reason_phrase(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        411 => "Length Required",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
         408 => "Request Timeout",
@@ -489,6 +519,7 @@ pub fn parse_head(head: &[u8], policy: &Policy) -> ParsedHead {
     let method = match req.method {
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
+        Some("POST") if policy.max_body_bytes > 0 => Method::Post,
         // §4.2.1: "The method of the request MUST be GET"; plain HTTP is
         // GET and HEAD only.
         _ => return refused(Refusal::new(405, "method not allowed").with_allow()),
@@ -511,7 +542,13 @@ fn check_request(
         return Err(Refusal::new(400, "HTTP/1.1 required"));
     }
     let headers = Headers(req.headers);
-    refuse_body(&headers)?;
+    let body_len = match method {
+        Method::Post => body_length(&headers, policy.max_body_bytes)?,
+        Method::Get | Method::Head => {
+            refuse_body(&headers)?;
+            0
+        }
+    };
     let target = parse_target(req.path.unwrap_or("/"))?;
     let Some(host) = headers.one("host")? else {
         // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request)
@@ -525,19 +562,42 @@ fn check_request(
     // information of the request-target."
     let host = target.authority.map_or(host, str::as_bytes);
     let target = target.path.into_owned();
+    if method == Method::Post {
+        let text = |name| {
+            headers
+                .one(name)
+                .ok()
+                .flatten()
+                .and_then(|v| std::str::from_utf8(v.trim_ascii()).ok())
+                .map(str::to_owned)
+        };
+        return Ok(Request::Http(HttpRequest {
+            method,
+            target,
+            authorization: text("authorization"),
+            content_type: text("content-type"),
+            body_len,
+            body: Vec::new(),
+        }));
+    }
     if method == Method::Head {
         // Only a GET may upgrade, and a HEAD is answered as plain HTTP
         // whatever it asks: RFC 9110 §7.8, "A server MAY ignore a received
         // Upgrade header field if it wishes to continue using the current
         // protocol on that connection."
-        return Ok(Request::Http(HttpRequest { target }));
+        return Ok(Request::Http(HttpRequest::get(method, target)));
     }
     let upgrade = headers.one("upgrade")?;
     if !upgrade.is_some_and(|v| has_token(v, "websocket")) {
         if upgrade.is_some() || headers.any("sec-websocket-key") {
             return Err(Refusal::new(400, "Upgrade must be websocket"));
         }
-        return Ok(Request::Http(HttpRequest { target }));
+        let mut request = HttpRequest::get(method, target);
+        request.authorization = headers
+            .one("authorization")?
+            .and_then(|v| std::str::from_utf8(v.trim_ascii()).ok())
+            .map(str::to_owned);
+        return Ok(Request::Http(request));
     }
     if !headers.all("connection").any(|v| has_token(v, "upgrade")) {
         return Err(Refusal::new(
@@ -622,6 +682,37 @@ fn refuse_body(headers: &Headers<'_, '_>) -> Result<(), Refusal> {
         return Err(Refusal::new(400, "GET or HEAD with Content-Length"));
     }
     Ok(())
+}
+
+/// A `POST`'s body length. RFC 9112 §6.3 lets a server that does not
+/// implement a transfer coding answer 501, and one that wants a length
+/// 411; bodies here are small JSON documents, so only `Content-Length` is
+/// read, once, as plain digits: §6.3 also says a message with both
+/// `Transfer-Encoding` and `Content-Length` "might indicate that the
+/// sender is attempting to perform request smuggling", so that is refused
+/// too, and a list value (`Content-Length: 5, 5`) is not accepted.
+fn body_length(headers: &Headers<'_, '_>, max: usize) -> Result<usize, Refusal> {
+    if headers.any("transfer-encoding") {
+        return Err(Refusal::new(
+            411,
+            "Transfer-Encoding is not accepted: send Content-Length",
+        ));
+    }
+    let Some(value) = headers.one("content-length")? else {
+        return Err(Refusal::new(411, "a POST needs Content-Length"));
+    };
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(Refusal::new(400, "Content-Length is not a number"));
+    }
+    let len: usize = std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or(Refusal::new(400, "Content-Length is not a number"))?;
+    if len > max {
+        return Err(Refusal::new(413, "request body too large"));
+    }
+    Ok(len)
 }
 
 /// A request target read as RFC 9112 §3.2 has it.
@@ -847,6 +938,7 @@ mod tests {
             max_head_bytes: 8192,
             max_headers: 64,
             compression: false,
+            max_body_bytes: 0,
         }
     }
 
@@ -1059,9 +1151,7 @@ mod tests {
         let req = "GET /rust HTTP/1.1\r\nHost: localhost\r\n\r\n";
         assert_eq!(
             parse_request(req.as_bytes(), &policy()),
-            Ok(Request::Http(HttpRequest {
-                target: "/rust".into()
-            }))
+            Ok(Request::Http(HttpRequest::get(Method::Get, "/rust".into())))
         );
     }
 
@@ -1291,9 +1381,10 @@ mod tests {
         assert_eq!(p.method, Some(Method::Head));
         assert_eq!(
             p.outcome,
-            Ok(Request::Http(HttpRequest {
-                target: "/healthz".into()
-            }))
+            Ok(Request::Http(HttpRequest::get(
+                Method::Head,
+                "/healthz".into()
+            )))
         );
         assert_eq!(
             parsed("GET / HTTP/1.1\r\nHost: h\r\n\r\n").method,
@@ -1314,9 +1405,10 @@ mod tests {
         assert_eq!(p.method, Some(Method::Head));
         assert_eq!(
             p.outcome,
-            Ok(Request::Http(HttpRequest {
-                target: "/chat".into()
-            }))
+            Ok(Request::Http(HttpRequest::get(
+                Method::Head,
+                "/chat".into()
+            )))
         );
         // Even ones a GET would be refused for.
         let bad = head.replace("Upgrade: websocket", "Upgrade: h2c");
@@ -1335,6 +1427,63 @@ mod tests {
                 .headers
                 .contains(&"Allow: GET, HEAD".to_string()));
         }
+    }
+
+    #[test]
+    fn a_post_declares_its_length_once_in_digits_within_the_limit() {
+        let api = Policy {
+            max_body_bytes: 100,
+            ..policy()
+        };
+        let post = |headers: &str| {
+            let head = format!("POST /api/rooms HTTP/1.1\r\nHost: h\r\n{headers}\r\n");
+            parse_head(head.as_bytes(), &api)
+        };
+        let ok = post(
+            "Content-Length: 100\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\n",
+        );
+        assert_eq!(ok.method, Some(Method::Post));
+        match ok.outcome {
+            Ok(Request::Http(r)) => {
+                assert_eq!(
+                    (r.body_len, r.authorization.as_deref()),
+                    (100, Some("Bearer k"))
+                );
+                assert_eq!(r.content_type.as_deref(), Some("application/json"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let status = |headers: &str| post(headers).outcome.unwrap_err().response.status;
+        assert_eq!(status(""), 411, "no length");
+        assert_eq!(status("Transfer-Encoding: chunked\r\n"), 411);
+        assert_eq!(
+            status("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"),
+            411,
+            "smuggling shape"
+        );
+        assert_eq!(status("Content-Length: 101\r\n"), 413);
+        assert_eq!(status("Content-Length: 99999999999999999999\r\n"), 400);
+        for bad in ["5, 5", "+5", "-1", "0x5", " ", "5 5"] {
+            assert_eq!(
+                status(&format!("Content-Length: {bad}\r\n")),
+                400,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            status("Content-Length: 5\r\nContent-Length: 5\r\n"),
+            400,
+            "twice"
+        );
+        // GET and HEAD still may not carry one.
+        let get = "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            parse_request(get.as_bytes(), &api)
+                .unwrap_err()
+                .response
+                .status,
+            400
+        );
     }
 
     #[test]

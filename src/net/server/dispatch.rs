@@ -12,7 +12,7 @@ use super::super::peers::Peer;
 use super::Server;
 use crate::protocol::connection::{Closure, Event, Message};
 use crate::protocol::frame::CloseCode;
-use crate::protocol::handshake::{HttpRequest, Refusal, Upgrade};
+use crate::protocol::handshake::{HttpRequest, Method, Refusal, Upgrade};
 use crate::service::{self, Goodbye, HttpGet, PeerId, Service};
 
 impl<S: Service> Server<S> {
@@ -74,20 +74,33 @@ impl<S: Service> Server<S> {
         self.peers.metrics.http_requests += 1;
         let path = request.target.split('?').next().unwrap_or_default();
         let service = &self.service;
-        let response = match ops::answer(
-            path,
-            &self.peers,
-            || service.gauges(),
-            || service.degraded(),
-        ) {
+        let ours = match request.method {
+            Method::Post => None,
+            Method::Get | Method::Head => ops::answer(
+                path,
+                &self.peers,
+                || service.gauges(),
+                || service.degraded(),
+            ),
+        };
+        let response = match ours {
             Some(response) => response,
-            None => ops::response(self.service.on_http(&HttpGet {
-                target: &request.target,
-            })),
+            None => {
+                let call = HttpGet {
+                    method: request.method.as_str(),
+                    target: &request.target,
+                    authorization: request.authorization.as_deref(),
+                    content_type: request.content_type.as_deref(),
+                    body: &request.body,
+                };
+                ops::response(self.service.on_http(&call, &mut self.peers))
+            }
         };
         info!(
-            "{remote} HTTP GET {} -> {}",
-            request.target, response.status
+            "{remote} HTTP {} {} -> {}",
+            request.method.as_str(),
+            request.target,
+            response.status
         );
         if let Some(peer) = self.peers.slab.get_mut(key) {
             peer.conn.respond(&response);

@@ -1,0 +1,282 @@
+//! The HTTP API for backends: post into a room, read its history, list
+//! rooms, over plain HTTP on the chat's port (`--api-key-file`).
+//!
+//! ```text
+//! POST /api/rooms/{room}/messages          {"from":"deploy","text":"v2 is out"} -> 201 {"room":..,"seq":N}
+//! GET  /api/rooms/{room}/history?since=N   -> 200 {"room":..,"last_seq":N,"messages":[..]}
+//! GET  /api/rooms                          -> 200 {"rooms":[{"name":..,"count":N,"users":[..],"last_seq":N}]}
+//! ```
+//!
+//! Every call carries `Authorization: Bearer KEY` (RFC 6750 §2.1). No
+//! header, or another scheme, is `401` with `WWW-Authenticate: Bearer`
+//! (RFC 6750 §3); a wrong key is `403`. Keys are compared as SHA-1
+//! digests in constant time, so the comparison's time says nothing of
+//! how much of the key was right. Bodies are bounded by the loop
+//! (`413`), must be `application/json` (`415`), and are parsed as one
+//! object with the fields named (`400` for anything else).
+//!
+//! A posted message speaks as `NAME (bot)`: the name passes the nickname
+//! rules, and no nickname may hold a space or a parenthesis, so no user
+//! can pose as a bot and no bot as a user.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+
+use super::{names, target, Audience, Chat};
+use crate::service::{Context, HttpGet, HttpReply};
+
+/// What the API answers when it is off (no `--api-key-file`).
+const OFF: &str = "the HTTP API is off (start wschat with --api-key-file)";
+
+/// Whether `path` is the API's (`/api` alone is the page of the room
+/// `api`).
+pub fn is_api(path: &str) -> bool {
+    path.starts_with("/api/")
+}
+
+/// `Authorization: Bearer KEY` against the configured key.
+fn authorised(call: &HttpGet<'_>, key: &[u8]) -> Result<(), HttpReply> {
+    let given = call.authorization.and_then(|value| {
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    let Some(given) = given else {
+        let mut reply = error(401, "send Authorization: Bearer KEY");
+        reply
+            .headers
+            .push("WWW-Authenticate: Bearer realm=\"wschat\"".into());
+        return Err(reply);
+    };
+    if same_key(given.as_bytes(), key) {
+        Ok(())
+    } else {
+        Err(error(403, "wrong API key"))
+    }
+}
+
+/// Equality of two keys in time that depends on neither (their digests
+/// are compared whole).
+fn same_key(given: &[u8], key: &[u8]) -> bool {
+    let (a, b) = (Sha1::digest(given), Sha1::digest(key));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+fn reply(status: u16, body: &Value) -> HttpReply {
+    HttpReply {
+        status,
+        content_type: "application/json",
+        headers: vec!["Cache-Control: no-store".into()],
+        body: body.to_string().into_bytes(),
+    }
+}
+
+fn error(status: u16, why: &str) -> HttpReply {
+    reply(status, &json!({ "error": why }))
+}
+
+fn not_allowed(allow: &str) -> HttpReply {
+    let mut reply = error(405, &format!("use {allow}"));
+    reply.headers.push(format!("Allow: {allow}"));
+    reply
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Post {
+    from: String,
+    text: String,
+}
+
+impl Chat {
+    /// Answers an API call.
+    pub(super) fn api(&mut self, call: &HttpGet<'_>, cx: &mut impl Context) -> HttpReply {
+        let Some(key) = self.config.api_key.clone() else {
+            return error(404, OFF);
+        };
+        if let Err(refused) = authorised(call, &key) {
+            return refused;
+        }
+        let (path, query) = call.target.split_once('?').unwrap_or((call.target, ""));
+        let parts: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+        match (call.method, parts.as_slice()) {
+            ("GET" | "HEAD", ["rooms"]) => self.api_rooms(),
+            (_, ["rooms"]) => not_allowed("GET"),
+            ("GET" | "HEAD", ["rooms", room, "history"]) => self.api_history(room, query),
+            (_, ["rooms", _, "history"]) => not_allowed("GET"),
+            ("POST", ["rooms", room, "messages"]) => self.api_post(room, call, cx),
+            (_, ["rooms", _, "messages"]) => not_allowed("POST"),
+            _ => error(404, "no such API path (see the README)"),
+        }
+    }
+
+    fn api_rooms(&self) -> HttpReply {
+        let rooms: Vec<Value> = self
+            .rooms
+            .indices()
+            .filter_map(|i| {
+                let r = self.rooms.get(i)?;
+                let (users, count) = self.names(i);
+                Some(json!({
+                    "name": r.name,
+                    "count": count,
+                    "users": users,
+                    "last_seq": r.last_seq,
+                }))
+            })
+            .collect();
+        reply(200, &json!({ "rooms": rooms }))
+    }
+
+    fn api_history(&self, room: &str, query: &str) -> HttpReply {
+        let mut since = 0;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.strip_prefix("since=").map(str::parse::<u64>) {
+                Some(Ok(n)) => since = n,
+                Some(Err(_)) => return error(400, "since must be a sequence number"),
+                None => {}
+            }
+        }
+        let Some(r) = self.rooms.index_of(room).and_then(|i| self.rooms.get(i)) else {
+            return error(404, "no such room");
+        };
+        let messages: Vec<Value> = r
+            .history
+            .all()
+            .filter(|e| e.seq > since)
+            .map(|e| {
+                json!({
+                    "seq": e.seq,
+                    "ts": e.ts,
+                    "from": &*e.from,
+                    "text": &*e.text,
+                    "me": e.me,
+                    "verified": e.verified,
+                })
+            })
+            .collect();
+        reply(
+            200,
+            &json!({ "room": r.name, "last_seq": r.last_seq, "messages": messages }),
+        )
+    }
+
+    fn api_post(&mut self, room: &str, call: &HttpGet<'_>, cx: &mut impl Context) -> HttpReply {
+        let json_body = call.content_type.is_some_and(|t| {
+            let media = t.split(';').next().unwrap_or_default().trim();
+            media.eq_ignore_ascii_case("application/json")
+        });
+        if !json_body {
+            return error(415, "send Content-Type: application/json");
+        }
+        let post: Post = match serde_json::from_slice(call.body) {
+            Ok(post) => post,
+            Err(e) => {
+                let why = format!("expected {{\"from\":\"NAME\",\"text\":\"TEXT\"}} ({e})");
+                return error(400, &why);
+            }
+        };
+        let name = match names::check(&post.from) {
+            Ok(nick) => nick.name,
+            Err(why) => return error(400, &format!("from: {why}")),
+        };
+        if post.text.is_empty() {
+            return error(400, "text is empty");
+        }
+        let room = match target::parse(&format!("/{room}")) {
+            Ok(t) => t.room,
+            Err(e) => return error(404, e.reason()),
+        };
+        let index = match self.rooms.index_of(&room) {
+            Some(i) => i,
+            None => {
+                let client = super::rooms::client_key(std::net::Ipv4Addr::LOCALHOST.into());
+                if self.rooms.may_join(&room, client, self.limits()).is_err() {
+                    return error(503, "too many rooms");
+                }
+                self.rooms.named(&room, client, self.limits())
+            }
+        };
+        let from: std::rc::Rc<str> = format!("{name} (bot)").into();
+        if self.node.is_some() {
+            // Numbered by Redis like any message; its number comes back
+            // with it, after this answer.
+            self.relay(
+                index,
+                super::relay::Kind::Message,
+                usize::MAX,
+                false,
+                &from,
+                post.text.as_bytes(),
+                cx,
+            );
+            return reply(202, &json!({ "room": room, "queued": true }));
+        }
+        let Some(r) = self.rooms.get(index) else {
+            return error(404, "no such room");
+        };
+        let seq = r.last_seq + 1;
+        let ts = cx.clock().unix_ms;
+        let text = post.text;
+        self.message(
+            index,
+            from,
+            &text,
+            (false, false),
+            seq,
+            ts,
+            Audience::All,
+            true,
+            cx,
+        );
+        reply(201, &json!({ "room": room, "seq": seq }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_whole() {
+        assert!(same_key(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_key(b"0123456789abcdeF", b"0123456789abcdef"));
+        assert!(!same_key(b"0123456789abcde", b"0123456789abcdef"));
+        assert!(!same_key(b"", b"0123456789abcdef"));
+    }
+
+    #[test]
+    fn only_the_bearer_scheme_is_read() {
+        let key = b"0123456789abcdef";
+        let call = |auth| HttpGet {
+            authorization: auth,
+            ..HttpGet::get("/api/rooms")
+        };
+        assert!(authorised(&call(Some("Bearer 0123456789abcdef")), key).is_ok());
+        assert!(authorised(&call(Some("bearer  0123456789abcdef")), key).is_ok());
+        assert_eq!(authorised(&call(None), key).unwrap_err().status, 401);
+        assert_eq!(
+            authorised(&call(Some("Basic 0123456789abcdef")), key)
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            authorised(&call(Some("Bearer nope")), key)
+                .unwrap_err()
+                .status,
+            403
+        );
+    }
+
+    #[test]
+    fn api_paths() {
+        assert!(!is_api("/api"), "the room api's page");
+        assert!(is_api("/api/rooms"));
+        assert!(!is_api("/apiary"));
+        assert!(!is_api("/"));
+    }
+}
