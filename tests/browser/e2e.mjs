@@ -1,4 +1,4 @@
-// Browser end-to-end test of wschat's chat page (src/page.html).
+// Browser end-to-end test of wschat's chat page (src/chat/page.html).
 //
 //   node tests/browser/e2e.mjs http://127.0.0.1:PORT      (or WSCHAT_URL=...)
 //   WSCHAT_E2E_CERT=cert.pem NODE_EXTRA_CA_CERTS=ca.pem \
@@ -349,6 +349,8 @@ try {
     await say(page2, "/me waves");
     const action = await expectLine(page1, { type: "message", from: p2, text: "waves" });
     check(action.cls.split(" ").includes("me"), `the /me line is not marked as an action: ${JSON.stringify(action)}`);
+    const actor = await page2.$eval("#log li.me .actor", (el) => el.textContent);
+    check(actor === `* ${p2}(you) `, `page 2's own action reads ${JSON.stringify(actor)}`);
     await plain.expect(`* ${p2} waves`);
     await say(page2, "//not a command");
     await expectLine(page1, { type: "message", from: p2, text: "/not a command" });
@@ -419,6 +421,10 @@ try {
       const n = all.filter((l) => l.text === text).length;
       check(n === 1, `page 2 shows ${JSON.stringify(text)} ${n} times`);
     }
+    // Back as its own default name, it does not try the nickname another
+    // tab (page 1, same localStorage) remembered.
+    const tried = all.filter((l) => l.type === "error" && l.text.includes("taken"));
+    check(tried.length === 0, `page 2 tried another name after resuming: ${JSON.stringify(tried)}`);
     const seqs = all.filter((l) => l.seq != null).map((l) => l.seq);
     check(new Set(seqs).size === seqs.length, `page 2 shows a seq twice: ${seqs.join(",")}`);
     await say(page1, "after the reconnect");
