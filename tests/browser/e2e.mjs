@@ -493,7 +493,7 @@ try {
     check(await page2.title() === title, `a visible page counted: ${JSON.stringify(await page2.title())}`);
   });
 
-  if (VERIFIED_TOKEN) await step("a page opened with ?token=JWT is verified: a ✓ beside its name in messages and who-lists, the token gone from the address bar", async () => {
+  if (VERIFIED_TOKEN) await step("a page opened with ?token=JWT (then one with the wschat_token cookie) is verified: a ✓ beside its name in messages and who-lists, the token gone from the address bar", async () => {
     const page3 = await open("page3");
     await page3.goto(`${base}${ROOM}?token=${VERIFIED_TOKEN}`, { timeout: TIMEOUT });
     await inRoom(page3, ROOM_NAME, VERIFIED_NAME);
@@ -516,6 +516,22 @@ try {
     await waitFor("page 3 to show the /who it typed", async () =>
       (await lines(page3)).some((l) => l.type === "system" && /^Users in /.test(l.text)), () => dump(page3));
     await page3.close();
+    await expectWho(page2, [p2], [VERIFIED_NAME]);
+
+    // The same token in the wschat_token cookie (what a backend would set):
+    // the page needs no query. Cleared again so that no other page is vera.
+    await context.addCookies([{ name: "wschat_token", value: VERIFIED_TOKEN, url: origin }]);
+    try {
+      const page4 = await open("page3");
+      await page4.goto(base + ROOM, { timeout: TIMEOUT });
+      await inRoom(page4, ROOM_NAME, VERIFIED_NAME);
+      await waitFor(`page 2 to mark ${VERIFIED_NAME} verified when it joins`, async () =>
+        JSON.stringify(await verifiedWho(page2)) === JSON.stringify([VERIFIED_NAME]), () => dump(page2));
+      await page4.close();
+    } finally {
+      await context.clearCookies();
+    }
+    await expectWho(page2, [p2], [VERIFIED_NAME]);
   });
 
   await step("screenshots (desktop and phone width); no horizontal overflow on a phone", async () => {
