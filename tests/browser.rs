@@ -2,7 +2,11 @@
 //! `tests/browser/e2e.mjs`, which drives Debian's Chromium through
 //! playwright-core (two pages speaking `wschat.v1.json` plus a plain-text
 //! Node client in one room: names, nicknames, commands, HTML shown as text,
-//! resuming after a drop). The screenshot lands in `target/browser/chat.png`.
+//! resuming after a drop, own messages marked, private messages, the
+//! unread count of a hidden tab, switching rooms with back/forward, and a
+//! verified user's page opened with `?token=JWT`, for which the http run's
+//! server has `--auth-secret-file`). The screenshot lands in
+//! `target/browser/chat.png`.
 //! The same run goes once more over https (`--tls-listen`, `--compression`,
 //! a test CA): every socket is `wss://` with permessage-deflate agreed, and
 //! a long message reaches each recipient compressed (`chat-https.png`).
@@ -21,7 +25,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
 
 use common::tls::TestPki;
 use common::Server;
@@ -158,11 +165,44 @@ fn run_e2e(url: &str, env: &[(&str, &OsStr)], shot: &str) {
     assert!(size > 0, "no screenshot at {}", shot.display());
 }
 
+/// The secret the http run's server verifies tokens with.
+const SECRET: &str = "the browser test's secret, thirty-two bytes or more";
+
+/// An HS256 JWT for `name`, valid ten minutes, signed with ring's HMAC (as
+/// in tests/auth.rs, not with the server's JWT library).
+fn token(name: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let input = format!(
+        "{}.{}",
+        B64.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+        B64.encode(format!(r#"{{"sub":"{name}","exp":{exp}}}"#))
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let tag = ring::hmac::sign(&key, input.as_bytes());
+    format!("{input}.{}", B64.encode(tag.as_ref()))
+}
+
 #[test]
 #[ignore = "needs Chromium, Node 20+ and `npm ci` in tests/browser; run with `cargo test -- --include-ignored`"]
 fn chat_page_in_chromium() {
-    let server = Server::start(&[]);
-    run_e2e(&format!("http://{}", server.addr), &[], "chat.png");
+    let dir = std::env::temp_dir().join(format!("wschat-browser-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let server = Server::start(&["--auth-secret-file", secret.to_str().unwrap()]);
+    let token = token("vera");
+    run_e2e(
+        &format!("http://{}", server.addr),
+        &[
+            ("WSCHAT_E2E_TOKEN", OsStr::new(&token)),
+            ("WSCHAT_E2E_VERIFIED", OsStr::new("vera")),
+        ],
+        "chat.png",
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-// Browser end-to-end test of wschat's chat page (src/page.html).
+// Browser end-to-end test of wschat's chat page (src/chat/page.html).
 //
 //   node tests/browser/e2e.mjs http://127.0.0.1:PORT      (or WSCHAT_URL=...)
 //   WSCHAT_E2E_CERT=cert.pem NODE_EXTRA_CA_CERTS=ca.pem \
@@ -55,6 +55,10 @@ const OVERALL = 120_000;       // the bound on the whole run
 // not see the previous run's history.
 const ROOM_NAME = `e2e-${Date.now().toString(36)}`;
 const ROOM = `/${ROOM_NAME}`;
+const ROOM2_NAME = `${ROOM_NAME}-b`, ROOM2 = `/${ROOM2_NAME}`;
+// A server with --auth-secret-file gives a signed token for this name (the
+// verified-user step runs only then).
+const VERIFIED_TOKEN = process.env.WSCHAT_E2E_TOKEN, VERIFIED_NAME = process.env.WSCHAT_E2E_VERIFIED;
 const EVIL = `<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">`;
 
 const origin = new URL(base).origin;
@@ -140,10 +144,26 @@ function lines(page) {
     from: li.dataset.from ?? null,
     seq: li.dataset.seq ?? null,
     text: li.querySelector(".text")?.textContent ?? li.textContent,
+    tag: li.querySelector(".from .tag")?.textContent ?? null,
+    verified: li.querySelector(".from .verified")?.title ?? null,
   })));
 }
 
 const who = (page) => page.$$eval("#users li", (lis) => lis.map((li) => li.dataset.name));
+/** The who-list's names marked verified. */
+const verifiedWho = (page) => page.$$eval("#users li", (lis) => lis.filter((li) => li.querySelector(".verified")).map((li) => li.dataset.name));
+/** Makes the page believe its tab is hidden (or visible again), as a tab switch would. */
+const setHidden = (page, hidden) => page.evaluate((hidden) => {
+  if (hidden) Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+  else delete document.visibilityState;       // the prototype's getter again
+  document.dispatchEvent(new Event("visibilitychange"));
+}, hidden);
+/** Waits until the page is connected to `room` as `name`, at path `/room`. */
+async function inRoom(page, room, name) {
+  await waitFor(`${page.label} to be ${name} in #${room} at /${room}`, () => page.evaluate(([room, name]) =>
+    window.wschat.room === room && window.wschat.socket?.readyState === 1 && window.wschat.you === name
+      && location.pathname === "/" + room && document.querySelector("#room").textContent === "#" + room, [room, name]), () => dump(page));
+}
 
 async function dump(page) {
   const all = await lines(page).catch(() => []);
@@ -189,7 +209,7 @@ const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "wschat-e2e-chromium-"
 let context, plain;
 const pageErrors = [];
 const requests = [];
-const sockets = { page1: [], page2: [] };
+const sockets = { page1: [], page2: [], page3: [] };
 let passed = 0;
 let failed = 0;
 const pages = [];
@@ -329,6 +349,8 @@ try {
     await say(page2, "/me waves");
     const action = await expectLine(page1, { type: "message", from: p2, text: "waves" });
     check(action.cls.split(" ").includes("me"), `the /me line is not marked as an action: ${JSON.stringify(action)}`);
+    const actor = await page2.$eval("#log li.me .actor", (el) => el.textContent);
+    check(actor === `* ${p2}(you) `, `page 2's own action reads ${JSON.stringify(actor)}`);
     await plain.expect(`* ${p2} waves`);
     await say(page2, "//not a command");
     await expectLine(page1, { type: "message", from: p2, text: "/not a command" });
@@ -399,6 +421,10 @@ try {
       const n = all.filter((l) => l.text === text).length;
       check(n === 1, `page 2 shows ${JSON.stringify(text)} ${n} times`);
     }
+    // Back as its own default name, it does not try the nickname another
+    // tab (page 1, same localStorage) remembered.
+    const tried = all.filter((l) => l.type === "error" && l.text.includes("taken"));
+    check(tried.length === 0, `page 2 tried another name after resuming: ${JSON.stringify(tried)}`);
     const seqs = all.filter((l) => l.seq != null).map((l) => l.seq);
     check(new Set(seqs).size === seqs.length, `page 2 shows a seq twice: ${seqs.join(",")}`);
     await say(page1, "after the reconnect");
@@ -427,6 +453,87 @@ try {
     check(noise.length === 0, `page 2 was told of the reload: ${JSON.stringify(noise)}`);
   });
 
+  await step("own messages are marked (you) on the sender's page only; private lines stand out on both sides", async () => {
+    const mine = await expectLine(page1, { type: "message", from: "alice", text: "after the reload" });
+    check(mine.cls.split(" ").includes("own") && mine.tag === "(you)", `page 1's own message is not marked: ${JSON.stringify(mine)}`);
+    await say(page2, "not alice's");
+    const theirs = await expectLine(page1, { type: "message", from: p2, text: "not alice's" });
+    check(!theirs.cls.split(" ").includes("own") && theirs.tag === null, `page 2's message is marked as page 1's: ${JSON.stringify(theirs)}`);
+    const own2 = await expectLine(page2, { type: "message", from: p2, text: "not alice's" });
+    check(own2.tag === "(you)", `page 2's own message is not marked: ${JSON.stringify(own2)}`);
+    const aliceOn2 = await expectLine(page2, { type: "message", from: "alice", text: "after the reload" });
+    check(aliceOn2.tag === null, `alice's message is marked as page 2's: ${JSON.stringify(aliceOn2)}`);
+    for (const page of [page1, page2]) {
+      const [privateBg, plainBg] = await page.evaluate(() => [".private", "li.message"].map((sel) =>
+        getComputedStyle(document.querySelector(`#log ${sel}`)).backgroundColor));
+      check(privateBg !== plainBg, `${page.label}: a private line looks like any other (${privateBg})`);
+    }
+    // A name in the who-list starts a private message to it.
+    await page1.click(`#users li[data-name="${p2}"]`);
+    const typed = await page1.getByLabel("Message", { exact: true }).inputValue();
+    check(typed === `/msg ${p2} `, `clicking ${p2} typed ${JSON.stringify(typed)}`);
+    await page1.getByLabel("Message", { exact: true }).fill("");
+  });
+
+  await step("a hidden tab counts unread messages in its title; shown again, the count clears", async () => {
+    const title = `#${ROOM_NAME} · wschat`;
+    check(await page2.title() === title, `page 2's title is ${JSON.stringify(await page2.title())}`);
+    await setHidden(page2, true);
+    await say(page1, "while hidden one");
+    await say(page1, `/msg ${p2} while hidden, privately`);
+    plain.ws.send("while hidden three");
+    await expectLine(page2, { type: "message", from: plainName, text: "while hidden three" });
+    await waitFor("page 2's title to count 3 unread", async () => (await page2.title()) === `(3) ${title}`,
+      async () => `; the title is ${JSON.stringify(await page2.title())}`);
+    await setHidden(page2, false);
+    await waitFor("page 2's title to clear", async () => (await page2.title()) === title,
+      async () => `; the title is ${JSON.stringify(await page2.title())}`);
+    await say(page1, "while shown");
+    await expectLine(page2, { type: "message", from: "alice", text: "while shown" });
+    check(await page2.title() === title, `a visible page counted: ${JSON.stringify(await page2.title())}`);
+  });
+
+  if (VERIFIED_TOKEN) await step("a page opened with ?token=JWT (then one with the wschat_token cookie) is verified: a ✓ beside its name in messages and who-lists, the token gone from the address bar", async () => {
+    const page3 = await open("page3");
+    await page3.goto(`${base}${ROOM}?token=${VERIFIED_TOKEN}`, { timeout: TIMEOUT });
+    await inRoom(page3, ROOM_NAME, VERIFIED_NAME);
+    check(!page3.url().includes("token"), `the token is still in the address bar: ${page3.url()}`);
+    check(sockets.page3.at(-1) === `${wsBase}${ROOM}?token=${VERIFIED_TOKEN}`, `page 3 connected to ${sockets.page3.at(-1)}`);
+    await plain.expect(`${VERIFIED_NAME} joined`);
+    await say(page3, "verified hello");
+    for (const page of [page1, page2, page3]) {
+      const line = await expectLine(page, { type: "message", from: VERIFIED_NAME, text: "verified hello" });
+      check(line.verified === "verified user", `${page.label} shows no ✓ on ${VERIFIED_NAME}'s message: ${JSON.stringify(line)}`);
+      await waitFor(`${page.label}'s who-list to mark only ${VERIFIED_NAME} verified`, async () =>
+        JSON.stringify(await verifiedWho(page)) === JSON.stringify([VERIFIED_NAME]), () => dump(page));
+    }
+    const alice = await expectLine(page2, { type: "message", from: "alice", text: "while shown" });
+    check(alice.verified === null, `alice's message is marked verified: ${JSON.stringify(alice)}`);
+    // The /who the page asks for itself is not logged; one the user types is.
+    const quiet = (await lines(page3)).filter((l) => l.type === "system" && /^Users in /.test(l.text));
+    check(quiet.length === 0, `page 3 logged the /who it asked for itself: ${JSON.stringify(quiet)}`);
+    await say(page3, "/who");
+    await waitFor("page 3 to show the /who it typed", async () =>
+      (await lines(page3)).some((l) => l.type === "system" && /^Users in /.test(l.text)), () => dump(page3));
+    await page3.close();
+    await expectWho(page2, [p2], [VERIFIED_NAME]);
+
+    // The same token in the wschat_token cookie (what a backend would set):
+    // the page needs no query. Cleared again so that no other page is vera.
+    await context.addCookies([{ name: "wschat_token", value: VERIFIED_TOKEN, url: origin }]);
+    try {
+      const page4 = await open("page3");
+      await page4.goto(base + ROOM, { timeout: TIMEOUT });
+      await inRoom(page4, ROOM_NAME, VERIFIED_NAME);
+      await waitFor(`page 2 to mark ${VERIFIED_NAME} verified when it joins`, async () =>
+        JSON.stringify(await verifiedWho(page2)) === JSON.stringify([VERIFIED_NAME]), () => dump(page2));
+      await page4.close();
+    } finally {
+      await context.clearCookies();
+    }
+    await expectWho(page2, [p2], [VERIFIED_NAME]);
+  });
+
   await step("screenshots (desktop and phone width); no horizontal overflow on a phone", async () => {
     fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
     await page1.screenshot({ path: SCREENSHOT, fullPage: true });
@@ -438,13 +545,44 @@ try {
     check(fs.statSync(PHONE_SCREENSHOT).size > 0, `${PHONE_SCREENSHOT} is empty`);
   });
 
+  await step("rooms: join one by name, pick one from the list, back and forward; the URL follows and the nickname is taken again", async () => {
+    const quietFrom2 = (await lines(page2)).length;
+    await page1.getByLabel("Room to join", { exact: true }).fill(ROOM2_NAME);
+    await page1.getByRole("button", { name: "Join" }).click();
+    await inRoom(page1, ROOM2_NAME, "alice");          // a new user there, named from localStorage
+    await expectLine(page2, { type: "leave", text: "alice left" });   // a goodbye: the room is told at once
+    await plain.expect("alice left");
+    await expectWho(page2, [p2], ["alice"]);
+    const stale = (await lines(page1)).filter((l) => /after the reload|while shown/.test(l.text));
+    check(stale.length === 0, `page 1 still shows the other room's lines: ${JSON.stringify(stale)}`);
+    await say(page1, "hello room b");
+    await expectLine(page1, { type: "message", from: "alice", text: "hello room b" });
+    await waitFor(`page 1's room list to hold #${ROOM_NAME} and #${ROOM2_NAME}`, () => page1.$$eval("#rooms li",
+      (lis, want) => want.every((r) => lis.some((li) => li.dataset.room === r)), [ROOM_NAME, ROOM2_NAME]), () => dump(page1));
+
+    await page1.click(`#rooms li[data-room="${ROOM_NAME}"] a`);
+    await inRoom(page1, ROOM_NAME, "alice");
+    await expectWho(page2, ["alice", p2]);
+    await page1.goBack({ timeout: TIMEOUT });
+    await inRoom(page1, ROOM2_NAME, "alice");
+    await expectLine(page1, { type: "history", from: "alice", text: "hello room b" });
+    await page1.goForward({ timeout: TIMEOUT });
+    await inRoom(page1, ROOM_NAME, "alice");
+    await expectLine(page1, { type: "history", from: "alice", text: "while shown" });
+    const b = (await lines(page2)).slice(quietFrom2).filter((l) => l.text === "hello room b");
+    check(b.length === 0, "room b's message reached the first room");
+    const visits = sockets.page1.slice(-4).map((u) => new URL(u).pathname);
+    check(JSON.stringify(visits) === JSON.stringify([ROOM2, ROOM, ROOM2, ROOM]), `page 1's last sockets went to ${visits.join(", ")}`);
+  });
+
   await step("no page errors, and the pages loaded nothing from anywhere else", async () => {
     check(pageErrors.length === 0, `page errors:\n${pageErrors.join("\n")}`);
     const foreign = requests.filter((u) => new URL(u).origin !== origin);
     check(foreign.length === 0, `requests to other origins: ${foreign.join(", ")}`);
     const extra = requests.filter((u) => new URL(u).pathname !== ROOM);
     check(extra.length === 0, `requests besides the page itself: ${extra.join(", ")}`);
-    const wsForeign = [...sockets.page1, ...sockets.page2].filter((u) => !u.startsWith(wsBase + ROOM));
+    const wsForeign = [...sockets.page1, ...sockets.page2, ...sockets.page3]
+      .filter((u) => !u.startsWith(wsBase + "/") || ![ROOM, ROOM2].includes(new URL(u).pathname));
     check(wsForeign.length === 0, `WebSockets elsewhere: ${wsForeign.join(", ")}`);
   });
 } catch (error) {
