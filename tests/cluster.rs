@@ -650,3 +650,30 @@ fn a_node_restarted_while_the_others_keep_chatting_catches_up() {
     assert_eq!(a2.next_text(), c_joined);
     assert_eq!(a2.next_text(), back);
 }
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn clients_joining_at_once_on_every_node_get_each_message_once() {
+    let redis = RedisServer::start(&[]);
+    let nodes: Vec<Server> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, &[]))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    let mut clients: Vec<Client> = (0..6).map(|i| nodes[i % 3].client()).collect();
+    for n in &nodes {
+        wait_metric(n, "wschat_redis_rooms_heard", 1.0);
+    }
+    // Joins and the history race at the start: let them settle.
+    for c in clients.iter_mut() {
+        while c.silent_for(Duration::from_millis(500)).is_err() {}
+    }
+    clients[0].send_text("once");
+    let from = format!("{}: once", qualified(&clients[0], "n1"));
+    for c in clients.iter_mut().skip(1) {
+        assert_eq!(c.next_text(), from);
+    }
+    for c in clients.iter_mut() {
+        assert!(c.silent_for(Duration::from_millis(300)).is_ok(), "client {}", c.port);
+    }
+}
