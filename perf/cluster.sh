@@ -88,3 +88,23 @@ for i in 1 2 3; do
   spids+=(--server-pid "$NODE_PID")
 done
 run "3 nodes + Redis" "${urls[@]}" "${spids[@]}" --server-pid "$rpid"
+
+# With NODE_PEER=1: the same load on 3 Node `ws` + `ioredis` nodes
+# (perf/peers/node-ws-redis, `npm ci` there first) on the same Redis.
+if [ "${NODE_PEER:-0}" = 1 ]; then
+  for p in "${spids[@]}"; do [ "$p" != --server-pid ] && kill "$p"; done
+  redis-cli -p "$rport" flushall >/dev/null
+  urls=()
+  spids=()
+  for i in 1 2 3; do
+    log=$dir/peer-$i
+    REDIS_URL="$url" NODE_ID="p$i" node perf/peers/node-ws-redis/server.js 0 >"$log.out" 2>"$log.err" &
+    pid=$!
+    pids+=("$pid")
+    for _ in $(seq 200); do grep -q "listening on" "$log.out" 2>/dev/null && break; sleep 0.05; done
+    port=$(sed -n 's/.*listening on .*:\([0-9]*\)$/\1/p' "$log.out" | head -1)
+    urls+=(--url "ws://127.0.0.1:$port/")
+    spids+=(--server-pid "$pid")
+  done
+  run "3 Node ws + ioredis" "${urls[@]}" "${spids[@]}" --server-pid "$rpid"
+fi
