@@ -45,7 +45,7 @@ if ! [[ "$SECS" =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 shift || true
-ALL_TARGETS=(handshake frame connection connection_open connection_close resp extensions inflate)
+ALL_TARGETS=(handshake frame connection connection_open connection_close resp extensions inflate relay)
 TARGETS=("$@")
 if [[ ${#TARGETS[@]} -eq 0 ]]; then
     TARGETS=("${ALL_TARGETS[@]}")

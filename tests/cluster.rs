@@ -198,6 +198,10 @@ fn redis_killed_and_restarted_mid_chat() {
     let a2_joined = format!("{} joined", qualified(&a2, "n1"));
     assert_eq!(a.next_text(), a2_joined);
     assert_eq!(b.next_text(), a2_joined);
+    a.send_text("before");
+    let before = format!("{}: before", qualified(&a, "n1"));
+    assert_eq!(b.next_text(), before);
+    assert_eq!(a2.next_text(), before);
 
     redis.kill();
     let out_of_reach = "wschat: other nodes are out of reach: messages here reach this node only, and are not kept in the shared history";
@@ -226,11 +230,16 @@ fn redis_killed_and_restarted_mid_chat() {
     let (_, health) = n1.get("/healthz");
     assert_eq!(health.trim(), "ok");
 
-    // Chat across nodes resumes.
+    // Chat across nodes resumes. This Redis kept nothing: the room's
+    // first message since has a new epoch, and every node says so once.
     a.send_text("across again");
+    let lost = "wschat: this room's shared history was lost (Redis restarted without it): numbering starts over";
     let across = format!("{}: across again", qualified(&a, "n1"));
-    assert_eq!(b.next_text(), across);
-    assert_eq!(a2.next_text(), across);
+    assert_eq!(a.next_text(), lost);
+    for client in [&mut b, &mut a2] {
+        assert_eq!(client.next_text(), lost);
+        assert_eq!(client.next_text(), across);
+    }
     b.send_text("heard");
     assert_eq!(a.next_text(), format!("{}: heard", qualified(&b, "n2")));
 }
@@ -649,4 +658,35 @@ fn a_node_restarted_while_the_others_keep_chatting_catches_up() {
     assert_eq!(a.next_text(), back);
     assert_eq!(a2.next_text(), c_joined);
     assert_eq!(a2.next_text(), back);
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn clients_joining_at_once_on_every_node_get_each_message_once() {
+    let redis = RedisServer::start(&[]);
+    let nodes: Vec<Server> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, &[]))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    let mut clients: Vec<Client> = (0..6).map(|i| nodes[i % 3].client()).collect();
+    for n in &nodes {
+        wait_metric(n, "wschat_redis_rooms_heard", 1.0);
+    }
+    // Joins and the history race at the start: let them settle.
+    for c in clients.iter_mut() {
+        while c.silent_for(Duration::from_millis(500)).is_err() {}
+    }
+    clients[0].send_text("once");
+    let from = format!("{}: once", qualified(&clients[0], "n1"));
+    for c in clients.iter_mut().skip(1) {
+        assert_eq!(c.next_text(), from);
+    }
+    for c in clients.iter_mut() {
+        assert!(
+            c.silent_for(Duration::from_millis(300)).is_ok(),
+            "client {}",
+            c.port
+        );
+    }
 }

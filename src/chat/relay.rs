@@ -114,7 +114,7 @@ pub fn decode(bytes: &[u8]) -> Option<Relayed<'_>> {
     };
     let from = str::from_utf8(fields.next()?).ok()?;
     let body = fields.next()?;
-    if node.is_empty() || from.bytes().any(|b| b < 0x20) {
+    if node.is_empty() || from.chars().any(char::is_control) {
         return None;
     }
     Some(Relayed {
@@ -146,8 +146,13 @@ pub fn parse_private(body: &[u8]) -> Option<(&str, &str)> {
     Some((to, text))
 }
 
+/// A decimal as [`Relayed::encode`] writes it (no sign, no leading zero),
+/// so that one event has one encoding.
 fn decimal(field: &[u8]) -> Option<u64> {
     if field.is_empty() || field.len() > 19 || !field.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if field.len() > 1 && field[0] == b'0' {
         return None;
     }
     str::from_utf8(field).ok()?.parse().ok()
@@ -240,6 +245,13 @@ mod tests {
         assert_eq!(decode(b"m\x1fn\x1f1\x1f1\x1f4\x1fa\x1fb"), None);
         assert_eq!(decode(b"m\x1f\x1f1\x1f1\x1f0\x1fa\x1fb"), None);
         assert_eq!(decode(b"m\x1fn\x1f1\x1f1\x1f0\x1fa\nb\x1fb"), None);
+        assert_eq!(
+            decode(b"m\x1fn\x1f01\x1f1\x1f0\x1fa\x1fb"),
+            None,
+            "one encoding"
+        );
+        assert_eq!(decode(b"m\x1fn\x1f1\x1f1\x1f0\x1fa\x7f\x1fb"), None);
+        assert!(decode(b"m\x1fn\x1f0\x1f0\x1f0\x1fa\x1fb").is_some());
         assert!(decode(b"m\x1fn\x1f1\x1f1\x1f0\x1fa\x1fb").is_some());
     }
 }

@@ -239,7 +239,8 @@ pub struct BusStats {
 pub struct RedisBus {
     commands: Conn<Tag>,
     subscriber: Conn<()>,
-    /// The epoch a room gets when Redis has none for it: `NODE-UNIXMS`.
+    /// The start of the epoch a room gets when Redis has none for it:
+    /// `NODE-UNIXMS` (then `-TICKET`).
     epoch: Vec<u8>,
     history_maxlen: u64,
     /// Entries fetched for a room's history (the chat's history length).
@@ -361,7 +362,14 @@ impl RedisBus {
         retried: bool,
     ) -> bool {
         let keys = RoomKeys::new(&room);
-        let call = PublishCall::new(&keys, &message, self.history_maxlen, &self.epoch);
+        // A room (re)numbered by this publish gets an epoch no other
+        // numbering had: this process's `NODE-STARTMS`, and the ticket.
+        let mut epoch = Vec::with_capacity(self.epoch.len() + 21);
+        epoch.extend_from_slice(&self.epoch);
+        epoch.push(b'-');
+        let mut digits = [0u8; 20];
+        epoch.extend_from_slice(super::resp::format_u64(ticket.0, &mut digits));
+        let call = PublishCall::new(&keys, &message, self.history_maxlen, &epoch);
         let args = if retried { call.eval() } else { call.evalsha() };
         // The tag keeps the message for a retry after NOSCRIPT; the
         // command is encoded first, so the message moves into it.
