@@ -367,22 +367,26 @@ pub fn default_node_id(host: &str, port: u16, shared_port: bool, pid: u32) -> St
     }
 }
 
-/// Parses a byte count: a number with an optional `KiB`, `MiB` or `GiB`
-/// (or `K`, `M`, `G`, binary too).
 /// The largest body the HTTP API takes (`413` past it).
 pub const API_MAX_BODY: usize = 64 * 1024;
 
 /// The shortest API key accepted.
 pub const MIN_API_KEY_LEN: usize = 16;
 
-/// Reads `--api-key-file`: `Ok(None)` without the flag.
+/// The contents of the file a `flag` names, surrounding whitespace (an
+/// editor's newline) trimmed; the error names the flag and the file.
+fn read_secret(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    Ok(bytes.trim_ascii().to_vec())
+}
+
+/// Reads `--api-key-file`: `Ok(None)` without the flag; a clear error
+/// for a file that cannot be read or a key too short.
 pub fn load_api_key(path: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
     let Some(path) = path else {
         return Ok(None);
     };
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("--api-key-file {}: {e}", path.display()))?;
-    let key = bytes.trim_ascii();
+    let key = read_secret("--api-key-file", path)?;
     if key.len() < MIN_API_KEY_LEN {
         return Err(format!(
             "--api-key-file {}: the key is {} bytes; at least {MIN_API_KEY_LEN} are needed",
@@ -390,7 +394,7 @@ pub fn load_api_key(path: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
             key.len()
         ));
     }
-    Ok(Some(key.to_vec()))
+    Ok(Some(key))
 }
 
 /// Reads `--auth-secret-file`: `Ok(None)` without the flag; a clear error
@@ -399,14 +403,14 @@ pub fn load_verifier(path: Option<&Path>) -> Result<Option<Rc<Verifier>>, String
     let Some(path) = path else {
         return Ok(None);
     };
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("--auth-secret-file {}: {e}", path.display()))?;
-    let secret = bytes.trim_ascii();
-    Verifier::new(secret)
+    let secret = read_secret("--auth-secret-file", path)?;
+    Verifier::new(&secret)
         .map(|v| Some(Rc::new(v)))
         .map_err(|e| format!("--auth-secret-file {}: {e}", path.display()))
 }
 
+/// Parses a byte count: a number with an optional `KiB`, `MiB` or `GiB`
+/// (or `K`, `M`, `G`, binary too).
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text

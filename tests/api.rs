@@ -5,22 +5,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
+use common::tls::file_with;
 use common::{http_exchange, Client, Server};
 
 const KEY: &str = "an API key of at least sixteen bytes";
 
-fn key_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wschat-api-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("key");
-    std::fs::write(&path, format!("{KEY}\n")).unwrap();
-    path
-}
-
 fn start() -> Server {
-    let path = key_file();
+    // Surrounding whitespace (an editor's newline) is not part of it.
+    let path = file_with("api-key", &format!("{KEY}\n"));
     Server::start(&["--api-key-file", path.to_str().unwrap()])
 }
 
@@ -209,8 +202,7 @@ fn without_the_flag_the_api_is_off() {
     );
     assert_eq!(status, 405, "no POST at all");
     // A short key stops the start.
-    let short = std::env::temp_dir().join(format!("wschat-api-short-{}", std::process::id()));
-    std::fs::write(&short, "short").unwrap();
+    let short = file_with("short-key", "short");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wschat"))
         .args(["--listen", "127.0.0.1:0", "--api-key-file"])
         .arg(&short)

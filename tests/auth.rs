@@ -14,21 +14,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use common::tls::file_with;
 use common::{read_head, tcp, Client, Server, KEY};
 
 const SECRET: &str = "a test secret of more than thirty-two bytes";
 
-fn secret_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wschat-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("secret");
-    // Surrounding whitespace (an editor's newline) is not part of it.
-    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
-    path
-}
-
 fn start(extra: &[&str]) -> Server {
-    let path = secret_file();
+    // Surrounding whitespace (an editor's newline) is not part of it.
+    let path = file_with("auth-secret", &format!("{SECRET}\n"));
     let mut args = vec!["--auth-secret-file", path.to_str().unwrap()];
     args.extend_from_slice(extra);
     Server::start(&args)
@@ -294,12 +287,7 @@ fn startup_refuses_a_missing_or_short_secret() {
     for (file, why) in [
         (PathBuf::from("/nonexistent/wschat-secret"), "No such file"),
         (
-            {
-                let path =
-                    std::env::temp_dir().join(format!("wschat-short-{}", std::process::id()));
-                std::fs::write(&path, "short\n").unwrap();
-                path
-            },
+            file_with("short-secret", "short\n"),
             "HS256 needs at least 32",
         ),
     ] {

@@ -39,6 +39,14 @@ pub struct TestPki {
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
+/// A file `name` holding `contents` in a fresh folder (a key or a
+/// secret for a flag that reads one from a file).
+pub fn file_with(what: &str, contents: &str) -> PathBuf {
+    let path = temp_dir(what).join(what);
+    std::fs::write(&path, contents).expect("write temp file");
+    path
+}
+
 /// A fresh empty folder under the system's temporary folder.
 pub fn temp_dir(what: &str) -> PathBuf {
     let n = DIRS.fetch_add(1, Ordering::Relaxed);
