@@ -144,6 +144,29 @@ fn a_verified_user_is_shown_as_such_and_takes_its_name_from_an_impostor() {
         .as_str()
         .unwrap()
         .contains("comes from your token"));
+
+    // A holder of another spelling of a verified name (here Cyrillic
+    // letters that look like Latin `coe`) loses it too, under its own
+    // spelling.
+    let mut lookalike = Client::json(server.addr, "/r");
+    lookalike.next_json_of("system");
+    assert!(plain.next_text().ends_with("joined"));
+    lookalike.send_text(r#"{"type":"nick","name":"\u0441\u043e\u0435"}"#);
+    lookalike.next_json_of("nick");
+    assert!(plain.next_text().ends_with("is now \u{441}\u{43e}\u{435}"));
+    let path = format!("/r?token={}", token("coe", 60));
+    let _coe = Client::connect_path(server.addr, &path, None);
+    assert_eq!(
+        plain.next_text(),
+        format!("\u{441}\u{43e}\u{435} is now User {}", lookalike.port)
+    );
+    assert_eq!(plain.next_text(), "coe joined");
+    // Taking its spelling back is refused: it looks like the verified name.
+    lookalike.send_text(r#"{"type":"nick","name":"\u0441\u043e\u0435"}"#);
+    assert!(lookalike.next_json_of("error")["text"]
+        .as_str()
+        .unwrap()
+        .contains("taken"));
 }
 
 #[test]

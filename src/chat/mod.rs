@@ -1244,6 +1244,12 @@ impl Chat {
         let Some(user) = self.users.get_mut(id) else {
             return;
         };
+        // Its own spelling (a look-alike of `name`, or `name` itself): the
+        // keys the verified user did not take over are freed too.
+        let old = user.name().into_owned();
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.names.remove(&names::keys(&old), Holder::User(id));
+        }
         // Its default name: `User <port>`, or `User <port>@<node>`.
         user.name = self
             .node
@@ -1256,7 +1262,7 @@ impl Chat {
             format!("the name {name} belongs to a verified user who just arrived: you are {new}");
         self.system(id, &text, Extra::None, cx);
         let line = Line::Nick {
-            from: name,
+            from: &old,
             to: &new,
         };
         self.to_room(room, &line, Audience::All, cx);
