@@ -10,10 +10,11 @@ mod common;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use common::jwt::{self, now_s};
 use common::tls::file_with;
 use common::{read_head, tcp, Client, Server, KEY};
 
@@ -27,31 +28,9 @@ fn start(extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn sign_with(alg: &str, claims: &str, key: &[u8]) -> String {
-    let input = format!(
-        "{}.{}",
-        B64.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#)),
-        B64.encode(claims)
-    );
-    let algorithm = match alg {
-        "HS512" => ring::hmac::HMAC_SHA512,
-        _ => ring::hmac::HMAC_SHA256,
-    };
-    let tag = ring::hmac::sign(&ring::hmac::Key::new(algorithm, key), input.as_bytes());
-    format!("{input}.{}", B64.encode(tag.as_ref()))
-}
-
 /// A token for `name`, valid for `secs` more seconds.
 fn token(name: &str, secs: u64) -> String {
-    let claims = format!(r#"{{"sub":"{name}","exp":{}}}"#, now_s() + secs);
-    sign_with("HS256", &claims, SECRET.as_bytes())
+    jwt::for_user(name, secs, SECRET.as_bytes())
 }
 
 /// The status the server answers an upgrade of `path` with `extra`
@@ -215,7 +194,7 @@ fn bad_tokens_get_401_with_the_reason_logged_and_others_keep_chatting() {
         ("no token", String::new(), "a token is required"),
         (
             "wrong key",
-            sign_with(
+            jwt::sign(
                 "HS256",
                 &claims,
                 b"another secret of thirty-two bytes or more",
@@ -226,12 +205,12 @@ fn bad_tokens_get_401_with_the_reason_logged_and_others_keep_chatting() {
         ("alg none", none, "not signed with HS256"),
         (
             "HS512",
-            sign_with("HS512", &claims, SECRET.as_bytes()),
+            jwt::sign("HS512", &claims, SECRET.as_bytes()),
             "not signed with HS256",
         ),
         (
             "expired",
-            sign_with(
+            jwt::sign(
                 "HS256",
                 &format!(r#"{{"sub":"m","exp":{}}}"#, now_s() - 1),
                 SECRET.as_bytes(),
@@ -240,12 +219,12 @@ fn bad_tokens_get_401_with_the_reason_logged_and_others_keep_chatting() {
         ),
         (
             "no exp",
-            sign_with("HS256", r#"{"sub":"m"}"#, SECRET.as_bytes()),
+            jwt::sign("HS256", r#"{"sub":"m"}"#, SECRET.as_bytes()),
             "exp is required",
         ),
         (
             "reserved name",
-            sign_with(
+            jwt::sign(
                 "HS256",
                 &format!(r#"{{"sub":"User 51234","exp":{exp}}}"#),
                 SECRET.as_bytes(),
@@ -263,7 +242,7 @@ fn bad_tokens_get_401_with_the_reason_logged_and_others_keep_chatting() {
         wait_for_log(&server, reason);
     }
     // A token for other rooms only.
-    let rooms = sign_with(
+    let rooms = jwt::sign(
         "HS256",
         &format!(r#"{{"sub":"dan","exp":{exp},"rooms":["staff"]}}"#),
         SECRET.as_bytes(),

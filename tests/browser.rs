@@ -25,10 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine;
+use std::time::{Duration, Instant};
 
 use common::tls::TestPki;
 use common::Server;
@@ -168,22 +165,9 @@ fn run_e2e(url: &str, env: &[(&str, &OsStr)], shot: &str) {
 /// The secret the http run's server verifies tokens with.
 const SECRET: &str = "the browser test's secret, thirty-two bytes or more";
 
-/// An HS256 JWT for `name`, valid ten minutes, signed with ring's HMAC (as
-/// in tests/auth.rs, not with the server's JWT library).
+/// An HS256 JWT for `name`, valid ten minutes.
 fn token(name: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let input = format!(
-        "{}.{}",
-        B64.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
-        B64.encode(format!(r#"{{"sub":"{name}","exp":{exp}}}"#))
-    );
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
-    let tag = ring::hmac::sign(&key, input.as_bytes());
-    format!("{input}.{}", B64.encode(tag.as_ref()))
+    common::jwt::for_user(name, 600, SECRET.as_bytes())
 }
 
 #[test]

@@ -473,6 +473,46 @@ fn a_nickname_is_unique_across_nodes_under_a_race() {
     assert!(took.ends_with(" is now bob"), "{took}");
 }
 
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_verified_name_is_claimed_on_every_node() {
+    const SECRET: &str = "the cluster test's secret, thirty-two bytes or more";
+    let secret = common::tls::file_with("cluster-secret", SECRET);
+    let args = ["--auth-secret-file", secret.to_str().unwrap()];
+    let redis = RedisServer::start(&[]);
+    let nodes: Vec<Server> = ["n1", "n2"]
+        .iter()
+        .map(|id| node(&redis, id, &args))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    let mut other = join(&nodes[1]);
+    let token = common::jwt::for_user("alice", 60, SECRET.as_bytes());
+    let alice = Client::connect_path(
+        nodes[0].addr,
+        &format!("/?token={token}"),
+        Some("wschat.v1.json"),
+    );
+    assert_eq!(next_text_within(&mut other, WAIT), "alice joined");
+    // Her claim went to Redis with her join; a user on the other node
+    // cannot take her name (nor a look-alike of it).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        other.send_text("/nick Alice");
+        let answer = next_text_within(&mut other, WAIT);
+        if answer.starts_with("error: the name Alice is taken in this room, by ") {
+            assert!(answer.contains("on another node"), "{answer}");
+            break;
+        }
+        // Answered before her claim landed: give the name back and retry.
+        assert!(answer.ends_with("is now Alice"), "{answer}");
+        assert!(Instant::now() < deadline, "her claim never landed");
+        other.send_text(&format!("/nick other{}", other.port));
+        let _ = next_text_within(&mut other, WAIT);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(alice);
+}
+
 /// Node's own WebSocket client on two nodes: `a` on the first says
 /// hello, `b` on the second prints everything it gets until it has heard
 /// it (bounded by a timer), then both close.

@@ -1727,6 +1727,19 @@ impl Service for Chat {
             // so its history here keeps up while it is empty.
             self.bus.subscribe(cx.clock().now, &target.room);
         }
+        if identity.is_some() && self.node.is_some() {
+            // Its name is claimed across nodes too, so nobody on another
+            // node can take it while it is here (the claim's answer needs
+            // no action: a verified name is not given up here for one
+            // taken earlier elsewhere; the README says so).
+            self.bus.claim_name(
+                cx.clock().now,
+                &target.room,
+                &names::keys(&name),
+                &name,
+                None,
+            );
+        }
         // JSON clients are given their token at once; plain ones when they
         // ask (`/whoami`), or when they resumed (theirs was used up).
         let token = if json || resumed.is_some() {

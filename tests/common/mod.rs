@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod crowd;
+pub mod jwt;
 pub mod node;
 pub mod tls;
 
