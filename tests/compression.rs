@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 
@@ -61,27 +61,8 @@ impl Raw {
     }
 
     fn read_frame(&mut self) -> RawFrame {
-        let mut head = [0u8; 2];
-        self.stream.read_exact(&mut head).unwrap();
-        let len = match head[1] & 0x7F {
-            126 => {
-                let mut b = [0u8; 2];
-                self.stream.read_exact(&mut b).unwrap();
-                usize::from(u16::from_be_bytes(b))
-            }
-            127 => {
-                let mut b = [0u8; 8];
-                self.stream.read_exact(&mut b).unwrap();
-                usize::try_from(u64::from_be_bytes(b)).unwrap()
-            }
-            n => usize::from(n),
-        };
-        let mut payload = vec![0u8; len];
-        self.stream.read_exact(&mut payload).unwrap();
-        RawFrame {
-            first: head[0],
-            payload,
-        }
+        let (first, payload) = common::read_raw_frame(&mut self.stream);
+        RawFrame { first, payload }
     }
 
     /// The next text message, inflated if it came compressed, and

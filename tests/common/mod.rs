@@ -404,6 +404,30 @@ impl Client {
 
 // ----- raw HTTP -----
 
+/// The next server frame on `stream`, read by its length bytes alone: its
+/// first byte and payload, whatever its RSV bits (a compressed frame's
+/// RSV1 included, which [`RawClient::read_frame`]'s decoder refuses).
+pub fn read_raw_frame(stream: &mut impl Read) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).unwrap();
+    let len = match head[1] & 0x7F {
+        126 => {
+            let mut b = [0u8; 2];
+            stream.read_exact(&mut b).unwrap();
+            usize::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            stream.read_exact(&mut b).unwrap();
+            usize::try_from(u64::from_be_bytes(b)).unwrap()
+        }
+        n => usize::from(n),
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).unwrap();
+    (head[0], payload)
+}
+
 /// The `Sec-WebSocket-Key` of [`upgrade_request`]: RFC 6455 §1.3's example.
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 

@@ -4,7 +4,7 @@
 //! client over TLS that negotiates permessage-deflate and reads frame
 //! headers itself (to see RSV1 on the wire, which no library shows).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -229,24 +229,7 @@ impl TlsRaw {
 
     /// The next frame: its first byte and payload.
     pub fn read_frame(&mut self) -> (u8, Vec<u8>) {
-        let mut head = [0u8; 2];
-        self.stream.read_exact(&mut head).unwrap();
-        let len = match head[1] & 0x7F {
-            126 => {
-                let mut b = [0u8; 2];
-                self.stream.read_exact(&mut b).unwrap();
-                usize::from(u16::from_be_bytes(b))
-            }
-            127 => {
-                let mut b = [0u8; 8];
-                self.stream.read_exact(&mut b).unwrap();
-                usize::try_from(u64::from_be_bytes(b)).unwrap()
-            }
-            n => usize::from(n),
-        };
-        let mut payload = vec![0u8; len];
-        self.stream.read_exact(&mut payload).unwrap();
-        (head[0], payload)
+        super::read_raw_frame(&mut self.stream)
     }
 
     /// The next text message (inflated if it came with RSV1) and whether
