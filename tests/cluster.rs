@@ -513,6 +513,30 @@ fn a_verified_name_is_claimed_on_every_node() {
     drop(alice);
 }
 
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn an_api_post_on_one_node_reaches_users_on_another() {
+    const KEY: &str = "the cluster test's API key";
+    let key = common::tls::file_with("cluster-api-key", KEY);
+    let redis = RedisServer::start(&[]);
+    let poster = node(&redis, "n1", &["--api-key-file", key.to_str().unwrap()]);
+    let other = node(&redis, "n2", &[]);
+    [&poster, &other].into_iter().for_each(wait_up);
+    let mut user = join(&other);
+    wait_metric(&poster, "wschat_redis_up", 1.0);
+    let body = r#"{"from":"deploy","text":"v2 is out"}"#;
+    let request = format!(
+        "POST /api/rooms/lobby/messages HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        poster.addr,
+        body.len()
+    );
+    let (head, answer) = common::http_exchange(poster.addr, request.as_bytes());
+    assert_eq!(head.status, 202, "{answer}");
+    assert!(answer.contains(r#""queued":true"#), "{answer}");
+    assert_eq!(next_text_within(&mut user, WAIT), "deploy (bot): v2 is out");
+}
+
 /// Node's own WebSocket client on two nodes: `a` on the first says
 /// hello, `b` on the second prints everything it gets until it has heard
 /// it (bounded by a timer), then both close.

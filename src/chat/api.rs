@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
-use super::{names, target, Audience, Chat};
-use crate::service::{Context, HttpGet, HttpReply};
+use super::{names, target, Audience, Chat, Spoken};
+use crate::service::{Context, HttpGet, HttpReply, PeerId};
 
 /// What the API answers when it is off (no `--api-key-file`).
 const OFF: &str = "the HTTP API is off (start wschat with --api-key-file)";
@@ -197,42 +197,35 @@ impl Chat {
                 if self.rooms.may_join(&room, client, self.limits()).is_err() {
                     return error(503, "too many rooms");
                 }
-                self.rooms.named(&room, client, self.limits())
+                let index = self.rooms.named(&room, client, self.limits());
+                if self.node.is_some() {
+                    // As for a room's first user: the node hears the room
+                    // (and its message comes back to be numbered) until
+                    // the room is forgotten here.
+                    self.bus.subscribe(cx.clock().now, &room);
+                }
+                index
             }
         };
         let from: std::rc::Rc<str> = format!("{name} (bot)").into();
-        if self.node.is_some() {
+        match self.speak(
+            index,
+            PeerId::MAX,
+            from,
+            &post.text,
+            (false, false),
+            Audience::All,
+            cx,
+        ) {
+            Spoken::Numbered(seq) => reply(201, &json!({ "room": room, "seq": seq })),
             // Numbered by Redis like any message; its number comes back
             // with it, after this answer.
-            self.relay(
-                index,
-                super::relay::Kind::Message,
-                usize::MAX,
-                false,
-                &from,
-                post.text.as_bytes(),
-                cx,
-            );
-            return reply(202, &json!({ "room": room, "queued": true }));
+            Spoken::Queued => reply(202, &json!({ "room": room, "queued": true })),
+            Spoken::LocalOnly => reply(
+                202,
+                &json!({ "room": room, "queued": false, "local_only": true }),
+            ),
         }
-        let Some(r) = self.rooms.get(index) else {
-            return error(404, "no such room");
-        };
-        let seq = r.last_seq + 1;
-        let ts = cx.clock().unix_ms;
-        let text = post.text;
-        self.message(
-            index,
-            from,
-            &text,
-            (false, false),
-            seq,
-            ts,
-            Audience::All,
-            true,
-            cx,
-        );
-        reply(201, &json!({ "room": room, "seq": seq }))
     }
 }
 

@@ -176,6 +176,17 @@ struct Claim {
     nick: names::Nick,
 }
 
+/// What became of a message said here (see [`Chat::speak`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spoken {
+    /// Numbered and delivered here.
+    Numbered(u64),
+    /// On its way through Redis; numbered when it comes back.
+    Queued,
+    /// Other nodes are out of reach: delivered on this node only, unnumbered.
+    LocalOnly,
+}
+
 /// The close code of a connection whose user resumed on another one
 /// (RFC 6455 §7.4.2 leaves 4000-4999 to applications).
 pub const REPLACED_CLOSE_CODE: u16 = 4002;
@@ -776,43 +787,51 @@ impl Chat {
             return;
         };
         let (room, from, verified) = (user.room, user.shared_name(), user.is_verified());
+        let audience = Audience::OthersUnlessJson(id);
+        self.speak(room, id, from, text, (me, verified), audience, cx);
+    }
+
+    /// `from` (peer `id`, or `PeerId::MAX` for no peer) says `text` in
+    /// `room`. In cluster mode it is numbered by Redis and delivered here
+    /// when it comes back, in the room's one order; if it cannot go, this
+    /// node alone hears it, unnumbered and not in history (which holds the
+    /// shared numbering). Otherwise it is numbered and delivered here now.
+    #[allow(clippy::too_many_arguments)]
+    fn speak(
+        &mut self,
+        room: usize,
+        id: PeerId,
+        from: Rc<str>,
+        text: &str,
+        (me, verified): (bool, bool),
+        audience: Audience,
+        cx: &mut impl Context,
+    ) -> Spoken {
+        let mut spoken = Spoken::Numbered(0);
         if self.node.is_some() {
-            // Numbered by Redis, and delivered here when it comes back, in
-            // the room's one order; if it cannot go, this node alone
-            // hears it.
-            let text_bytes = text.as_bytes();
-            match self.relay(room, relay::Kind::Message, id, me, &from, text_bytes, cx) {
-                Publish::Queued(_) => return,
+            match self.relay(
+                room,
+                relay::Kind::Message,
+                id,
+                me,
+                &from,
+                text.as_bytes(),
+                cx,
+            ) {
+                Publish::Queued(_) => return Spoken::Queued,
                 Publish::Local => {}
-                Publish::Dropped => {
-                    // No number of its own (Redis gives those), and not
-                    // in history (which holds the shared numbering).
-                    let Some(r) = self.rooms.get(room) else {
-                        return;
-                    };
-                    let (seq, ts) = (r.last_seq, cx.clock().unix_ms);
-                    let audience = Audience::OthersUnlessJson(id);
-                    self.message(
-                        room,
-                        from,
-                        text,
-                        (me, verified),
-                        seq,
-                        ts,
-                        audience,
-                        false,
-                        cx,
-                    );
-                    return;
-                }
+                Publish::Dropped => spoken = Spoken::LocalOnly,
             }
         }
         let Some(r) = self.rooms.get(room) else {
-            return;
+            return spoken;
         };
-        let seq = r.last_seq + 1;
+        let remember = spoken != Spoken::LocalOnly;
+        let seq = r.last_seq + u64::from(remember);
+        if remember {
+            spoken = Spoken::Numbered(seq);
+        }
         let ts = cx.clock().unix_ms;
-        let audience = Audience::OthersUnlessJson(id);
         self.message(
             room,
             from,
@@ -821,9 +840,10 @@ impl Chat {
             seq,
             ts,
             audience,
-            true,
+            remember,
             cx,
         );
+        spoken
     }
 
     /// Message `seq` of `room` (a `/me` action or not, said by a verified
@@ -1468,7 +1488,15 @@ impl Chat {
     fn expire_away(&mut self, cx: &mut impl Context) {
         let now = cx.clock().now;
         while let Some((departure, away)) = self.tokens.expire_one(now) {
-            self.relay(away.room, relay::Kind::Leave, 0, false, &away.name, b"", cx);
+            self.relay(
+                away.room,
+                relay::Kind::Leave,
+                PeerId::MAX,
+                false,
+                &away.name,
+                b"",
+                cx,
+            );
             let Some(r) = self.rooms.get_mut(away.room) else {
                 continue;
             };

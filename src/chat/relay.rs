@@ -69,7 +69,8 @@ impl Kind {
 pub struct Relayed<'a> {
     pub kind: Kind,
     pub node: &'a str,
-    /// The sender's peer id on its node (0 when no peer is meant).
+    /// The sender's peer id on its node (`PeerId::MAX` when no peer is
+    /// meant: a post through the HTTP API).
     pub peer: PeerId,
     /// Milliseconds since the Unix epoch, on the sender's clock.
     pub ts: u64,
@@ -149,7 +150,9 @@ pub fn parse_private(body: &[u8]) -> Option<(&str, &str)> {
 /// A decimal as [`Relayed::encode`] writes it (no sign, no leading zero),
 /// so that one event has one encoding.
 fn decimal(field: &[u8]) -> Option<u64> {
-    if field.is_empty() || field.len() > 19 || !field.iter().all(u8::is_ascii_digit) {
+    // Up to u64::MAX's 20 digits (a peer id of `PeerId::MAX`, "no peer",
+    // included); a larger number fails the parse.
+    if field.is_empty() || field.len() > 20 || !field.iter().all(u8::is_ascii_digit) {
         return None;
     }
     if field.len() > 1 && field[0] == b'0' {
@@ -209,6 +212,11 @@ mod tests {
             assert_eq!(bytes.split(|&b| b == US).nth(4), Some(digit.as_bytes()));
             assert_eq!(decode(&bytes), Some(event));
         }
+        let nobody = Relayed {
+            peer: PeerId::MAX,
+            ..sample(b"x")
+        };
+        assert_eq!(decode(&nobody.encode()), Some(nobody), "no peer (the API)");
         let mut bad = sample(b"x").encode();
         let flags = bad
             .iter()
