@@ -193,17 +193,7 @@ fn chat_page_in_chromium() {
 #[ignore = "needs Chromium, Node 20+ and `npm ci` in tests/browser; run with `cargo test -- --include-ignored`"]
 fn chat_page_in_chromium_over_https_with_deflate() {
     let pki = TestPki::new();
-    let server = Server::start_raw(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        pki.cert_path.to_str().unwrap(),
-        "--tls-key",
-        pki.key_path.to_str().unwrap(),
-        "--compression",
-    ]);
+    let server = pki.start_server(&["--listen", "127.0.0.1:0"], &["--compression"]);
     let tls = server.tls_addr.expect("a TLS listener");
     run_e2e(
         &format!("https://{tls}"),

@@ -21,18 +21,7 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 
 fn start_tls(pki: &TestPki, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        pki.cert_path.to_str().unwrap(),
-        "--tls-key",
-        pki.key_path.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    Server::start_raw(&args)
+    pki.start_server(&["--listen", "127.0.0.1:0"], extra)
 }
 
 fn tls_addr(server: &Server) -> SocketAddr {
@@ -89,16 +78,7 @@ fn wss_and_ws_users_chat_in_one_room() {
 #[test]
 fn tls_only_with_listen_none() {
     let pki = TestPki::new();
-    let server = Server::start_raw(&[
-        "--listen",
-        "none",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        pki.cert_path.to_str().unwrap(),
-        "--tls-key",
-        pki.key_path.to_str().unwrap(),
-    ]);
+    let server = pki.start_server(&["--listen", "none"], &[]);
     let mut a = TlsClient::connect(tls_addr(&server), "/", pki.client_config());
     let mut b = TlsClient::connect(tls_addr(&server), "/", pki.client_config());
     assert_eq!(a.next_text(), format!("{} joined", b.name()));

@@ -57,6 +57,22 @@ pub fn temp_dir(what: &str) -> PathBuf {
 }
 
 impl TestPki {
+    /// The binary with `listen` (its plain `--listen`), a TLS listener on
+    /// `127.0.0.1:0` serving this certificate, and `extra`.
+    pub fn start_server(&self, listen: &[&str], extra: &[&str]) -> super::Server {
+        let mut args = listen.to_vec();
+        args.extend_from_slice(&[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            self.cert_path.to_str().unwrap(),
+            "--tls-key",
+            self.key_path.to_str().unwrap(),
+        ]);
+        args.extend_from_slice(extra);
+        super::Server::start_raw(&args)
+    }
+
     pub fn new() -> TestPki {
         let dir = temp_dir("tls");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
