@@ -25,6 +25,29 @@ fn node(redis: &RedisServer, id: &str, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// Nodes `n1`, `n2` and `n3` on `redis`, their links up.
+fn three_nodes(redis: &RedisServer) -> Vec<Server> {
+    let nodes: Vec<Server> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(redis, id, &[]))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    nodes
+}
+
+/// A lobby user on each of the three nodes, each having heard the later
+/// ones join (so what they read next is what the test does).
+fn one_user_each(nodes: &[Server]) -> [Client; 3] {
+    let mut a = join(&nodes[0]);
+    let mut b = join(&nodes[1]);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let c = join(&nodes[2]);
+    let c_joined = format!("{} joined", qualified(&c, "n3"));
+    assert_eq!(a.next_text(), c_joined);
+    assert_eq!(b.next_text(), c_joined);
+    [a, b, c]
+}
+
 /// Waits until `series` on `server`'s /metrics is `want`.
 fn wait_metric(server: &Server, series: &str, want: f64) {
     let deadline = Instant::now() + WAIT;
@@ -79,19 +102,9 @@ fn next_text_within(client: &mut Client, limit: Duration) -> String {
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn a_message_on_one_node_reaches_every_other_node_once() {
     let redis = RedisServer::start(&[]);
-    let nodes: Vec<Server> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| node(&redis, id, &[]))
-        .collect();
-    nodes.iter().for_each(wait_up);
+    let nodes = three_nodes(&redis);
 
-    let mut a = join(&nodes[0]);
-    let mut b = join(&nodes[1]);
-    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
-    let mut c = join(&nodes[2]);
-    let c_joined = format!("{} joined", qualified(&c, "n3"));
-    assert_eq!(a.next_text(), c_joined);
-    assert_eq!(b.next_text(), c_joined);
+    let [mut a, mut b, mut c] = one_user_each(&nodes);
 
     a.send_text("hello from n1");
     let from_a = format!("{}: hello from n1", qualified(&a, "n1"));
@@ -381,11 +394,7 @@ fn reuse_port_lets_nodes_share_one_port() {
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn who_lists_every_node_and_a_killed_node_s_users_leave() {
     let redis = RedisServer::start(&[]);
-    let nodes: Vec<Server> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| node(&redis, id, &[]))
-        .collect();
-    nodes.iter().for_each(wait_up);
+    let nodes = three_nodes(&redis);
     let mut a = Client::connect_path(nodes[0].addr, "/p", None);
     wait_metric(&nodes[0], "wschat_redis_rooms_heard", 1.0);
     let mut b = Client::connect_path(nodes[1].addr, "/p", None);
@@ -428,18 +437,8 @@ fn who_lists_every_node_and_a_killed_node_s_users_leave() {
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn a_nickname_is_unique_across_nodes_under_a_race() {
     let redis = RedisServer::start(&[]);
-    let nodes: Vec<Server> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| node(&redis, id, &[]))
-        .collect();
-    nodes.iter().for_each(wait_up);
-    let mut a = join(&nodes[0]);
-    let mut b = join(&nodes[1]);
-    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
-    let mut c = join(&nodes[2]);
-    let c_joined = format!("{} joined", qualified(&c, "n3"));
-    assert_eq!(a.next_text(), c_joined);
-    assert_eq!(b.next_text(), c_joined);
+    let nodes = three_nodes(&redis);
+    let [mut a, mut b, mut c] = one_user_each(&nodes);
 
     a.send_text("/nick bob");
     b.send_text("/nick Bob");
@@ -728,11 +727,7 @@ fn a_node_restarted_while_the_others_keep_chatting_catches_up() {
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn clients_joining_at_once_on_every_node_get_each_message_once() {
     let redis = RedisServer::start(&[]);
-    let nodes: Vec<Server> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|id| node(&redis, id, &[]))
-        .collect();
-    nodes.iter().for_each(wait_up);
+    let nodes = three_nodes(&redis);
     let mut clients: Vec<Client> = (0..6).map(|i| nodes[i % 3].client()).collect();
     for n in &nodes {
         wait_metric(n, "wschat_redis_rooms_heard", 1.0);
