@@ -77,6 +77,18 @@ fn a_backend_posts_into_a_room_and_reads_it_back() {
     );
     assert_eq!(json(&body)["messages"], serde_json::json!([]));
 
+    let mut head = common::tcp(server.addr);
+    let request = format!(
+        "HEAD /api/rooms HTTP/1.1\r\nHost: {}\r\n{}\r\n",
+        server.addr,
+        bearer()
+    );
+    std::io::Write::write_all(&mut head, request.as_bytes()).unwrap();
+    assert_eq!(
+        common::read_head(&mut head).status,
+        200,
+        "HEAD carries the key too"
+    );
     let (status, body) = call(server.addr, "GET", "/api/rooms", &bearer(), "");
     assert_eq!(status, 200);
     let rooms = json(&body);

@@ -563,19 +563,11 @@ fn check_request(
     let host = target.authority.map_or(host, str::as_bytes);
     let target = target.path.into_owned();
     if method == Method::Post {
-        let text = |name| {
-            headers
-                .one(name)
-                .ok()
-                .flatten()
-                .and_then(|v| std::str::from_utf8(v.trim_ascii()).ok())
-                .map(str::to_owned)
-        };
         return Ok(Request::Http(HttpRequest {
             method,
             target,
-            authorization: text("authorization"),
-            content_type: text("content-type"),
+            authorization: text_header(&headers, "authorization")?,
+            content_type: text_header(&headers, "content-type")?,
             body_len,
             body: Vec::new(),
         }));
@@ -585,7 +577,9 @@ fn check_request(
         // whatever it asks: RFC 9110 §7.8, "A server MAY ignore a received
         // Upgrade header field if it wishes to continue using the current
         // protocol on that connection."
-        return Ok(Request::Http(HttpRequest::get(method, target)));
+        let mut request = HttpRequest::get(method, target);
+        request.authorization = text_header(&headers, "authorization")?;
+        return Ok(Request::Http(request));
     }
     let upgrade = headers.one("upgrade")?;
     if !upgrade.is_some_and(|v| has_token(v, "websocket")) {
@@ -593,10 +587,7 @@ fn check_request(
             return Err(Refusal::new(400, "Upgrade must be websocket"));
         }
         let mut request = HttpRequest::get(method, target);
-        request.authorization = headers
-            .one("authorization")?
-            .and_then(|v| std::str::from_utf8(v.trim_ascii()).ok())
-            .map(str::to_owned);
+        request.authorization = text_header(&headers, "authorization")?;
         return Ok(Request::Http(request));
     }
     if !headers.all("connection").any(|v| has_token(v, "upgrade")) {
@@ -682,6 +673,16 @@ fn refuse_body(headers: &Headers<'_, '_>) -> Result<(), Refusal> {
         return Err(Refusal::new(400, "GET or HEAD with Content-Length"));
     }
     Ok(())
+}
+
+/// A header that may appear at most once, as text for the application
+/// (`None` when absent or not UTF-8; twice is `400`, as for every such
+/// header).
+fn text_header(headers: &Headers<'_, '_>, name: &'static str) -> Result<Option<String>, Refusal> {
+    Ok(headers
+        .one(name)?
+        .and_then(|v| std::str::from_utf8(v.trim_ascii()).ok())
+        .map(str::to_owned))
 }
 
 /// A `POST`'s body length. RFC 9112 §6.3 lets a server that does not
@@ -1475,6 +1476,8 @@ mod tests {
             400,
             "twice"
         );
+        let keys = "Content-Length: 1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n";
+        assert_eq!(status(keys), 400, "two keys: which one?");
         // GET and HEAD still may not carry one.
         let get = "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(
