@@ -288,10 +288,11 @@ impl Config {
         }
     }
 
-    /// The chat's settings; `verifier` from [`load_verifier`] (the API key
-    /// is set by the caller, from [`load_api_key`]).
-    pub fn chat(&self, verifier: Option<Rc<Verifier>>) -> ChatConfig {
-        ChatConfig {
+    /// The chat's settings, with the secrets `--auth-secret-file` and
+    /// `--api-key-file` name read (an error names a file that cannot be
+    /// read or holds too short a secret).
+    pub fn chat(&self) -> Result<ChatConfig, String> {
+        Ok(ChatConfig {
             history: Bounds {
                 max_entries: self.history,
                 max_bytes: self.history_bytes,
@@ -304,10 +305,10 @@ impl Config {
             list_limit: self.list_limit.max(1),
             extra_protocols: self.protocols.clone(),
             resume_grace: self.resume_grace,
-            verifier,
+            verifier: load_verifier(self.auth_secret_file.as_deref())?,
             require_auth: self.require_auth,
-            api_key: None,
-        }
+            api_key: load_api_key(self.api_key_file.as_deref())?.map(Rc::from),
+        })
     }
 
     pub fn flood(&self) -> FloodLimits {
@@ -382,7 +383,7 @@ fn read_secret(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
 
 /// Reads `--api-key-file`: `Ok(None)` without the flag; a clear error
 /// for a file that cannot be read or a key too short.
-pub fn load_api_key(path: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
+fn load_api_key(path: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
     let Some(path) = path else {
         return Ok(None);
     };
@@ -399,7 +400,7 @@ pub fn load_api_key(path: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
 
 /// Reads `--auth-secret-file`: `Ok(None)` without the flag; a clear error
 /// for a file that cannot be read or a secret too short.
-pub fn load_verifier(path: Option<&Path>) -> Result<Option<Rc<Verifier>>, String> {
+fn load_verifier(path: Option<&Path>) -> Result<Option<Rc<Verifier>>, String> {
     let Some(path) = path else {
         return Ok(None);
     };
@@ -519,7 +520,7 @@ mod tests {
         let settings = config.settings();
         assert_eq!(settings.max_message_size, 1 << 20);
         assert_eq!(settings.handshake.max_head_bytes, 8 << 10);
-        let chat = config.chat(None);
+        let chat = config.chat().unwrap();
         let documented = ChatConfig::default();
         assert_eq!(
             (

@@ -3,7 +3,6 @@
 use std::io::Write as _;
 use std::net::ToSocketAddrs as _;
 use std::process::ExitCode;
-use std::rc::Rc;
 
 use clap::Parser;
 use log::{error, info, warn};
@@ -12,7 +11,7 @@ use wschat::chat::echo::Echo;
 use wschat::chat::{Chat, ChatConfig};
 use wschat::cluster::redis_bus::{RedisBus, DEFAULT_HISTORY_MAXLEN};
 use wschat::cluster::url::RedisUrl;
-use wschat::config::{self, default_node_id, Config};
+use wschat::config::{default_node_id, Config};
 use wschat::net::server::{Server, ServerConfig};
 use wschat::net::tls::TlsIdentity;
 use wschat::service::{Clock, Service};
@@ -71,14 +70,14 @@ fn main() -> ExitCode {
         };
         run(&config, server_config, echo)
     } else {
-        let verifier = match config::load_verifier(config.auth_secret_file.as_deref()) {
-            Ok(verifier) => verifier,
+        let chat_config = match config.chat() {
+            Ok(chat_config) => chat_config,
             Err(e) => {
                 error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
-        if verifier.is_some() {
+        if chat_config.verifier.is_some() {
             info!(
                 "verified users: tokens checked (HS256){}",
                 if config.require_auth {
@@ -88,18 +87,9 @@ fn main() -> ExitCode {
                 }
             );
         }
-        let api_key = match config::load_api_key(config.api_key_file.as_deref()) {
-            Ok(key) => key,
-            Err(e) => {
-                error!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        if api_key.is_some() {
+        if chat_config.api_key.is_some() {
             info!("HTTP API on (/api/...), key from --api-key-file");
         }
-        let mut chat_config = config.chat(verifier);
-        chat_config.api_key = api_key.map(Rc::from);
         let chat = match &config.redis {
             Some(url) => match clustered_chat(&config, url, chat_config) {
                 Some(chat) => chat,

@@ -831,7 +831,8 @@ mod tests {
                 max_connections_per_ip: config.max_connections_per_ip,
                 reuse_port: false,
             };
-            let mut server = Server::bind(server_config, Chat::new(config.chat(None))).unwrap();
+            let mut server =
+                Server::bind(server_config, Chat::new(config.chat().unwrap())).unwrap();
             tx.send(server.local_addrs().unwrap()).unwrap();
             server.run()
         });
