@@ -749,3 +749,82 @@ fn clients_joining_at_once_on_every_node_get_each_message_once() {
         );
     }
 }
+
+/// Drops `client`'s connection without a close (a network failure).
+fn drop_connection(client: Client) {
+    let stream = client.ws.get_ref();
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(client);
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_resume_on_another_node_keeps_the_name_and_the_room_sees_nothing() {
+    let redis = RedisServer::start(&[]);
+    let nodes: Vec<Server> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| node(&redis, id, &["--resume-grace", "2"]))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    let [mut a, mut b, mut c] = one_user_each(&nodes);
+    let mut alice = Client::json(nodes[0].addr, "/");
+    let token = alice.next_json_of("system")["resume"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let joined = format!("{} joined", qualified(&alice, "n1"));
+    for observer in [&mut a, &mut b, &mut c] {
+        assert_eq!(observer.next_text(), joined);
+    }
+    alice.send_text(r#"{"type":"nick","name":"alice"}"#);
+    alice.next_json_of("nick");
+    let renamed = format!("{} is now alice", qualified(&alice, "n1"));
+    for observer in [&mut a, &mut b, &mut c] {
+        assert_eq!(observer.next_text(), renamed);
+    }
+    drop_connection(alice);
+
+    let mut back = Client::json(nodes[1].addr, &format!("/?resume={token}&since=0"));
+    let welcome = back.next_json_of("system");
+    assert_eq!(welcome["you"], "alice", "{welcome}");
+    let fresh = welcome["resume"].as_str().expect("a new token").to_owned();
+    assert_ne!(fresh, token);
+    // Past the grace (2 s) and its margin on n1 (1 s): no leave, no join.
+    for observer in [&mut a, &mut b, &mut c] {
+        assert!(
+            observer.silent_for(Duration::from_millis(1200)).is_ok(),
+            "client {} heard of the resume",
+            observer.port
+        );
+    }
+    back.send_text(r#"{"type":"message","text":"back on n2"}"#);
+    for observer in [&mut a, &mut b, &mut c] {
+        assert_eq!(observer.next_text(), "alice: back on n2");
+    }
+    // The name is still claimed across nodes (now by n2).
+    c.send_text("/nick alice");
+    assert!(c.next_text().contains("alice"), "the name is refused on n3");
+    a.send_text("/who");
+    let who = a.next_text();
+    assert_eq!(who.matches("alice").count(), 1, "{who}");
+
+    // After the grace the token is spent: a new user on n3, and the
+    // room hears alice leave once.
+    drop_connection(back);
+    for observer in [&mut a, &mut b, &mut c] {
+        assert_eq!(next_text_within(observer, WAIT), "alice left");
+    }
+    let mut late = Client::json(nodes[2].addr, &format!("/?resume={fresh}"));
+    assert_eq!(
+        late.next_json_of("system")["you"],
+        format!("User {}@n3", late.port)
+    );
+    assert!(late.next_json_of("system")["text"]
+        .as_str()
+        .unwrap()
+        .contains("not valid here"));
+    let joined = format!("User {}@n3 joined", late.port);
+    for observer in [&mut a, &mut b, &mut c] {
+        assert_eq!(observer.next_text(), joined);
+    }
+}

@@ -165,6 +165,83 @@ pub struct Chat {
     /// Name changes waiting for Redis to say the name is free on every
     /// node (one per user at most).
     claims: Vec<Claim>,
+    /// Connections that presented a token this node does not hold,
+    /// waiting for Redis to hand over its record (one per connection at
+    /// most, each until its answer or its failure).
+    resuming: Vec<Resuming>,
+}
+
+/// A connection waiting for its resume record from Redis: no welcome, no
+/// join yet.
+#[derive(Debug)]
+struct Resuming {
+    ticket: Ticket,
+    id: PeerId,
+    target: Target,
+    identity: Option<auth::Identity>,
+    opening: Opening,
+}
+
+/// What [`Chat::open`] needs of the upgrade (which is gone once a resume
+/// is answered).
+#[derive(Clone, Copy, Debug)]
+struct Opening {
+    client: ClientKey,
+    json: bool,
+    port: u16,
+}
+
+/// A resume record from Redis: who the token's user was, and where.
+#[derive(Debug, PartialEq, Eq)]
+struct Record {
+    node: String,
+    nick: bool,
+    name: Rc<str>,
+}
+
+/// How long a connected user's resume record lives in Redis (its node
+/// shortens it to `--resume-grace` when the user drops, and deletes it
+/// when the token is used or given up); a bound for a node that died.
+const RECORD_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// In cluster mode, how much longer than the record a user away is kept
+/// on its node, so that a resume taken on another node just before the
+/// record expired is heard here before the leave would be told.
+const RESUME_MARGIN: Duration = Duration::from_secs(1);
+
+/// `NODE US NICK US NAME (US KEY)*`: what [`RESUME_TAKE_SCRIPT`] reads.
+///
+/// [`RESUME_TAKE_SCRIPT`]: crate::cluster::redis_bus::RESUME_TAKE_SCRIPT
+fn encode_record(node: &str, name: &str, nick: bool) -> Vec<u8> {
+    let mut out = format!("{node}\x1f{}\x1f{name}", u8::from(nick)).into_bytes();
+    if nick {
+        for key in names::keys(name) {
+            out.push(0x1f);
+            out.extend_from_slice(key.as_bytes());
+        }
+    }
+    out
+}
+
+/// The record in `bytes`, if they are one (anything else is not trusted).
+fn decode_record(bytes: &[u8]) -> Option<Record> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut fields = text.split('\x1f');
+    let node = fields.next().filter(|n| !n.is_empty())?;
+    let nick = match fields.next()? {
+        "0" => false,
+        "1" => true,
+        _ => return None,
+    };
+    let name = fields.next().filter(|n| !n.is_empty())?;
+    if name.chars().any(char::is_control) {
+        return None;
+    }
+    Some(Record {
+        node: node.to_owned(),
+        nick,
+        name: Rc::from(name),
+    })
 }
 
 /// A `/nick` being checked across nodes.
@@ -265,6 +342,7 @@ impl Chat {
             node: None,
             told_unreachable: false,
             claims: Vec::new(),
+            resuming: Vec::new(),
         }
     }
 
@@ -307,6 +385,9 @@ impl Chat {
                 let to = std::str::from_utf8(body).unwrap_or_default();
                 self.bus.presence(clock.now, &r.name, to, Presence::Joined);
             }
+            relay::Kind::Resumed => self
+                .bus
+                .presence(clock.now, &r.name, from, Presence::Joined),
             relay::Kind::Message | relay::Kind::Binary | relay::Kind::Private => {}
         }
         let verified = self.users.get(peer).is_some_and(User::is_verified);
@@ -348,7 +429,12 @@ impl Chat {
                 } => self.seed(&room, epoch, entries, cx),
                 BusEvent::Roster { room, members } => self.roster(&room, &members, cx),
                 BusEvent::Claimed { ticket, holder } => self.claimed(ticket, holder, cx),
+                BusEvent::Resume { ticket, record } => {
+                    let record = record.as_deref().and_then(decode_record);
+                    self.resume_answered(ticket, record, cx);
+                }
                 BusEvent::Lost { ticket } => {
+                    self.resume_answered(ticket, None, cx);
                     if let Some(at) = self.claims.iter().position(|c| c.ticket == ticket) {
                         let claim = self.claims.swap_remove(at);
                         let text = "your name change could not be checked across nodes; try again";
@@ -621,6 +707,19 @@ impl Chat {
                     sent: false,
                 };
                 self.to_user_at(recipient, &line, event.ts, cx);
+            }
+            relay::Kind::Resumed => {
+                let Some((old_node, digest)) = relay::parse_resumed(event.body) else {
+                    return;
+                };
+                let now = cx.clock().now;
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.remote.left(old_node, event.from, now);
+                    r.remote.joined(event.node, event.from, now);
+                }
+                if self.node.as_deref() == Some(old_node) {
+                    self.resumed_elsewhere(room, digest, cx);
+                }
             }
             relay::Kind::Binary => {
                 let Some(r) = self.rooms.get(room) else {
@@ -1036,6 +1135,7 @@ impl Chat {
         };
         self.to_room(room, &line, Audience::All, cx);
         self.relay(room, relay::Kind::Nick, id, false, &old, new.as_bytes(), cx);
+        self.store_record(id);
     }
 
     /// `id`'s resume token as shown to users, issued now if it has none
@@ -1049,8 +1149,105 @@ impl Chat {
             let token = resume::fresh()?;
             user.token = Some(token);
             self.tokens.issue(token, id, user.room);
+            self.store_record(id);
         }
-        user.token.as_ref().map(resume::hex)
+        self.users.get(id)?.token.as_ref().map(resume::hex)
+    }
+
+    /// In cluster mode, (re)writes `id`'s resume record in Redis, so that
+    /// another node can bring it back under its present name.
+    fn store_record(&mut self, id: PeerId) {
+        let (Some(node), Some(user)) = (&self.node, self.users.get(id)) else {
+            return;
+        };
+        let (Some(token), Some(r)) = (&user.token, self.rooms.get(user.room)) else {
+            return;
+        };
+        let record = encode_record(node, &user.name(), user.nick);
+        let digest = resume::digest(token);
+        self.bus.keep_resume(
+            Instant::now(),
+            &r.name,
+            &digest,
+            Some(&record),
+            RECORD_TTL_MS,
+        );
+    }
+
+    /// In cluster mode, deletes (`ttl_ms` `None`) or shortens the life of
+    /// the resume record of `token` in room `room`.
+    fn forget_record(&mut self, token: &resume::Token, room: usize, ttl_ms: Option<u64>) {
+        let (Some(_), Some(r)) = (&self.node, self.rooms.get(room)) else {
+            return;
+        };
+        let digest = resume::digest(token);
+        let record: Option<&[u8]> = ttl_ms.map(|_| &[][..]);
+        self.bus.keep_resume(
+            Instant::now(),
+            &r.name,
+            &digest,
+            record,
+            ttl_ms.unwrap_or(0),
+        );
+    }
+
+    /// A token this node does not hold came back from Redis (`record`),
+    /// or did not (`None`: none there, or Redis failed): the waiting
+    /// connection is welcomed, as the user it was or as a new one.
+    fn resume_answered(&mut self, ticket: Ticket, record: Option<Record>, cx: &mut impl Context) {
+        let Some(at) = self.resuming.iter().position(|r| r.ticket == ticket) else {
+            return;
+        };
+        let waiting = self.resuming.swap_remove(at);
+        let Resuming {
+            id,
+            target,
+            identity,
+            opening,
+            ..
+        } = waiting;
+        self.open(id, opening, target, identity, Some(record), cx);
+    }
+
+    /// A user of this node resumed on another one with the token filed
+    /// under `digest`: it goes from here without a leave (its new node
+    /// told nobody of a join either), and a connection of it still open
+    /// is closed as a local takeover's is.
+    fn resumed_elsewhere(&mut self, room: usize, digest: &str, cx: &mut impl Context) {
+        let now = cx.clock().now;
+        let (name, nick, hold) = match self.tokens.take_digest(digest, room) {
+            Found::Present(old) => {
+                let Some(mut user) = self.users.remove(old) else {
+                    return;
+                };
+                self.detach(old, &user);
+                cx.close(old, REPLACED_CLOSE_CODE, "resumed on another node");
+                (user.shared_name(), user.nick, Holder::User(old))
+            }
+            Found::Away(away) => {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.away -= 1;
+                }
+                (away.name, away.nick, Holder::Away(away.departure))
+            }
+            Found::Unknown => return,
+        };
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if nick {
+            r.names.remove(&names::keys(&name), hold);
+        }
+        // Its presence entry here goes; its name's claim moved already.
+        self.bus.presence(now, &r.name, &name, Presence::Left);
+        if r.is_empty() {
+            r.presence.clear();
+            if r.history.is_empty() && r.away == 0 {
+                self.rooms.forget(room);
+            } else if r.empty_since.is_none() {
+                r.empty_since = Some(now);
+            }
+        }
     }
 
     /// How a plain-text user is told its token.
@@ -1286,6 +1483,7 @@ impl Chat {
             to: &new,
         };
         self.to_room(room, &line, Audience::All, cx);
+        self.store_record(id);
     }
 
     /// Who `upgrade` is: the identity in its token (`?token=` first, else
@@ -1611,47 +1809,22 @@ impl Chat {
         });
         self.due = waiting;
     }
-}
 
-impl Service for Chat {
-    type Admitted = (Target, Option<auth::Identity>);
-
-    fn protocols(&self) -> Vec<String> {
-        let mut protocols = self.config.extra_protocols.clone();
-        protocols.push(JSON_PROTOCOL.to_owned());
-        protocols
-    }
-
-    fn admit(&mut self, upgrade: &Upgrade<'_>) -> Result<Self::Admitted, Refusal> {
-        let target = target::parse(upgrade.target).map_err(refusal)?;
-        let identity = self.identify(upgrade, &target)?;
-        match self
-            .rooms
-            .may_join(&target.room, client_of(upgrade), self.limits())
-        {
-            Ok(()) => Ok((target, identity)),
-            Err(Full::Server) => Err(Refusal {
-                status: 503,
-                reason: "too many rooms",
-            }),
-            Err(Full::Client) => Err(Refusal {
-                status: 429,
-                reason: "too many rooms made from this address",
-            }),
-        }
-    }
-
-    fn on_open(
+    /// Welcomes `id` into its room: as the user its token names (found
+    /// here, `remote` `None`; or in Redis, `Some(Some(record))`), or as a
+    /// new user (`Some(None)`: another node's token that was not there).
+    fn open(
         &mut self,
         id: PeerId,
-        upgrade: &Upgrade<'_>,
-        (target, identity): Self::Admitted,
+        opening: Opening,
+        target: Target,
+        identity: Option<auth::Identity>,
+        remote: Option<Option<Record>>,
         cx: &mut impl Context,
     ) {
-        self.summarise_due(cx);
         let limits = self.limits();
         let new_here = self.node.is_some() && !self.rooms.contains_name(&target.room);
-        let room = self.rooms.named(&target.room, client_of(upgrade), limits);
+        let room = self.rooms.named(&target.room, opening.client, limits);
         if new_here && self.node.is_some() && self.bus.reachable() {
             // Its history is fetched from Redis once the subscription is
             // confirmed; replays wait for it.
@@ -1662,10 +1835,23 @@ impl Service for Chat {
         // A resume: the name comes back, and nobody is told of a join.
         let mut resumed: Option<(Rc<str>, bool)> = None;
         let mut refused = false;
+        // The node the user resumed from, if another.
+        let mut moved_from = None;
+        let here = remote.is_none();
+        match remote {
+            Some(Some(record)) => {
+                resumed = Some((record.name, record.nick));
+                moved_from = Some(record.node);
+            }
+            Some(None) => refused = target.resume.is_some(),
+            None => {}
+        }
         if let Some(token) = target
             .resume
-            .filter(|_| !self.config.resume_grace.is_zero())
+            .filter(|_| !self.config.resume_grace.is_zero() && here)
         {
+            // Used up: its record in Redis goes too.
+            self.forget_record(&token, room, None);
             match self.tokens.take(&token, room) {
                 Found::Present(old) => {
                     // Its old connection has not been seen to drop: the
@@ -1690,12 +1876,12 @@ impl Service for Chat {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        let json = upgrade.protocol == Some(JSON_PROTOCOL);
+        let json = opening.json;
         let (mut name, mut nick) = match (&resumed, &self.node) {
             (Some((name, nick)), _) => (Some(Rc::clone(name)), *nick),
             // Ports repeat across nodes: the node tells them apart.
             (None, Some(node)) => (
-                Some(Rc::from(format!("User {}@{node}", upgrade.remote.port()))),
+                Some(Rc::from(format!("User {}@{node}", opening.port))),
                 false,
             ),
             (None, None) => (None, false),
@@ -1728,7 +1914,7 @@ impl Service for Chat {
         }
         let list = r.list_mut(json);
         let user = User {
-            port: upgrade.remote.port(),
+            port: opening.port,
             name,
             nick,
             room,
@@ -1809,12 +1995,98 @@ impl Service for Chat {
             }),
             None => self.replay(id, room, target.since, &|_| false, cx),
         }
-        if resumed.is_none() {
+        // Back from another node: quiet if the room still lists it there
+        // (that node then drops it without a leave), else a join.
+        let quiet = match &moved_from {
+            Some(old) => {
+                let now = cx.clock().now;
+                let listed = self
+                    .rooms
+                    .get_mut(room)
+                    .is_some_and(|r| r.remote.left(old, &name, now));
+                if listed {
+                    let digest = target.resume.as_ref().map(resume::digest);
+                    let body = relay::resumed_body(old, digest.as_deref().unwrap_or_default());
+                    self.relay(room, relay::Kind::Resumed, id, false, &name, &body, cx);
+                }
+                listed
+            }
+            None => resumed.is_some(),
+        };
+        if !quiet {
             self.announce(room, Change::Join, &name, id, size, cx);
             self.relay(room, relay::Kind::Join, id, false, &name, b"", cx);
         }
     }
+}
 
+impl Service for Chat {
+    type Admitted = (Target, Option<auth::Identity>);
+
+    fn protocols(&self) -> Vec<String> {
+        let mut protocols = self.config.extra_protocols.clone();
+        protocols.push(JSON_PROTOCOL.to_owned());
+        protocols
+    }
+
+    fn admit(&mut self, upgrade: &Upgrade<'_>) -> Result<Self::Admitted, Refusal> {
+        let target = target::parse(upgrade.target).map_err(refusal)?;
+        let identity = self.identify(upgrade, &target)?;
+        match self
+            .rooms
+            .may_join(&target.room, client_of(upgrade), self.limits())
+        {
+            Ok(()) => Ok((target, identity)),
+            Err(Full::Server) => Err(Refusal {
+                status: 503,
+                reason: "too many rooms",
+            }),
+            Err(Full::Client) => Err(Refusal {
+                status: 429,
+                reason: "too many rooms made from this address",
+            }),
+        }
+    }
+
+    fn on_open(
+        &mut self,
+        id: PeerId,
+        upgrade: &Upgrade<'_>,
+        (target, identity): Self::Admitted,
+        cx: &mut impl Context,
+    ) {
+        self.summarise_due(cx);
+        let opening = Opening {
+            client: client_of(upgrade),
+            json: upgrade.protocol == Some(JSON_PROTOCOL),
+            port: upgrade.remote.port(),
+        };
+        // A token this node does not hold may be another node's: its
+        // record is asked of Redis, and the connection waits for it.
+        if let (Some(token), Some(_)) = (target.resume, &self.node) {
+            let here = self
+                .rooms
+                .index_of(&target.room)
+                .is_some_and(|room| self.tokens.holds(&token, room));
+            if !here && !self.config.resume_grace.is_zero() {
+                let now = cx.clock().now;
+                let digest = resume::digest(&token);
+                if let Publish::Queued(ticket) = self.bus.take_resume(now, &target.room, &digest) {
+                    self.resuming.push(Resuming {
+                        ticket,
+                        id,
+                        target,
+                        identity,
+                        opening,
+                    });
+                    return;
+                }
+                // Out of reach: a new user.
+                return self.open(id, opening, target, identity, Some(None), cx);
+            }
+        }
+        self.open(id, opening, target, identity, None, cx);
+    }
     fn on_message(&mut self, id: PeerId, message: Message<'_>, cx: &mut impl Context) {
         self.summarise_due(cx);
         let Some(user) = self.users.get(id) else {
@@ -1844,11 +2116,20 @@ impl Service for Chat {
 
     fn on_close(&mut self, id: PeerId, goodbye: Goodbye, cx: &mut impl Context) {
         self.summarise_due(cx);
+        // Gone while its resume record was asked for: the answer will find
+        // nobody (and its old node tells the leave at its grace's end).
+        self.resuming.retain(|r| r.id != id);
         let Some(mut user) = self.users.remove(id) else {
             return;
         };
         self.detach(id, &user);
         let now = cx.clock().now;
+        // Another node may take the record until the grace ends; this node
+        // waits a little longer to hear of it before it tells a leave.
+        let margin = match self.node {
+            Some(_) => RESUME_MARGIN,
+            None => Duration::ZERO,
+        };
         // A drop (anything but the peer's own normal close) of a user who
         // knows its token is kept quiet for the grace period.
         let goodbye_said = goodbye.by_peer && matches!(goodbye.code, 1000 | 1005);
@@ -1860,13 +2141,16 @@ impl Service for Chat {
                     Rc::clone(&name),
                     user.nick,
                     user.room,
-                    now + self.config.resume_grace,
+                    now + self.config.resume_grace + margin,
                 ),
                 true => {
                     self.tokens.revoke(&token);
                     None
                 }
             };
+            let grace_ms = u64::try_from(self.config.resume_grace.as_millis()).unwrap_or(u64::MAX);
+            let ttl = departure.map(|_| grace_ms);
+            self.forget_record(&token, user.room, ttl);
             if let (Some(departure), Some(r)) = (departure, self.rooms.get_mut(user.room)) {
                 r.away += 1;
                 if user.nick {
@@ -2109,6 +2393,30 @@ mod tests {
     fn sorted(mut v: Vec<(PeerId, String)>) -> Vec<(PeerId, String)> {
         v.sort();
         v
+    }
+
+    #[test]
+    fn resume_records_round_trip_and_refuse_what_is_not_one() {
+        let bytes = encode_record("n1", "alice", true);
+        assert!(bytes.starts_with(b"n1\x1f1\x1falice\x1f"), "{bytes:?}");
+        let record = decode_record(&bytes).expect("a record");
+        assert_eq!((record.node.as_str(), record.nick), ("n1", true));
+        assert_eq!(&*record.name, "alice");
+        assert_eq!(
+            encode_record("n2", "User 5@n2", false),
+            b"n2\x1f0\x1fUser 5@n2"
+        );
+        for bad in [
+            &b""[..],
+            b"n1",
+            b"n1\x1f2\x1falice",
+            b"\x1f1\x1falice",
+            b"n1\x1f1\x1f",
+            b"n1\x1f1\x1fa\nb",
+            b"n1\x1f1\x1f\xff",
+        ] {
+            assert_eq!(decode_record(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub enum Kind {
     /// A private message from `FROM`: `BODY` is the recipient's name, a
     /// unit separator, and the text.
     Private,
+    /// `FROM` came back here with a resume token issued on another node:
+    /// `BODY` is that node, a unit separator, and the hex SHA-1 digest of
+    /// the token. Its old node drops it without a leave; every node moves
+    /// it in its roster without a word.
+    Resumed,
 }
 
 impl Kind {
@@ -48,6 +53,7 @@ impl Kind {
             Kind::Nick => b'n',
             Kind::Binary => b'b',
             Kind::Private => b'p',
+            Kind::Resumed => b'r',
         }
     }
 
@@ -59,6 +65,7 @@ impl Kind {
             b"n" => Kind::Nick,
             b"b" => Kind::Binary,
             b"p" => Kind::Private,
+            b"r" => Kind::Resumed,
             _ => return None,
         })
     }
@@ -147,6 +154,16 @@ pub fn parse_private(body: &[u8]) -> Option<(&str, &str)> {
     Some((to, text))
 }
 
+/// The body of a [`Kind::Resumed`] event: the old node and the digest.
+pub fn resumed_body(node: &str, digest: &str) -> Vec<u8> {
+    private_body(node, digest)
+}
+
+/// The old node and the token's digest of a [`Kind::Resumed`] body.
+pub fn parse_resumed(body: &[u8]) -> Option<(&str, &str)> {
+    parse_private(body).filter(|(node, digest)| !node.is_empty() && !digest.is_empty())
+}
+
 /// A decimal as [`Relayed::encode`] writes it (no sign, no leading zero),
 /// so that one event has one encoding.
 fn decimal(field: &[u8]) -> Option<u64> {
@@ -190,6 +207,7 @@ mod tests {
             Kind::Nick,
             Kind::Binary,
             Kind::Private,
+            Kind::Resumed,
         ] {
             let event = Relayed {
                 kind,
@@ -237,6 +255,21 @@ mod tests {
             Some(("User 1@n2", "psst\x1fstill text"))
         );
         assert_eq!(parse_private(b"no separator"), None);
+    }
+
+    #[test]
+    fn a_resume_names_the_old_node_and_the_digest() {
+        let bytes = b"r\x1fn2\x1f3\x1f1\x1f0\x1falice\x1fn1\x1fab12";
+        let event = decode(bytes).expect("an event");
+        assert_eq!(
+            (event.kind, event.node, event.from),
+            (Kind::Resumed, "n2", "alice")
+        );
+        assert_eq!(parse_resumed(event.body), Some(("n1", "ab12")));
+        assert_eq!(resumed_body("n1", "ab12"), b"n1\x1fab12");
+        assert_eq!(parse_resumed(b"\x1fab12"), None, "no node");
+        assert_eq!(parse_resumed(b"n1\x1f"), None, "no digest");
+        assert_eq!(parse_resumed(b"n1"), None);
     }
 
     #[test]

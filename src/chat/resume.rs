@@ -61,6 +61,24 @@ fn key(token: &Token) -> Key {
     Sha1::digest(token).into()
 }
 
+/// What a token is filed under, in hex: the name other nodes know it by
+/// (in Redis' `wschat:{ROOM}:resume:DIGEST`), which does not give the
+/// token away.
+pub fn digest(token: &Token) -> String {
+    key(token).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_digest(text: &str) -> Option<Key> {
+    if text.len() != 40 || !text.is_ascii() {
+        return None;
+    }
+    let mut k = [0u8; 20];
+    for (i, byte) in k.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(k)
+}
+
 /// Who a token belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Owner {
@@ -85,6 +103,8 @@ pub struct Away {
     pub nick: bool,
     pub room: usize,
     pub until: Instant,
+    /// The id of its departure.
+    pub departure: u64,
     token: Token,
 }
 
@@ -147,6 +167,25 @@ impl Tokens {
         }
     }
 
+    /// Whether `token` is a live one for `room` here (it is not used up).
+    pub fn holds(&self, token: &Token, room: usize) -> bool {
+        self.tickets
+            .get(&key(token))
+            .is_some_and(|t| same(&t.token, token) && t.room == room)
+    }
+
+    /// Takes the token filed under the hex `digest` in `room`: a user of
+    /// this node came back on another one (whose Redis record said so).
+    pub fn take_digest(&mut self, digest: &str, room: usize) -> Found {
+        let Some(token) = parse_digest(digest)
+            .and_then(|k| self.tickets.get(&k))
+            .map(|t| t.token)
+        else {
+            return Found::Unknown;
+        };
+        self.take(&token, room)
+    }
+
     /// Keeps the user whose token is `token` away until `until`; its
     /// departure id, or `None` if the token is unknown or too many are
     /// away already (then the token is revoked).
@@ -172,6 +211,7 @@ impl Tokens {
             nick,
             room,
             until,
+            departure,
             token: *token,
         };
         self.away.insert(departure, away);
@@ -273,5 +313,20 @@ mod tests {
             tokens.expire_one(t0 + Duration::from_secs(999)).is_none(),
             "came back"
         );
+    }
+
+    #[test]
+    fn other_nodes_name_a_token_by_its_digest() {
+        let mut tokens = Tokens::default();
+        let a = fresh().unwrap();
+        let d = digest(&a);
+        assert_eq!(d.len(), 40);
+        tokens.issue(a, 1, 0);
+        assert!(tokens.holds(&a, 0));
+        assert!(!tokens.holds(&a, 1));
+        assert_eq!(tokens.take_digest(&d, 1), Found::Unknown, "another room");
+        assert_eq!(tokens.take_digest(&d[..39], 0), Found::Unknown);
+        assert_eq!(tokens.take_digest(&d, 0), Found::Present(1));
+        assert!(!tokens.holds(&a, 0), "used");
     }
 }

@@ -100,6 +100,13 @@ pub enum BusEvent {
     /// Other nodes are out of reach (`false`) or back (`true`): each room
     /// is told once, and a gap in history is reported, not hidden.
     Reachable(bool),
+    /// The answer to [`Bus::take_resume`]: the record (as stored with
+    /// [`Bus::keep_resume`]), or `None` if there was none (never stored,
+    /// taken, or expired). A failure is [`BusEvent::Lost`].
+    Resume {
+        ticket: Ticket,
+        record: Option<Vec<u8>>,
+    },
 }
 
 /// The chat's way to other nodes.
@@ -155,6 +162,26 @@ pub trait Bus: fmt::Debug {
     fn release_name(&mut self, _now: Instant, _room: &str, _keys: &[String], _name: &str) {}
 
     /// Called about once a second: heartbeats (presence refresh).
+    /// Stores (`Some(record)`) a resume token's record under its hex
+    /// `digest` in `room` for `ttl_ms`, or (`None`) deletes it; `ttl_ms`
+    /// alone with an empty record only shortens its life. No answer.
+    fn keep_resume(
+        &mut self,
+        _now: Instant,
+        _room: &str,
+        _digest: &str,
+        _record: Option<&[u8]>,
+        _ttl_ms: u64,
+    ) {
+    }
+
+    /// Takes (reads and deletes, atomically) the record under `digest`
+    /// in `room`, moving the name claims it lists from the old node's
+    /// presence entry to this node's; answered by [`BusEvent::Resume`].
+    fn take_resume(&mut self, _now: Instant, _room: &str, _digest: &str) -> Publish {
+        Publish::Local
+    }
+
     fn tick(&mut self, _now: Instant) {}
 
     /// The next event from other nodes, if any.

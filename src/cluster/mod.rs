@@ -107,6 +107,13 @@ impl RoomKeys {
             nicks: key("nicks"),
         }
     }
+
+    /// The key of a resume token's record: `wschat:{ROOM}:resume:DIGEST`
+    /// (the token's hex SHA-1, never the token).
+    pub fn resume(&self, digest: &str) -> String {
+        let room_prefix = self.nicks.strip_suffix("nicks").unwrap_or(&self.nicks);
+        format!("{room_prefix}resume:{digest}")
+    }
 }
 
 /// The arguments of one run of [`PUBLISH_SCRIPT`], for

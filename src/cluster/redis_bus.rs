@@ -127,6 +127,34 @@ end
 return 1
 ";
 
+/// Takes a resume record: `KEYS[1]` `wschat:{ROOM}:resume:DIGEST`,
+/// `KEYS[2]` `wschat:{ROOM}:nicks`, `ARGV[1]` this node's id. The record
+/// is `NODE US NICK US NAME (US KEY)*` (see `chat::Chat::resume_record`);
+/// the name's keys, if the old node's entry holds them, pass to this
+/// node's entry in the same step, so the name is never free between.
+/// Returns the record, or nil.
+pub const RESUME_TAKE_SCRIPT: &str = "\
+local v = redis.call('GET', KEYS[1])
+if not v then
+  return false
+end
+redis.call('DEL', KEYS[1])
+local f = {}
+for part in string.gmatch(v, '[^\\31]+') do
+  f[#f + 1] = part
+end
+if #f >= 3 then
+  local old = f[1] .. '\\31' .. f[3]
+  local new = ARGV[1] .. '\\31' .. f[3]
+  for i = 4, #f do
+    if redis.call('HGET', KEYS[2], f[i]) == old then
+      redis.call('HSET', KEYS[2], f[i], new)
+    end
+  end
+end
+return v
+";
+
 /// Presence entries live this long without a refresh (ms).
 pub const PRESENCE_TTL_MS: u64 = 6_000;
 /// Between two refreshes of this node's presence entries.
@@ -146,6 +174,8 @@ enum Tag {
     Presence { room: String },
     /// A name claim ([`NICK_SCRIPT`]).
     Claim { ticket: Ticket },
+    /// A resume record taken ([`RESUME_TAKE_SCRIPT`]).
+    Resume { ticket: Ticket },
     Publish {
         ticket: Ticket,
         room: String,
@@ -609,8 +639,25 @@ impl RedisBus {
                 };
                 self.events.push_back(BusEvent::Claimed { ticket, holder });
             }
+            Event::Reply {
+                tag: Tag::Resume { ticket },
+                reply,
+            } => match (&reply, reply.as_bytes()) {
+                (_, Some(record)) => self.events.push_back(BusEvent::Resume {
+                    ticket,
+                    record: Some(record.to_vec()),
+                }),
+                (Reply::Bulk(None), None) => self.events.push_back(BusEvent::Resume {
+                    ticket,
+                    record: None,
+                }),
+                _ => {
+                    warn!("Redis: a resume came back as {reply:?}");
+                    self.events.push_back(BusEvent::Lost { ticket });
+                }
+            },
             Event::Failed {
-                tag: Tag::Claim { ticket },
+                tag: Tag::Claim { ticket } | Tag::Resume { ticket },
             } => self.events.push_back(BusEvent::Lost { ticket }),
             Event::Failed {
                 tag: Tag::Publish { ticket, .. },
@@ -858,6 +905,58 @@ impl Bus for RedisBus {
             Publish::Queued(ticket)
         } else {
             self.stats.dropped += 1;
+            Publish::Dropped
+        }
+    }
+
+    fn keep_resume(
+        &mut self,
+        now: Instant,
+        room: &str,
+        digest: &str,
+        record: Option<&[u8]>,
+        ttl_ms: u64,
+    ) {
+        if !self.commands.link.is_ready() {
+            return;
+        }
+        let key = RoomKeys::new(room).resume(digest);
+        let mut ttl = [0u8; 20];
+        let ttl = super::resp::format_u64(ttl_ms.max(1), &mut ttl);
+        let mut out = Vec::new();
+        match record {
+            None => super::resp::encode_command(&mut out, &[b"DEL", key.as_bytes()]),
+            Some([]) => {
+                super::resp::encode_command(&mut out, &[b"PEXPIRE", key.as_bytes(), ttl]);
+            }
+            Some(record) => {
+                super::resp::encode_command(&mut out, &[b"SET", key.as_bytes(), record, b"PX", ttl])
+            }
+        }
+        self.send_encoded(now, Tag::Quiet, &out);
+    }
+
+    fn take_resume(&mut self, now: Instant, room: &str, digest: &str) -> Publish {
+        if !self.reachable {
+            return Publish::Dropped;
+        }
+        let keys = RoomKeys::new(room);
+        let key = keys.resume(digest);
+        let args: [&[u8]; 6] = [
+            b"EVAL",
+            RESUME_TAKE_SCRIPT.as_bytes(),
+            b"2",
+            key.as_bytes(),
+            keys.nicks.as_bytes(),
+            &self.node,
+        ];
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        self.next_ticket += 1;
+        let ticket = Ticket(self.next_ticket);
+        if self.send_encoded(now, Tag::Resume { ticket }, &out) {
+            Publish::Queued(ticket)
+        } else {
             Publish::Dropped
         }
     }
