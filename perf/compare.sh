@@ -137,6 +137,9 @@ run_one() { # server scenario run
     local server=$1 scenario=$2 run=$3 log=$OUT/$1-$2-$3
     local pid addr url
     # shellcheck disable=SC2046
+    # A previous run's log must not be read for this one's address: the
+    # redirection below truncates it only once the background child runs.
+    rm -f "$log.server.out" "$log.server.err" "$log.json" "$log.load.err"
     RUST_LOG=error taskset -c 0 $(server_cmd "$server" "$scenario") >"$log.server.out" 2>"$log.server.err" &
     pid=$!
     for _ in $(seq 100); do
