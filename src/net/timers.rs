@@ -17,6 +17,7 @@
 //! | closing | `close_timeout` after our Close | [`Expiry::Closing`]: drop |
 //! | lingering | [`LINGER`] after our last byte | [`Expiry::Linger`]: drop |
 
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 /// How long a closed connection may drain the peer's last bytes, so that
@@ -26,20 +27,44 @@ pub const LINGER: Duration = Duration::from_secs(2);
 /// Milliseconds since the server started, in 32 bits to keep per-peer
 /// state small. It wraps after 49 days; only differences are taken, with
 /// wrapping arithmetic, and every deadline is far shorter than that.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tick(pub u32);
+///
+/// It is kept plus one, never 0, so that an `Option<Tick>` is 4 bytes,
+/// not 8: a peer keeps four of them. The one count that would be 0 (the
+/// last millisecond before a wrap) is kept as the next one: a millisecond
+/// of error once in 49 days.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tick(NonZeroU32);
+
+impl Default for Tick {
+    fn default() -> Tick {
+        Tick::from_ms(0)
+    }
+}
 
 impl Tick {
+    /// The tick `ms` milliseconds after start.
+    pub const fn from_ms(ms: u32) -> Tick {
+        match NonZeroU32::new(ms.wrapping_add(1)) {
+            Some(ms) => Tick(ms),
+            None => Tick(NonZeroU32::MIN),
+        }
+    }
+
+    /// Its milliseconds since start (wrapping).
+    pub fn ms(self) -> u32 {
+        self.0.get().wrapping_sub(1)
+    }
+
     /// The tick of `now` for a server started at `started`.
     pub fn since_start(started: Instant, now: Instant) -> Tick {
         let ms = now.duration_since(started).as_millis();
         // Truncation is the wrap-around described above.
-        Tick((ms & u128::from(u32::MAX)) as u32)
+        Tick::from_ms((ms & u128::from(u32::MAX)) as u32)
     }
 
     /// The time from `earlier` to `self`.
     pub fn since(self, earlier: Tick) -> Duration {
-        Duration::from_millis(u64::from(self.0.wrapping_sub(earlier.0)))
+        Duration::from_millis(u64::from(self.0.get().wrapping_sub(earlier.0.get())))
     }
 }
 
@@ -198,13 +223,13 @@ mod tests {
     };
 
     fn s(secs: u32) -> Tick {
-        Tick(secs * 1000)
+        Tick::from_ms(secs * 1000)
     }
 
     #[test]
     fn handshake_must_finish_in_time() {
         let times = Times::new(s(0));
-        assert_eq!(due(&times, Tick(9_999), &TIMING), None);
+        assert_eq!(due(&times, Tick::from_ms(9_999), &TIMING), None);
         assert_eq!(due(&times, s(10), &TIMING), Some(Expiry::Handshake));
     }
 
@@ -219,7 +244,7 @@ mod tests {
     fn a_tls_handshake_must_finish_in_the_handshake_timeout() {
         let mut times = Times::new(s(0));
         times.observe(Stage::TlsHandshake, s(1));
-        assert_eq!(due(&times, Tick(9_999), &TIMING), None);
+        assert_eq!(due(&times, Tick::from_ms(9_999), &TIMING), None);
         assert_eq!(due(&times, s(10), &TIMING), Some(Expiry::TlsHandshake));
     }
 
@@ -229,7 +254,7 @@ mod tests {
         times.observe(Stage::TlsHandshake, s(1));
         // TLS done at 9 s: the upgrade request has the 1 s that is left.
         times.observe(Stage::Handshake, s(9));
-        assert_eq!(due(&times, Tick(9_999), &TIMING), None);
+        assert_eq!(due(&times, Tick::from_ms(9_999), &TIMING), None);
         assert_eq!(due(&times, s(10), &TIMING), Some(Expiry::Handshake));
         // Open restarts the clock as before.
         times.observe(Stage::Open, s(10));
@@ -336,12 +361,33 @@ mod tests {
 
     #[test]
     fn ticks_wrap_harmlessly() {
-        let before = Tick(u32::MAX - 499);
-        let after = Tick(500);
+        let before = Tick::from_ms(u32::MAX - 499);
+        let after = Tick::from_ms(500);
         assert_eq!(after.since(before), Duration::from_millis(1000));
         let mut times = Times::new(before);
         times.observe(Stage::Closing, before);
-        assert_eq!(due(&times, Tick(4_499), &TIMING), None, "4,999 ms after");
-        assert_eq!(due(&times, Tick(4_500), &TIMING), Some(Expiry::Closing));
+        assert_eq!(
+            due(&times, Tick::from_ms(4_499), &TIMING),
+            None,
+            "4,999 ms after"
+        );
+        assert_eq!(
+            due(&times, Tick::from_ms(4_500), &TIMING),
+            Some(Expiry::Closing)
+        );
+    }
+
+    #[test]
+    fn a_tick_is_never_zero_so_an_absent_one_costs_nothing() {
+        assert_eq!(std::mem::size_of::<Option<Tick>>(), 4);
+        assert_eq!(Tick::from_ms(0).ms(), 0);
+        assert_eq!(Tick::from_ms(7).ms(), 7);
+        // The one count kept as the next: a millisecond late, once a wrap.
+        let last = Tick::from_ms(u32::MAX);
+        assert_eq!(last, Tick::from_ms(0));
+        assert_eq!(
+            Tick::from_ms(1).since(Tick::from_ms(u32::MAX - 1)),
+            Duration::from_millis(3)
+        );
     }
 }

@@ -121,7 +121,7 @@ impl<S: Service> Server<S> {
         self.peers.metrics.bytes_in += message.len() as u64;
         self.peers.metrics.messages_in_compressed +=
             u64::from(peer.conn.last_message_was_compressed());
-        match peer.flood.check(self.peers.tick.0, limits) {
+        match peer.flood.check(self.peers.tick.ms(), limits) {
             Verdict::Allow => self.service.on_message(key, message, &mut self.peers),
             Verdict::Drop { warn } => {
                 self.peers.metrics.flood_drops += 1;
