@@ -828,3 +828,131 @@ fn a_resume_on_another_node_keeps_the_name_and_the_room_sees_nothing() {
         assert_eq!(observer.next_text(), joined);
     }
 }
+
+/// The `/rooms` reply `client` gets.
+fn rooms_of(client: &mut Client) -> String {
+    client.send_text("/rooms");
+    client.next_text()
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn rooms_lists_every_node_s_rooms_and_a_killed_node_s_room_goes() {
+    let redis = RedisServer::start(&[]);
+    let nodes = three_nodes(&redis);
+    let mut a = join(&nodes[0]);
+    // Rooms only n2 and n3 have.
+    let mut b1 = Client::connect_path(nodes[1].addr, "/bonly", None);
+    let b2 = Client::connect_path(nodes[1].addr, "/bonly", None);
+    assert_eq!(b1.next_text(), format!("{} joined", qualified(&b2, "n2")));
+    let c1 = Client::connect_path(nodes[2].addr, "/conly", None);
+    // A node's directory entries go to Redis before its later events on
+    // the same link: once a hears these joins, n2 and n3 are listed.
+    let b = nodes[1].client();
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let c = nodes[2].client();
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&c, "n3")));
+
+    assert_eq!(
+        rooms_of(&mut a),
+        "wschat: Rooms: bonly (2), conly (1), lobby (3)"
+    );
+    let mut j = Client::json(nodes[0].addr, "/");
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&j, "n1")));
+    let welcome = j.next_json_of("system");
+    assert_eq!(welcome["count"], 4, "{welcome}");
+    j.send_text(r#"{"type":"command","text":"/rooms"}"#);
+    let listed = j.next_json_of("system");
+    assert_eq!(
+        listed["rooms"],
+        serde_json::json!([
+            {"name": "bonly", "users": 2},
+            {"name": "conly", "users": 1},
+            {"name": "lobby", "users": 4}
+        ])
+    );
+    assert_eq!(listed["count"], 3);
+
+    // The busiest first within the limit, the rest counted.
+    let limited = node(&redis, "n4", &["--list-limit", "1"]);
+    wait_up(&limited);
+    let mut d = join(&limited);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&d, "n4")));
+    assert_eq!(rooms_of(&mut d), "wschat: Rooms: lobby (5), and 2 more");
+    d.close(1000);
+    assert_eq!(a.next_text(), format!("{} left", qualified(&d, "n4")));
+
+    // n3 dies without a word: its room goes from the listing once its
+    // directory entry expires (6 s, as presence entries, refreshed with
+    // them), which is before its lobby user is told to have left.
+    nodes[2].signal(libc::SIGKILL);
+    let c_left = format!("{} left", qualified(&c, "n3"));
+    assert_eq!(next_text_within(&mut a, Duration::from_secs(30)), c_left);
+    assert_eq!(rooms_of(&mut a), "wschat: Rooms: bonly (2), lobby (3)");
+    drop((c, c1, b2));
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_message_said_while_redis_stalls_comes_late_or_reaches_this_node_and_is_said() {
+    let mut redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = join(&n1);
+    let mut b = join(&n2);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut a2 = n1.client();
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
+    let published = |n: &Server| n.metrics().value("wschat_redis_published").unwrap_or(0.0);
+
+    // Redis stalls (stopped) with the publish script's reply awaited:
+    // nobody has the message yet, everybody gets it, once, when Redis
+    // goes on (within the command link's 10 s reply timeout).
+    redis.signal(libc::SIGSTOP);
+    let before = published(&n1);
+    a.send_text("said in a stall");
+    wait_metric(&n1, "wschat_redis_published", before + 1.0);
+    assert!(a2.silent_for(Duration::from_millis(300)).is_ok());
+    redis.signal(libc::SIGCONT);
+    let late = format!("{}: said in a stall", qualified(&a, "n1"));
+    assert_eq!(a2.next_text(), late);
+    assert_eq!(b.next_text(), late);
+    assert!(
+        a.silent_for(Duration::from_millis(300)).is_ok(),
+        "not back to its sender"
+    );
+
+    // Redis dies with the reply awaited: the message may or may not have
+    // run, this node will not hear it back. Its users still get it (after
+    // the outage is told, unnumbered), and its sender is told plainly.
+    redis.signal(libc::SIGSTOP);
+    let before = published(&n1);
+    a.send_text("lost in a stall");
+    wait_metric(&n1, "wschat_redis_published", before + 1.0);
+    redis.kill();
+    let out_of_reach = "wschat: other nodes are out of reach: messages here reach this node only, and are not kept in the shared history";
+    for client in [&mut a, &mut a2, &mut b] {
+        assert_eq!(next_text_within(client, WAIT), out_of_reach);
+    }
+    assert_eq!(
+        a2.next_text(),
+        format!("{}: lost in a stall", qualified(&a, "n1"))
+    );
+    assert_eq!(
+        a.next_text(),
+        "wschat: your message \"lost in a stall\" was shown on this node only: Redis did not confirm it, so other nodes may not have it"
+    );
+    assert!(b.silent_for(Duration::from_millis(300)).is_ok());
+    assert_eq!(n1.metrics().value("wschat_redis_lost"), Some(1.0));
+
+    // While Redis is out of reach, /rooms lists this node's rooms and
+    // says so.
+    assert_eq!(
+        rooms_of(&mut a),
+        "wschat: Rooms: lobby (3) (this node only: other nodes are out of reach)"
+    );
+}

@@ -169,6 +169,9 @@ pub struct Chat {
     /// waiting for Redis to hand over its record (one per connection at
     /// most, each until its answer or its failure).
     resuming: Vec<Resuming>,
+    /// `/rooms` asked of Redis, waiting for its answer: (ticket, asker),
+    /// one per user at most.
+    listings: Vec<(Ticket, PeerId)>,
 }
 
 /// A connection waiting for its resume record from Redis: no welcome, no
@@ -285,6 +288,43 @@ enum Change {
 /// Whether `name` is `wanted`, as a user would type it: a nickname by its
 /// keys (case and look-alikes do not matter), a default name exactly but
 /// for the case of `User`.
+/// Said after a `/rooms` listing of this node's rooms while Redis is out
+/// of reach.
+const OUT_OF_REACH: &str = "this node only: other nodes are out of reach";
+/// Said after a `/rooms` listing of this node's rooms when Redis' answer
+/// was lost.
+const NOT_ANSWERED: &str = "this node only: Redis did not answer";
+
+/// A `/rooms` reply: `rooms` (name, users) of `count` in all (a lower
+/// bound unless `complete`), and a `note` on what it covers.
+fn rooms_text(rooms: &[(&str, usize)], count: usize, complete: bool, note: Option<&str>) -> String {
+    let listed: Vec<String> = rooms
+        .iter()
+        .map(|(name, n)| format!("{name} ({n})"))
+        .collect();
+    let mut text = format!("Rooms: {}", listed.join(", "));
+    match (count > rooms.len(), complete) {
+        (true, true) => text.push_str(&format!(", and {} more", count - rooms.len())),
+        (true, false) => text.push_str(&format!(", and at least {} more", count - rooms.len())),
+        (false, true) => {}
+        (false, false) => text.push_str(", and maybe more"),
+    }
+    if let Some(note) = note {
+        text.push_str(&format!(" ({note})"));
+    }
+    text
+}
+
+/// What the sender of a message that reached this node only is told.
+fn not_confirmed(text: &str) -> String {
+    const SHOWN: usize = 40;
+    let cut = match text.char_indices().nth(SHOWN) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    };
+    format!("your message \"{cut}\" was shown on this node only: Redis did not confirm it, so other nodes may not have it")
+}
+
 fn same_name(name: &str, wanted: &str) -> bool {
     name.eq_ignore_ascii_case(wanted) || names::keys(name) == names::keys(&names::normalise(wanted))
 }
@@ -343,6 +383,7 @@ impl Chat {
             told_unreachable: false,
             claims: Vec::new(),
             resuming: Vec::new(),
+            listings: Vec::new(),
         }
     }
 
@@ -433,8 +474,19 @@ impl Chat {
                     let record = record.as_deref().and_then(decode_record);
                     self.resume_answered(ticket, record, cx);
                 }
+                BusEvent::Unconfirmed { room, event, .. } => self.unconfirmed(&room, &event, cx),
+                BusEvent::Rooms {
+                    ticket,
+                    rooms,
+                    total,
+                    complete,
+                } => self.rooms_answered(ticket, rooms, total, complete, cx),
                 BusEvent::Lost { ticket } => {
                     self.resume_answered(ticket, None, cx);
+                    if let Some(at) = self.listings.iter().position(|l| l.0 == ticket) {
+                        let (_, id) = self.listings.swap_remove(at);
+                        self.local_rooms(id, Some(NOT_ANSWERED), cx);
+                    }
                     if let Some(at) = self.claims.iter().position(|c| c.ticket == ticket) {
                         let claim = self.claims.swap_remove(at);
                         let text = "your name change could not be checked across nodes; try again";
@@ -733,6 +785,41 @@ impl Chat {
         }
     }
 
+    /// Our own message Redis did not confirm (see
+    /// [`BusEvent::Unconfirmed`]): this node will not hear it back, so it
+    /// is delivered here now, unnumbered and not kept in history (as when
+    /// other nodes are out of reach), and its sender is told that other
+    /// nodes may not have it.
+    fn unconfirmed(&mut self, room_name: &str, bytes: &[u8], cx: &mut impl Context) {
+        let Some(event) = relay::decode(bytes).filter(|e| e.kind == relay::Kind::Message) else {
+            return;
+        };
+        let (Some(room), Ok(text)) = (
+            self.rooms.index_of(room_name),
+            std::str::from_utf8(event.body),
+        ) else {
+            return;
+        };
+        let Some(seq) = self.rooms.get(room).map(|r| r.last_seq) else {
+            return;
+        };
+        let sender = self
+            .users
+            .get(event.peer)
+            .filter(|u| u.room == room)
+            .map(|_| event.peer);
+        let audience = match sender {
+            Some(peer) => Audience::OthersUnlessJson(peer),
+            None => Audience::All,
+        };
+        let from: Rc<str> = Rc::from(event.from);
+        let flags = (event.me, event.verified);
+        self.message(room, from, text, flags, seq, event.ts, audience, false, cx);
+        if let Some(peer) = sender {
+            self.system(peer, &not_confirmed(text), Extra::None, cx);
+        }
+    }
+
     /// How many users are present, in all rooms.
     pub fn len(&self) -> usize {
         self.users.len()
@@ -919,6 +1006,12 @@ impl Chat {
             ) {
                 Publish::Queued(_) => return Spoken::Queued,
                 Publish::Local => {}
+                // Out of reach, the room was told; a queue toward Redis
+                // full, only the sender can be.
+                Publish::Dropped if self.bus.reachable() && self.users.get(id).is_some() => {
+                    self.system(id, &not_confirmed(text), Extra::None, cx);
+                    spoken = Spoken::LocalOnly;
+                }
                 Publish::Dropped => spoken = Spoken::LocalOnly,
             }
         }
@@ -1607,8 +1700,64 @@ impl Chat {
         self.charge(id, bytes, cx);
     }
 
+    /// `/rooms`: alone, this node's rooms; in cluster mode every node's
+    /// (those with users), from Redis' room directory, answered when Redis
+    /// answers; this node's, said so, while Redis is out of reach.
     fn list_rooms(&mut self, id: PeerId, cx: &mut impl Context) {
         if self.over_budget(id, cx) {
+            return;
+        }
+        if self.node.is_some() {
+            if self.listings.iter().any(|l| l.1 == id) {
+                return self.error(id, "your last /rooms is still being answered", cx);
+            }
+            let now = cx.clock().now;
+            match self.bus.list_rooms(now, self.config.list_limit) {
+                Publish::Queued(ticket) => return self.listings.push((ticket, id)),
+                Publish::Dropped => return self.local_rooms(id, Some(OUT_OF_REACH), cx),
+                Publish::Local => {}
+            }
+        }
+        self.local_rooms(id, None, cx);
+    }
+
+    /// Redis listed the rooms of every node.
+    fn rooms_answered(
+        &mut self,
+        ticket: Ticket,
+        rooms: Vec<(String, u64)>,
+        total: u64,
+        complete: bool,
+        cx: &mut impl Context,
+    ) {
+        let Some(at) = self.listings.iter().position(|l| l.0 == ticket) else {
+            return;
+        };
+        let (_, id) = self.listings.swap_remove(at);
+        if self.users.get(id).is_none() {
+            return;
+        }
+        let to = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let mut rooms: Vec<(&str, usize)> = rooms
+            .iter()
+            .take(self.config.list_limit)
+            .map(|(name, n)| (name.as_str(), to(*n)))
+            .collect();
+        rooms.sort_unstable();
+        let count = to(total).max(rooms.len());
+        let text = rooms_text(&rooms, count, complete, None);
+        let extra = Extra::Rooms {
+            rooms: &rooms,
+            count,
+        };
+        let bytes = self.system(id, &text, extra, cx);
+        self.charge(id, bytes, cx);
+    }
+
+    /// This node's rooms, with `note` said after them if they are not
+    /// all there are.
+    fn local_rooms(&mut self, id: PeerId, note: Option<&str>, cx: &mut impl Context) {
+        if self.users.get(id).is_none() {
             return;
         }
         let mut rooms: Vec<(&str, usize)> = self
@@ -1625,14 +1774,7 @@ impl Chat {
             rooms.truncate(limit);
         }
         rooms.sort_unstable();
-        let listed: Vec<String> = rooms
-            .iter()
-            .map(|(name, n)| format!("{name} ({n})"))
-            .collect();
-        let mut text = format!("Rooms: {}", listed.join(", "));
-        if count > rooms.len() {
-            text.push_str(&format!(", and {} more", count - rooms.len()));
-        }
+        let text = rooms_text(&rooms, count, true, note);
         let extra = Extra::Rooms {
             rooms: &rooms,
             count,
@@ -2119,6 +2261,7 @@ impl Service for Chat {
         // Gone while its resume record was asked for: the answer will find
         // nobody (and its old node tells the leave at its grace's end).
         self.resuming.retain(|r| r.id != id);
+        self.listings.retain(|l| l.1 != id);
         let Some(mut user) = self.users.remove(id) else {
             return;
         };

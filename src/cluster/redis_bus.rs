@@ -23,6 +23,19 @@
 //!   is in the reply, and the chat merges the two by sequence number.
 //! - Other nodes are reachable while both links are ready:
 //!   [`BusEvent::Reachable`] is said on every change.
+//! - A sequenced message Redis did not confirm (its reply lost with the
+//!   connection, an error reply, never sent) comes back to the chat as
+//!   [`BusEvent::Unconfirmed`], to be delivered here. A lost reply does not
+//!   mean the script did not run (a stalled Redis may run it once it
+//!   wakes, after the command link gave up): such a message may still come
+//!   back on the subscription, and is then dropped (this node delivered
+//!   it already), by a hash of it kept until then ([`MAX_RETURNED`]) or
+//!   until the subscriber link drops (after which nothing sent before can
+//!   come back).
+//! - The room directory ([`DIRECTORY_SCRIPT`], [`ROOMS_SCRIPT`]): each
+//!   node keeps, for each room it has users in, an entry with its count
+//!   that expires like presence entries, refreshed on every join and leave
+//!   and every heartbeat; `/rooms` reads it with one script.
 //!
 //! Bounds: each link's output and pending replies ([`super::link`]), the
 //! messages awaiting a subscription ([`MAX_AWAITING`]); past them a
@@ -42,11 +55,18 @@ use super::bus::{Bus, BusEvent, Presence, Publish, Ticket};
 use super::link::{Event, Link, LinkConfig, LinkState, Role};
 use super::resp::Reply;
 use super::url::RedisUrl;
-use super::{parse_event, PublishCall, RoomKeys, KEY_PREFIX, PUBLISH_SCRIPT};
+use super::{
+    parse_event, PublishCall, RoomKeys, DIRECTORY_COUNTS, DIRECTORY_ROOMS, KEY_PREFIX,
+    PUBLISH_SCRIPT,
+};
 use crate::service::{Gauge, Upstream};
 
 /// Sequenced messages that may wait for their room's subscription.
 pub const MAX_AWAITING: usize = 1024;
+
+/// Unconfirmed messages remembered (by a hash) in case Redis ran them
+/// after all: one coming back past this many is delivered here twice.
+pub const MAX_RETURNED: usize = 1024;
 
 /// The history stream's `MAXLEN ~` by default.
 pub const DEFAULT_HISTORY_MAXLEN: u64 = 1000;
@@ -155,6 +175,78 @@ end
 return v
 ";
 
+/// Refreshes this node's entries in the room directory, on Redis' clock:
+/// `KEYS[1]` [`DIRECTORY_ROOMS`] (a sorted set of `ROOM US NODE` scored by
+/// when the entry expires, in ms), `KEYS[2]` [`DIRECTORY_COUNTS`] (a hash
+/// of the same entries → users); `ARGV[1]` the time to live in ms,
+/// `ARGV[2]` this node, then pairs `ROOM COUNT` (0: the node has left the
+/// room, its entry goes). Up to 100 expired entries (of dead nodes) are
+/// removed on the way; the keys expire when no node refreshes them.
+pub const DIRECTORY_SCRIPT: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
+for _, entry in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], entry)
+  redis.call('HDEL', KEYS[2], entry)
+end
+for i = 3, #ARGV - 1, 2 do
+  local entry = ARGV[i] .. '\\31' .. ARGV[2]
+  local n = tonumber(ARGV[i + 1])
+  if n and n > 0 then
+    redis.call('ZADD', KEYS[1], now + ttl, entry)
+    redis.call('HSET', KEYS[2], entry, n)
+  else
+    redis.call('ZREM', KEYS[1], entry)
+    redis.call('HDEL', KEYS[2], entry)
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ttl * 2)
+redis.call('PEXPIRE', KEYS[2], ttl * 2)
+return 1
+";
+
+/// Lists the room directory: `KEYS` as [`DIRECTORY_SCRIPT`]'s, `ARGV[1]`
+/// most rooms returned, `ARGV[2]` most live entries read. Sums each room's
+/// users over the nodes whose entries live, and returns `{total rooms,
+/// complete (1, or 0 when more entries lived than were read), ROOM, USERS,
+/// ...}` for the busiest rooms (most users first, then by name).
+pub const ROOMS_SCRIPT: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local most = tonumber(ARGV[2])
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'LIMIT', 0, most + 1)
+local complete = 1
+if #live > most then
+  complete = 0
+  live[#live] = nil
+end
+local users, names = {}, {}
+for _, entry in ipairs(live) do
+  local room = string.match(entry, '^[^\\31]+')
+  if room then
+    if not users[room] then
+      users[room] = 0
+      names[#names + 1] = room
+    end
+    users[room] = users[room] + (tonumber(redis.call('HGET', KEYS[2], entry)) or 0)
+  end
+end
+table.sort(names, function(a, b)
+  if users[a] ~= users[b] then
+    return users[a] > users[b]
+  end
+  return a < b
+end)
+local out = {#names, complete}
+for i = 1, math.min(#names, tonumber(ARGV[1])) do
+  out[#out + 1] = names[i]
+  out[#out + 1] = users[names[i]]
+end
+return out
+";
+
 /// Presence entries live this long without a refresh (ms).
 pub const PRESENCE_TTL_MS: u64 = 6_000;
 /// Between two refreshes of this node's presence entries.
@@ -176,6 +268,8 @@ enum Tag {
     Claim { ticket: Ticket },
     /// A resume record taken ([`RESUME_TAKE_SCRIPT`]).
     Resume { ticket: Ticket },
+    /// The room directory listed ([`ROOMS_SCRIPT`]).
+    Rooms { ticket: Ticket },
     Publish {
         ticket: Ticket,
         room: String,
@@ -260,6 +354,9 @@ pub struct BusStats {
     pub received: u64,
     /// Times other nodes became unreachable.
     pub outages: u64,
+    /// Unconfirmed messages (delivered here) heard back after all, and
+    /// dropped so as not to deliver them twice.
+    pub heard_late: u64,
     /// Sum and count of publish round trips, in microseconds.
     pub publish_us_sum: u64,
     pub publish_count: u64,
@@ -286,6 +383,9 @@ pub struct RedisBus {
     members: BTreeMap<String, std::collections::BTreeSet<Vec<u8>>>,
     /// When presence is next refreshed.
     next_heartbeat: Instant,
+    /// Hashes of unconfirmed messages handed back to the chat (see
+    /// [`BusEvent::Unconfirmed`]), oldest first, at most [`MAX_RETURNED`].
+    returned: VecDeque<u64>,
     reachable: bool,
     /// Why not reachable, for `/healthz`.
     why: Option<String>,
@@ -339,6 +439,7 @@ impl RedisBus {
             node: node.as_bytes().to_vec(),
             members: BTreeMap::new(),
             next_heartbeat: now,
+            returned: VecDeque::new(),
             reachable: false,
             why: Some("connecting to Redis".into()),
             stats: BusStats::default(),
@@ -373,10 +474,9 @@ impl RedisBus {
                 "Redis out of reach ({}): chat stays on this node",
                 self.why.as_deref().unwrap_or_default()
             );
-            // What waited for a subscription will not be heard back.
+            // What waited for a subscription was never sent.
             while let Some(a) = self.awaiting.pop_front() {
-                self.stats.lost += 1;
-                self.events.push_back(BusEvent::Lost { ticket: a.ticket });
+                self.unconfirmed(a.ticket, a.room, a.message);
             }
         }
         self.events.push_back(BusEvent::Reachable(now_reachable));
@@ -423,6 +523,49 @@ impl RedisBus {
                 false
             }
         }
+    }
+
+    /// Hands a sequenced message Redis did not confirm back to the
+    /// chat, remembering it in case it comes back after all.
+    fn unconfirmed(&mut self, ticket: Ticket, room: String, event: Vec<u8>) {
+        self.stats.lost += 1;
+        if self.returned.len() >= MAX_RETURNED {
+            self.returned.pop_front();
+        }
+        self.returned.push_back(event_hash(&room, &event));
+        self.events.push_back(BusEvent::Unconfirmed {
+            ticket,
+            room,
+            event,
+        });
+    }
+
+    /// Refreshes this node's directory entries: each room with its count
+    /// (0: gone from the room).
+    fn refresh_directory(&mut self, now: Instant, rooms: &[(&str, usize)]) {
+        if rooms.is_empty() || !self.commands.link.is_ready() {
+            return;
+        }
+        let mut ttl = [0u8; 20];
+        let ttl = super::resp::format_u64(PRESENCE_TTL_MS, &mut ttl);
+        let counts: Vec<String> = rooms.iter().map(|(_, n)| n.to_string()).collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(6 + 2 * rooms.len());
+        args.extend([
+            b"EVAL".as_slice(),
+            DIRECTORY_SCRIPT.as_bytes(),
+            b"2",
+            DIRECTORY_ROOMS.as_bytes(),
+            DIRECTORY_COUNTS.as_bytes(),
+            ttl,
+            &self.node,
+        ]);
+        for ((room, _), n) in rooms.iter().zip(&counts) {
+            args.push(room.as_bytes());
+            args.push(n.as_bytes());
+        }
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        self.send_encoded(now, Tag::Quiet, &out);
     }
 
     /// This node's presence entry for `member`.
@@ -502,11 +645,12 @@ impl RedisBus {
                 continue;
             }
             let ticket = a.ticket;
+            // Kept for the chat if the link refuses it.
+            let (room, message) = (a.room.clone(), a.message.clone());
             if self.send_publish(now, ticket, a.room, a.message, false) {
                 self.stats.published += 1;
             } else {
-                self.stats.lost += 1;
-                self.events.push_back(BusEvent::Lost { ticket });
+                self.unconfirmed(ticket, room, message);
             }
         }
         self.awaiting = keep;
@@ -592,9 +736,9 @@ impl RedisBus {
                 reply,
             } => {
                 if reply.is_error_code("NOSCRIPT") && !retried {
+                    let kept = (room.clone(), message.clone());
                     if !self.send_publish(now, ticket, room, message, true) {
-                        self.stats.lost += 1;
-                        self.events.push_back(BusEvent::Lost { ticket });
+                        self.unconfirmed(ticket, kept.0, kept.1);
                     }
                     return;
                 }
@@ -610,8 +754,7 @@ impl RedisBus {
                     }),
                     None => {
                         warn!("Redis: the publish script answered {reply:?}");
-                        self.stats.lost += 1;
-                        self.events.push_back(BusEvent::Lost { ticket });
+                        self.unconfirmed(ticket, room, message);
                     }
                 }
             }
@@ -656,15 +799,33 @@ impl RedisBus {
                     self.events.push_back(BusEvent::Lost { ticket });
                 }
             },
+            Event::Reply {
+                tag: Tag::Rooms { ticket },
+                reply,
+            } => match directory(&reply) {
+                Some((total, complete, rooms)) => self.events.push_back(BusEvent::Rooms {
+                    ticket,
+                    rooms,
+                    total,
+                    complete,
+                }),
+                None => {
+                    warn!("Redis: the room directory came back as {reply:?}");
+                    self.events.push_back(BusEvent::Lost { ticket });
+                }
+            },
             Event::Failed {
-                tag: Tag::Claim { ticket } | Tag::Resume { ticket },
+                tag: Tag::Claim { ticket } | Tag::Resume { ticket } | Tag::Rooms { ticket },
             } => self.events.push_back(BusEvent::Lost { ticket }),
             Event::Failed {
-                tag: Tag::Publish { ticket, .. },
-            } => {
-                self.stats.lost += 1;
-                self.events.push_back(BusEvent::Lost { ticket });
-            }
+                tag:
+                    Tag::Publish {
+                        ticket,
+                        room,
+                        message,
+                        ..
+                    },
+            } => self.unconfirmed(ticket, room, message),
             Event::Reply {
                 tag: Tag::Quiet,
                 reply,
@@ -681,6 +842,9 @@ impl RedisBus {
         match event {
             Event::Ready => self.update_reachable(None),
             Event::Disconnected { reason, retry_in } => {
+                // Nothing published before can come back on a new
+                // connection.
+                self.returned.clear();
                 self.update_reachable(Some(format!(
                     "Redis subscriber link: {reason}; retrying in {retry_in:?}"
                 )));
@@ -703,6 +867,15 @@ impl RedisBus {
                     );
                     return;
                 };
+                if seq > 0 && !self.returned.is_empty() {
+                    let hash = event_hash(room, event);
+                    if let Some(at) = self.returned.iter().position(|&h| h == hash) {
+                        self.returned.remove(at);
+                        self.stats.heard_late += 1;
+                        info!("Redis ran a message of {room} it had not confirmed: delivered here already, not again");
+                        return;
+                    }
+                }
                 self.events.push_back(BusEvent::Remote {
                     room: room.to_owned(),
                     seq,
@@ -750,6 +923,30 @@ fn history(reply: &Reply) -> Option<(Option<String>, Vec<(u64, Vec<u8>)>)> {
         .collect();
     entries.reverse();
     Some((epoch, entries))
+}
+
+/// The `{total, complete, ROOM, USERS, ...}` of a [`ROOMS_SCRIPT`] reply.
+#[allow(clippy::type_complexity)]
+fn directory(reply: &Reply) -> Option<(u64, bool, Vec<(String, u64)>)> {
+    let items = reply.as_array()?;
+    let total = u64::try_from(items.first()?.as_integer()?).ok()?;
+    let complete = items.get(1)?.as_integer()? == 1;
+    let rooms = items
+        .get(2..)?
+        .chunks_exact(2)
+        .filter_map(|pair| {
+            let room = String::from_utf8(pair[0].as_bytes()?.to_vec()).ok()?;
+            Some((room, u64::try_from(pair[1].as_integer()?).ok()?))
+        })
+        .collect();
+    Some((total, complete, rooms))
+}
+
+/// A 64-bit FNV-1a hash of a room's event, to know it again.
+fn event_hash(room: &str, event: &[u8]) -> u64 {
+    let step = |h: u64, b: &u8| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    let h = room.as_bytes().iter().fold(0xcbf2_9ce4_8422_2325, step);
+    event.iter().fold(step(h, &0x1f), step)
 }
 
 /// The channel of `room`'s events (as [`RoomKeys::events`], alone).
@@ -839,19 +1036,22 @@ impl Bus for RedisBus {
         let entry = self.entry(member);
         match presence {
             Presence::Joined => {
-                self.members
-                    .entry(room.to_owned())
-                    .or_default()
-                    .insert(entry.clone());
+                let set = self.members.entry(room.to_owned()).or_default();
+                set.insert(entry.clone());
+                let count = set.len();
                 self.refresh_presence(now, room, &[&entry]);
+                self.refresh_directory(now, &[(room, count)]);
             }
             Presence::Left => {
+                let mut count = 0;
                 if let Some(set) = self.members.get_mut(room) {
                     set.remove(&entry);
+                    count = set.len();
                     if set.is_empty() {
                         self.members.remove(room);
                     }
                 }
+                self.refresh_directory(now, &[(room, count)]);
                 if self.commands.link.is_ready() {
                     let key = RoomKeys::new(room).presence;
                     let mut out = Vec::new();
@@ -990,9 +1190,41 @@ impl Bus for RedisBus {
             .iter()
             .map(|(room, set)| (room.clone(), set.iter().cloned().collect()))
             .collect();
-        for (room, entries) in rooms {
+        for (room, entries) in &rooms {
             let entries: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
-            self.refresh_presence(now, &room, &entries);
+            self.refresh_presence(now, room, &entries);
+        }
+        let counts: Vec<(&str, usize)> = rooms
+            .iter()
+            .map(|(room, entries)| (room.as_str(), entries.len()))
+            .collect();
+        self.refresh_directory(now, &counts);
+    }
+
+    fn list_rooms(&mut self, now: Instant, limit: usize) -> Publish {
+        if !self.reachable {
+            return Publish::Dropped;
+        }
+        let (mut most, mut read) = ([0u8; 20], [0u8; 20]);
+        let most = super::resp::format_u64(limit as u64, &mut most);
+        let read = super::resp::format_u64(MAX_LISTED, &mut read);
+        let args: [&[u8]; 7] = [
+            b"EVAL",
+            ROOMS_SCRIPT.as_bytes(),
+            b"2",
+            DIRECTORY_ROOMS.as_bytes(),
+            DIRECTORY_COUNTS.as_bytes(),
+            most,
+            read,
+        ];
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        self.next_ticket += 1;
+        let ticket = Ticket(self.next_ticket);
+        if self.send_encoded(now, Tag::Rooms { ticket }, &out) {
+            Publish::Queued(ticket)
+        } else {
+            Publish::Dropped
         }
     }
 
@@ -1073,8 +1305,13 @@ impl Bus for RedisBus {
             },
             Gauge {
                 name: "wschat_redis_lost",
-                help: "Sequenced events that may not have reached Redis.",
+                help: "Sequenced events Redis did not confirm (delivered on this node only).",
                 value: to(self.stats.lost),
+            },
+            Gauge {
+                name: "wschat_redis_heard_late",
+                help: "Unconfirmed messages (delivered on this node only) that Redis ran after all, not delivered twice.",
+                value: to(self.stats.heard_late),
             },
             Gauge {
                 name: "wschat_redis_publish_mean_us",
