@@ -3360,6 +3360,39 @@ mod tests {
     }
 
     #[test]
+    fn rooms_replies_say_what_they_leave_out() {
+        let rooms = [("a", 3), ("b", 1)];
+        assert_eq!(rooms_text(&rooms, 2, true, None), "Rooms: a (3), b (1)");
+        assert_eq!(
+            rooms_text(&rooms, 5, true, None),
+            "Rooms: a (3), b (1), and 3 more"
+        );
+        assert_eq!(
+            rooms_text(&rooms, 5, false, None),
+            "Rooms: a (3), b (1), and at least 3 more"
+        );
+        assert_eq!(
+            rooms_text(&rooms, 2, false, None),
+            "Rooms: a (3), b (1), and maybe more"
+        );
+        assert_eq!(
+            rooms_text(&rooms[..1], 1, true, Some(OUT_OF_REACH)),
+            "Rooms: a (3) (this node only: other nodes are out of reach)"
+        );
+    }
+
+    #[test]
+    fn an_unconfirmed_message_is_quoted_short_to_its_sender() {
+        assert_eq!(
+            not_confirmed("hi"),
+            "your message \"hi\" was shown on this node only: Redis did not confirm it, so other nodes may not have it"
+        );
+        let long = "é".repeat(50);
+        let told = not_confirmed(&long);
+        assert!(told.starts_with(&format!("your message \"{}…\" was", "é".repeat(40))));
+    }
+
+    #[test]
     fn listing_replies_are_charged_to_the_asker() {
         let help = "wschat: ".len() + command::HELP.len();
         let config = ChatConfig {

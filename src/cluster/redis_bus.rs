@@ -181,7 +181,8 @@ return v
 /// of the same entries → users); `ARGV[1]` the time to live in ms,
 /// `ARGV[2]` this node, then pairs `ROOM COUNT` (0: the node has left the
 /// room, its entry goes). Up to 100 expired entries (of dead nodes) are
-/// removed on the way; the keys expire when no node refreshes them.
+/// removed on the way; the keys expire when no node refreshes them (a
+/// refresh never shortens their life).
 pub const DIRECTORY_SCRIPT: &str = "\
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -202,8 +203,11 @@ for i = 3, #ARGV - 1, 2 do
     redis.call('HDEL', KEYS[2], entry)
   end
 end
-redis.call('PEXPIRE', KEYS[1], ttl * 2)
-redis.call('PEXPIRE', KEYS[2], ttl * 2)
+for k = 1, 2 do
+  if redis.call('PTTL', KEYS[k]) < ttl * 2 then
+    redis.call('PEXPIRE', KEYS[k], ttl * 2)
+  end
+end
 return 1
 ";
 
@@ -1408,6 +1412,107 @@ mod tests {
         let empty = Reply::Array(Some(vec![Reply::Bulk(None), Reply::Array(Some(vec![]))]));
         assert_eq!(history(&empty), Some((None, vec![])));
         assert_eq!(history(&Reply::Integer(1)), None);
+    }
+
+    #[test]
+    fn directory_replies_list_rooms_and_their_users() {
+        let bulk = |b: &[u8]| Reply::Bulk(Some(b.to_vec()));
+        let reply = Reply::Array(Some(vec![
+            Reply::Integer(3),
+            Reply::Integer(1),
+            bulk(b"a"),
+            Reply::Integer(5),
+            bulk(b"b"),
+            Reply::Integer(1),
+        ]));
+        assert_eq!(
+            directory(&reply),
+            Some((3, true, vec![("a".into(), 5), ("b".into(), 1)]))
+        );
+        let cut = Reply::Array(Some(vec![Reply::Integer(0), Reply::Integer(0)]));
+        assert_eq!(directory(&cut), Some((0, false, vec![])));
+        assert_eq!(directory(&Reply::Integer(1)), None);
+        assert_eq!(directory(&Reply::Array(Some(vec![bulk(b"x")]))), None);
+    }
+
+    #[test]
+    fn event_hashes_tell_rooms_and_events_apart() {
+        assert_eq!(event_hash("a", b"hi"), event_hash("a", b"hi"));
+        assert_ne!(event_hash("a", b"hi"), event_hash("b", b"hi"));
+        assert_ne!(event_hash("a", b"hi"), event_hash("a", b"ho"));
+        assert_ne!(event_hash("ab", b"c"), event_hash("a", b"bc"));
+    }
+
+    /// Both links taken to Ready, sans IO, and the lobby heard.
+    fn ready_bus(now: Instant) -> RedisBus {
+        let url = super::super::url::parse("redis://127.0.0.1:1").expect("url");
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let mut bus = RedisBus::new(&url, addr, "n1", 1, 10, 10, now);
+        for i in 0..2 {
+            let up = bus.upstream(i).expect("a link");
+            up.handle_timeout(now);
+            up.on_connected(now);
+        }
+        while bus.poll_event(now).is_some() {}
+        assert!(bus.reachable());
+        bus.subscribe(now, "lobby");
+        let confirm = b"*3\r\n$9\r\nsubscribe\r\n$21\r\nwschat:{lobby}:events\r\n:1\r\n";
+        bus.upstream(1).expect("subscriber").on_input(now, confirm);
+        while bus.poll_event(now).is_some() {}
+        bus
+    }
+
+    fn push(payload: &[u8]) -> Vec<u8> {
+        let mut out = b"*3\r\n$7\r\nmessage\r\n$21\r\nwschat:{lobby}:events\r\n".to_vec();
+        out.extend_from_slice(format!("${}\r\n", payload.len()).as_bytes());
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// A publish whose reply is lost with the command link comes back to
+    /// the chat; if Redis ran it after all and it is heard on the live
+    /// subscription, it is dropped, not delivered twice.
+    #[test]
+    fn an_unconfirmed_message_comes_back_once() {
+        let now = Instant::now();
+        let mut bus = ready_bus(now);
+        let Publish::Queued(ticket) = bus.publish(now, "lobby", b"ev", true) else {
+            panic!("not queued");
+        };
+        bus.upstream(0).expect("commands").on_eof(now);
+        let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        assert!(events.contains(&BusEvent::Reachable(false)), "{events:?}");
+        let back = BusEvent::Unconfirmed {
+            ticket,
+            room: "lobby".into(),
+            event: b"ev".to_vec(),
+        };
+        assert_eq!(events.iter().filter(|e| **e == back).count(), 1);
+        assert_eq!(bus.stats().lost, 1);
+
+        let sub = bus.upstream(1).expect("subscriber");
+        sub.on_input(now, &push(b"5 e1 ev"));
+        sub.on_input(now, &push(b"6 e1 other"));
+        let heard: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        assert_eq!(
+            heard,
+            [BusEvent::Remote {
+                room: "lobby".into(),
+                seq: 6,
+                epoch: "e1".into(),
+                event: b"other".to_vec(),
+            }]
+        );
+        assert_eq!(bus.stats().heard_late, 1);
+        // Once only: the same bytes again are delivered.
+        bus.upstream(1)
+            .expect("subscriber")
+            .on_input(now, &push(b"7 e1 ev"));
+        assert!(matches!(
+            bus.poll_event(now),
+            Some(BusEvent::Remote { seq: 7, .. })
+        ));
     }
 
     #[test]
