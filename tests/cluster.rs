@@ -613,8 +613,13 @@ fn redis_dropping_a_subscriber_over_its_buffer_limit_is_said_and_recovered() {
     let mut a = join(&n1);
     let mut b = join(&n2);
     assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut a2 = n1.client();
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
 
-    a.send_text(&"x".repeat(64 * 1024));
+    let big = "x".repeat(64 * 1024);
+    a.send_text(&big);
     let out_of_reach = "wschat: other nodes are out of reach: messages here reach this node only, and are not kept in the shared history";
     let back = "wschat: other nodes are back in reach: chat spans every node again (what they said meanwhile is not shown here)";
     for client in [&mut a, &mut b] {
@@ -625,10 +630,29 @@ fn redis_dropping_a_subscriber_over_its_buffer_limit_is_said_and_recovered() {
     wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
     wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
     a.send_text("small again");
+    let small = format!("{}: small again", qualified(&a, "n1"));
+    assert_eq!(b.next_text(), small);
+    // Its sender's node did not hear the big one back (every subscriber
+    // was dropped for it) but has it from the script's reply: shown there
+    // once, numbered, after the outage was told.
+    let mut heard = Vec::new();
+    while heard.last() != Some(&small) {
+        heard.push(next_text_within(&mut a2, WAIT));
+    }
+    let big_line = format!("{}: {big}", qualified(&a, "n1"));
+    let at = |line: &str| heard.iter().position(|h| h == line);
     assert_eq!(
-        b.next_text(),
-        format!("{}: small again", qualified(&a, "n1"))
+        heard.len(),
+        4,
+        "{:?}",
+        heard
+            .iter()
+            .map(|h| &h[..h.len().min(80)])
+            .collect::<Vec<_>>()
     );
+    assert!(at(out_of_reach) < at(&big_line) && at(&big_line).is_some());
+    assert!(at(back).is_some());
+    assert_eq!(n1.metrics().value("wschat_redis_unheard"), Some(1.0));
 }
 
 #[test]

@@ -32,6 +32,13 @@
 //!   it already), by a hash of it kept until then ([`MAX_RETURNED`]) or
 //!   until the subscriber link drops (after which nothing sent before can
 //!   come back).
+//! - A message Redis numbered whose push this node has not heard yet is
+//!   kept (at most [`MAX_UNHEARD`], by count and bytes) until it is heard.
+//!   If the subscriber link drops first, or a later message of the room is
+//!   heard first (pushes come in the room's order on one connection), its
+//!   push will never come: it is handed to the chat from the reply instead,
+//!   as the [`BusEvent::Remote`] the push would have been, so the sender's
+//!   node does not miss what every other node shows.
 //! - The room directory ([`DIRECTORY_SCRIPT`], [`ROOMS_SCRIPT`]): each
 //!   node keeps, for each room it has users in, an entry with its count
 //!   that expires like presence entries, refreshed on every join and leave
@@ -67,6 +74,13 @@ pub const MAX_AWAITING: usize = 1024;
 /// Unconfirmed messages remembered (by a hash) in case Redis ran them
 /// after all: one coming back past this many is delivered here twice.
 pub const MAX_RETURNED: usize = 1024;
+
+/// Numbered messages of ours whose push is awaited, at most; past it (or
+/// [`MAX_UNHEARD_BYTES`]) the oldest is forgotten, and shown here only if
+/// its push does come.
+pub const MAX_UNHEARD: usize = 1024;
+/// The bytes those messages may hold.
+pub const MAX_UNHEARD_BYTES: usize = 4 * 1024 * 1024;
 
 /// The history stream's `MAXLEN ~` by default.
 pub const DEFAULT_HISTORY_MAXLEN: u64 = 1000;
@@ -286,6 +300,26 @@ enum Tag {
     Quiet,
 }
 
+/// A message of ours Redis numbered, its push not heard yet.
+#[derive(Debug)]
+struct Unheard {
+    room: String,
+    seq: u64,
+    epoch: String,
+    event: Vec<u8>,
+}
+
+impl Unheard {
+    fn into_event(self) -> BusEvent {
+        BusEvent::Remote {
+            room: self.room,
+            seq: self.seq,
+            epoch: self.epoch,
+            event: self.event,
+        }
+    }
+}
+
 /// A message waiting for its room's subscription.
 #[derive(Debug)]
 struct Awaiting {
@@ -361,6 +395,12 @@ pub struct BusStats {
     /// Unconfirmed messages (delivered here) heard back after all, and
     /// dropped so as not to deliver them twice.
     pub heard_late: u64,
+    /// Numbered messages of ours whose push was lost (the subscriber link
+    /// dropped), handed to the chat from the script's reply.
+    pub unheard: u64,
+    /// Numbered messages of ours forgotten while their push was awaited
+    /// (too many awaited).
+    pub unheard_forgotten: u64,
     /// Sum and count of publish round trips, in microseconds.
     pub publish_us_sum: u64,
     pub publish_count: u64,
@@ -390,6 +430,12 @@ pub struct RedisBus {
     /// Hashes of unconfirmed messages handed back to the chat (see
     /// [`BusEvent::Unconfirmed`]), oldest first, at most [`MAX_RETURNED`].
     returned: VecDeque<u64>,
+    /// The last numbered push heard in each room (epoch, seq).
+    heard: BTreeMap<String, (String, u64)>,
+    /// Our numbered messages whose push is awaited, in reply order.
+    unheard: VecDeque<Unheard>,
+    /// The bytes of their events.
+    unheard_bytes: usize,
     reachable: bool,
     /// Why not reachable, for `/healthz`.
     why: Option<String>,
@@ -444,6 +490,9 @@ impl RedisBus {
             members: BTreeMap::new(),
             next_heartbeat: now,
             returned: VecDeque::new(),
+            heard: BTreeMap::new(),
+            unheard: VecDeque::new(),
+            unheard_bytes: 0,
             reachable: false,
             why: Some("connecting to Redis".into()),
             stats: BusStats::default(),
@@ -542,6 +591,70 @@ impl RedisBus {
             room,
             event,
         });
+    }
+
+    /// Redis numbered our `event`: unless its push was heard already, it
+    /// is awaited, or handed over now if the subscriber link is down (its
+    /// push cannot come: a subscription made from now on is processed
+    /// after the script that already ran).
+    fn expect_push(&mut self, room: String, seq: u64, epoch: String, event: Vec<u8>) {
+        if let Some((heard_epoch, heard_seq)) = self.heard.get(&room) {
+            if *heard_epoch == epoch && *heard_seq >= seq {
+                return;
+            }
+        }
+        let unheard = Unheard {
+            room,
+            seq,
+            epoch,
+            event,
+        };
+        if !self.subscriber.link.is_ready() {
+            self.stats.unheard += 1;
+            self.events.push_back(unheard.into_event());
+            return;
+        }
+        while self.unheard.len() >= MAX_UNHEARD
+            || (!self.unheard.is_empty()
+                && self.unheard_bytes + unheard.event.len() > MAX_UNHEARD_BYTES)
+        {
+            if let Some(old) = self.unheard.pop_front() {
+                self.unheard_bytes -= old.event.len();
+                self.stats.unheard_forgotten += 1;
+            }
+        }
+        self.unheard_bytes += unheard.event.len();
+        self.unheard.push_back(unheard);
+    }
+
+    /// A push numbered `seq` in `room`: our messages of the room numbered
+    /// before it and not heard will not be (handed over first, in order);
+    /// ours numbered `seq` is this one.
+    fn heard_push(&mut self, room: &str, seq: u64, epoch: &[u8]) {
+        match self.heard.get_mut(room) {
+            Some((e, s)) if e.as_bytes() == epoch => *s = (*s).max(seq),
+            Some(held) => *held = (String::from_utf8_lossy(epoch).into_owned(), seq),
+            None => {
+                let epoch = String::from_utf8_lossy(epoch).into_owned();
+                self.heard.insert(room.to_owned(), (epoch, seq));
+            }
+        }
+        if self.unheard.is_empty() {
+            return;
+        }
+        let mut keep = VecDeque::with_capacity(self.unheard.len());
+        while let Some(u) = self.unheard.pop_front() {
+            if u.room != room || u.seq > seq {
+                keep.push_back(u);
+                continue;
+            }
+            self.unheard_bytes -= u.event.len();
+            if u.seq < seq {
+                self.stats.unheard += 1;
+                self.events.push_back(u.into_event());
+            }
+        }
+        self.unheard = keep;
     }
 
     /// Refreshes this node's directory entries: each room with its count
@@ -750,12 +863,15 @@ impl RedisBus {
                 self.stats.publish_us_sum += u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
                 self.stats.publish_count += 1;
                 match sequenced(&reply) {
-                    Some((seq, epoch)) => self.events.push_back(BusEvent::Sequenced {
-                        ticket,
-                        room,
-                        seq,
-                        epoch,
-                    }),
+                    Some((seq, epoch)) => {
+                        self.events.push_back(BusEvent::Sequenced {
+                            ticket,
+                            room: room.clone(),
+                            seq,
+                            epoch: epoch.clone(),
+                        });
+                        self.expect_push(room, seq, epoch, message);
+                    }
                     None => {
                         warn!("Redis: the publish script answered {reply:?}");
                         self.unconfirmed(ticket, room, message);
@@ -852,6 +968,11 @@ impl RedisBus {
                 self.update_reachable(Some(format!(
                     "Redis subscriber link: {reason}; retrying in {retry_in:?}"
                 )));
+                self.unheard_bytes = 0;
+                while let Some(u) = self.unheard.pop_front() {
+                    self.stats.unheard += 1;
+                    self.events.push_back(u.into_event());
+                }
             }
             Event::Subscribed(channel) => {
                 if let Some(room) = self.channels.get(&channel).cloned() {
@@ -871,6 +992,9 @@ impl RedisBus {
                     );
                     return;
                 };
+                if seq > 0 {
+                    self.heard_push(room, seq, epoch);
+                }
                 if seq > 0 && !self.returned.is_empty() {
                     let hash = event_hash(room, event);
                     if let Some(at) = self.returned.iter().position(|&h| h == hash) {
@@ -1022,6 +1146,12 @@ impl Bus for RedisBus {
         let channel = events_channel(room).into_bytes();
         let _ = self.subscriber.link.unsubscribe(now, &channel);
         self.channels.remove(&channel);
+        self.heard.remove(room);
+        let before = self.unheard.len();
+        self.unheard.retain(|u| u.room != room);
+        if self.unheard.len() != before {
+            self.unheard_bytes = self.unheard.iter().map(|u| u.event.len()).sum();
+        }
     }
 
     fn retain_rooms(&mut self, now: Instant, keep: &dyn Fn(&str) -> bool) {
@@ -1318,6 +1448,16 @@ impl Bus for RedisBus {
                 value: to(self.stats.heard_late),
             },
             Gauge {
+                name: "wschat_redis_unheard",
+                help: "Numbered messages of ours whose push was lost with the subscriber link, shown here from the script's reply.",
+                value: to(self.stats.unheard),
+            },
+            Gauge {
+                name: "wschat_redis_unheard_forgotten",
+                help: "Numbered messages of ours forgotten while too many pushes were awaited.",
+                value: to(self.stats.unheard_forgotten),
+            },
+            Gauge {
                 name: "wschat_redis_publish_mean_us",
                 help: "Mean round trip of the publish script, in microseconds.",
                 value: to(mean_us),
@@ -1513,6 +1653,80 @@ mod tests {
             bus.poll_event(now),
             Some(BusEvent::Remote { seq: 7, .. })
         ));
+    }
+
+    /// Publishes `ev` in the lobby and feeds the command link the replies
+    /// it awaits: the script load, the lobby's history, then the publish
+    /// numbered 5 in epoch `e1`.
+    fn publish_numbered(bus: &mut RedisBus, now: Instant) -> Vec<BusEvent> {
+        assert!(matches!(
+            bus.publish(now, "lobby", b"ev", true),
+            Publish::Queued(_)
+        ));
+        let replies = b"+sha\r\n*2\r\n$-1\r\n*0\r\n*2\r\n:5\r\n$2\r\ne1\r\n";
+        bus.upstream(0).expect("commands").on_input(now, replies);
+        std::iter::from_fn(|| bus.poll_event(now)).collect()
+    }
+
+    fn remote(seq: u64, event: &[u8]) -> BusEvent {
+        BusEvent::Remote {
+            room: "lobby".into(),
+            seq,
+            epoch: "e1".into(),
+            event: event.to_vec(),
+        }
+    }
+
+    /// A numbered message of ours whose push is lost with the subscriber
+    /// link is handed over from the reply, once; one heard is not.
+    #[test]
+    fn a_numbered_message_whose_push_is_lost_comes_from_its_reply() {
+        let now = Instant::now();
+        let remotes = |events: &[BusEvent]| -> Vec<BusEvent> {
+            events
+                .iter()
+                .filter(|e| matches!(e, BusEvent::Remote { .. }))
+                .cloned()
+                .collect()
+        };
+        // The subscriber link drops before the push came.
+        let mut bus = ready_bus(now);
+        assert!(remotes(&publish_numbered(&mut bus, now)).is_empty());
+        bus.upstream(1).expect("subscriber").on_eof(now);
+        let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        let out = events.iter().position(|e| *e == BusEvent::Reachable(false));
+        let ours = events.iter().position(|e| *e == remote(5, b"ev"));
+        assert!(out.is_some() && ours > out, "{events:?}");
+        assert_eq!(remotes(&events).len(), 1);
+        assert_eq!(bus.stats().unheard, 1);
+
+        // A later message of the room is heard first: ours will not be.
+        let mut bus = ready_bus(now);
+        publish_numbered(&mut bus, now);
+        bus.upstream(1)
+            .expect("subscriber")
+            .on_input(now, &push(b"6 e1 other"));
+        let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        assert_eq!(events, [remote(5, b"ev"), remote(6, b"other")]);
+
+        // Heard before or after its reply: delivered from the push alone.
+        let mut bus = ready_bus(now);
+        bus.upstream(1)
+            .expect("subscriber")
+            .on_input(now, &push(b"5 e1 ev"));
+        assert_eq!(
+            remotes(&publish_numbered(&mut bus, now)),
+            [remote(5, b"ev")]
+        );
+        let mut bus = ready_bus(now);
+        publish_numbered(&mut bus, now);
+        bus.upstream(1)
+            .expect("subscriber")
+            .on_input(now, &push(b"5 e1 ev"));
+        bus.upstream(1).expect("subscriber").on_eof(now);
+        let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        assert_eq!(remotes(&events), [remote(5, b"ev")]);
+        assert_eq!(bus.stats().unheard, 0);
     }
 
     #[test]
