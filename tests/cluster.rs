@@ -980,3 +980,52 @@ fn a_message_said_while_redis_stalls_comes_late_or_reaches_this_node_and_is_said
         "wschat: Rooms: lobby (3) (this node only: other nodes are out of reach)"
     );
 }
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_message_redis_runs_after_its_node_gave_up_on_it_is_shown_there_once() {
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = join(&n1);
+    let mut b = join(&n2);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut a2 = n1.client();
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
+    // Just heard: n1's subscriber link pings only after 5 s of quiet, so
+    // it outlives its command link's 10 s reply timeout by seconds.
+    b.send_text("before");
+    let before = format!("{}: before", qualified(&b, "n2"));
+    assert_eq!(a2.next_text(), before);
+    assert_eq!(a.next_text(), before);
+
+    redis.signal(libc::SIGSTOP);
+    a.send_text("outlived");
+    // n1 gives up on the reply: shown there, its sender told.
+    wait_metric(&n1, "wschat_redis_up", 0.0);
+    redis.signal(libc::SIGCONT);
+    let said = format!("{}: outlived", qualified(&a, "n1"));
+    let until = |client: &mut Client, line: &str| {
+        let mut heard = Vec::new();
+        while heard.last().map(String::as_str) != Some(line) {
+            heard.push(next_text_within(client, WAIT));
+        }
+        heard
+    };
+    until(&mut a2, &said);
+    until(&mut a, "wschat: your message \"outlived\" was shown on this node only: Redis did not confirm it, so other nodes may not have it");
+    // Redis ran it on waking: n2 shows it, and n1, hearing it back on its
+    // live subscription, does not show it again.
+    until(&mut b, &said);
+    wait_metric(&n1, "wschat_redis_heard_late", 1.0);
+    let back = "wschat: other nodes are back in reach: chat spans every node again (what they said meanwhile is not shown here)";
+    let mut heard = until(&mut a2, back);
+    b.send_text("after");
+    let after = format!("{}: after", qualified(&b, "n2"));
+    heard.extend(until(&mut a2, &after));
+    assert!(!heard.contains(&said), "shown twice: {heard:?}");
+}
