@@ -33,6 +33,7 @@ pub mod budget;
 pub mod command;
 pub mod echo;
 pub mod history;
+mod listing;
 pub mod names;
 pub mod presence;
 pub mod relay;
@@ -285,36 +286,6 @@ enum Change {
     Leave,
 }
 
-/// Whether `name` is `wanted`, as a user would type it: a nickname by its
-/// keys (case and look-alikes do not matter), a default name exactly but
-/// for the case of `User`.
-/// Said after a `/rooms` listing of this node's rooms while Redis is out
-/// of reach.
-const OUT_OF_REACH: &str = "this node only: other nodes are out of reach";
-/// Said after a `/rooms` listing of this node's rooms when Redis' answer
-/// was lost.
-const NOT_ANSWERED: &str = "this node only: Redis did not answer";
-
-/// A `/rooms` reply: `rooms` (name, users) of `count` in all (a lower
-/// bound unless `complete`), and a `note` on what it covers.
-fn rooms_text(rooms: &[(&str, usize)], count: usize, complete: bool, note: Option<&str>) -> String {
-    let listed: Vec<String> = rooms
-        .iter()
-        .map(|(name, n)| format!("{name} ({n})"))
-        .collect();
-    let mut text = format!("Rooms: {}", listed.join(", "));
-    match (count > rooms.len(), complete) {
-        (true, true) => text.push_str(&format!(", and {} more", count - rooms.len())),
-        (true, false) => text.push_str(&format!(", and at least {} more", count - rooms.len())),
-        (false, true) => {}
-        (false, false) => text.push_str(", and maybe more"),
-    }
-    if let Some(note) = note {
-        text.push_str(&format!(" ({note})"));
-    }
-    text
-}
-
 /// What the sender of a message that reached this node only is told.
 fn not_confirmed(text: &str) -> String {
     const SHOWN: usize = 40;
@@ -325,6 +296,9 @@ fn not_confirmed(text: &str) -> String {
     format!("your message \"{cut}\" was shown on this node only: Redis did not confirm it, so other nodes may not have it")
 }
 
+/// Whether `name` is `wanted`, as a user would type it: a nickname by its
+/// keys (case and look-alikes do not matter), a default name exactly but
+/// for the case of `User`.
 fn same_name(name: &str, wanted: &str) -> bool {
     name.eq_ignore_ascii_case(wanted) || names::keys(name) == names::keys(&names::normalise(wanted))
 }
@@ -485,7 +459,7 @@ impl Chat {
                     self.resume_answered(ticket, None, cx);
                     if let Some(at) = self.listings.iter().position(|l| l.0 == ticket) {
                         let (_, id) = self.listings.swap_remove(at);
-                        self.local_rooms(id, Some(NOT_ANSWERED), cx);
+                        self.local_rooms(id, Some(listing::NOT_ANSWERED), cx);
                     }
                     if let Some(at) = self.claims.iter().position(|c| c.ticket == ticket) {
                         let claim = self.claims.swap_remove(at);
@@ -1697,89 +1671,6 @@ impl Chat {
             verified: &verified,
         };
         let bytes = self.system(id, &text, users, cx);
-        self.charge(id, bytes, cx);
-    }
-
-    /// `/rooms`: alone, this node's rooms; in cluster mode every node's
-    /// (those with users), from Redis' room directory, answered when Redis
-    /// answers; this node's, said so, while Redis is out of reach.
-    fn list_rooms(&mut self, id: PeerId, cx: &mut impl Context) {
-        if self.over_budget(id, cx) {
-            return;
-        }
-        if self.node.is_some() {
-            if self.listings.iter().any(|l| l.1 == id) {
-                return self.error(id, "your last /rooms is still being answered", cx);
-            }
-            let now = cx.clock().now;
-            match self.bus.list_rooms(now, self.config.list_limit) {
-                Publish::Queued(ticket) => return self.listings.push((ticket, id)),
-                Publish::Dropped => return self.local_rooms(id, Some(OUT_OF_REACH), cx),
-                Publish::Local => {}
-            }
-        }
-        self.local_rooms(id, None, cx);
-    }
-
-    /// Redis listed the rooms of every node.
-    fn rooms_answered(
-        &mut self,
-        ticket: Ticket,
-        rooms: Vec<(String, u64)>,
-        total: u64,
-        complete: bool,
-        cx: &mut impl Context,
-    ) {
-        let Some(at) = self.listings.iter().position(|l| l.0 == ticket) else {
-            return;
-        };
-        let (_, id) = self.listings.swap_remove(at);
-        if self.users.get(id).is_none() {
-            return;
-        }
-        let to = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-        let mut rooms: Vec<(&str, usize)> = rooms
-            .iter()
-            .take(self.config.list_limit)
-            .map(|(name, n)| (name.as_str(), to(*n)))
-            .collect();
-        rooms.sort_unstable();
-        let count = to(total).max(rooms.len());
-        let text = rooms_text(&rooms, count, complete, None);
-        let extra = Extra::Rooms {
-            rooms: &rooms,
-            count,
-        };
-        let bytes = self.system(id, &text, extra, cx);
-        self.charge(id, bytes, cx);
-    }
-
-    /// This node's rooms, with `note` said after them if they are not
-    /// all there are.
-    fn local_rooms(&mut self, id: PeerId, note: Option<&str>, cx: &mut impl Context) {
-        if self.users.get(id).is_none() {
-            return;
-        }
-        let mut rooms: Vec<(&str, usize)> = self
-            .rooms
-            .iter()
-            .map(|r| (r.name.as_str(), r.len() + r.remote.len()))
-            .collect();
-        let count = rooms.len();
-        let limit = self.config.list_limit;
-        if count > limit {
-            // The most populated: a bounded reply that still shows where
-            // people are.
-            rooms.select_nth_unstable_by(limit, |a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-            rooms.truncate(limit);
-        }
-        rooms.sort_unstable();
-        let text = rooms_text(&rooms, count, true, note);
-        let extra = Extra::Rooms {
-            rooms: &rooms,
-            count,
-        };
-        let bytes = self.system(id, &text, extra, cx);
         self.charge(id, bytes, cx);
     }
 
@@ -3356,28 +3247,6 @@ mod tests {
         assert_eq!(
             out.lines_for(0),
             ["wschat: Rooms: b (3), c (2), and 1 more"]
-        );
-    }
-
-    #[test]
-    fn rooms_replies_say_what_they_leave_out() {
-        let rooms = [("a", 3), ("b", 1)];
-        assert_eq!(rooms_text(&rooms, 2, true, None), "Rooms: a (3), b (1)");
-        assert_eq!(
-            rooms_text(&rooms, 5, true, None),
-            "Rooms: a (3), b (1), and 3 more"
-        );
-        assert_eq!(
-            rooms_text(&rooms, 5, false, None),
-            "Rooms: a (3), b (1), and at least 3 more"
-        );
-        assert_eq!(
-            rooms_text(&rooms, 2, false, None),
-            "Rooms: a (3), b (1), and maybe more"
-        );
-        assert_eq!(
-            rooms_text(&rooms[..1], 1, true, Some(OUT_OF_REACH)),
-            "Rooms: a (3) (this node only: other nodes are out of reach)"
         );
     }
 
