@@ -30,7 +30,7 @@
 //! | `wschat:{ROOM}:history` | stream | the room's messages, entry id `SEQ-0`, field `m`; trimmed with `MAXLEN ~` |
 //! | `wschat:{ROOM}:epoch` | string | the room's epoch: changes when Redis lost the room's numbering |
 //! | `wschat:{ROOM}:events` | pub/sub channel | every event of the room, as `SEQ EPOCH PAYLOAD` ([`parse_event`]) |
-//! | `wschat:{ROOM}:presence` | sorted set | members (`NAME@NODE`), scored by when their entry expires |
+//! | `wschat:{ROOM}:presence` | sorted set | members (`NODE US NAME`, US the byte 0x1f), scored by when their entry expires |
 //! | `wschat:{ROOM}:nicks` | hash | nickname (lower case) → its owner, for uniqueness across nodes |
 //! | `wschat:{ROOM}:resume:DIGEST` | string | a resume token's record (the token's hex SHA-1) |
 //! | [`DIRECTORY_ROOMS`] `wschat:{*}:rooms` | sorted set | `ROOM US NODE`: the rooms each node has users in, scored by when the entry expires |

@@ -46,7 +46,10 @@
 //!
 //! Bounds: each link's output and pending replies ([`super::link`]), the
 //! messages awaiting a subscription ([`MAX_AWAITING`]); past them a
-//! publish is [`Publish::Dropped`] and counted. The events the bus hands
+//! publish is [`Publish::Dropped`] and counted. The hashes of unconfirmed
+//! messages ([`MAX_RETURNED`]) and the numbered messages whose push is
+//! awaited ([`MAX_UNHEARD`], [`MAX_UNHEARD_BYTES`]) are bounded too, the
+//! oldest forgotten (and counted). The events the bus hands
 //! the chat are made one at a time from the links' events, so the chat's
 //! pace is the bus's.
 
