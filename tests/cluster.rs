@@ -1029,3 +1029,44 @@ fn a_message_redis_runs_after_its_node_gave_up_on_it_is_shown_there_once() {
     heard.extend(until(&mut a2, &after));
     assert!(!heard.contains(&said), "shown twice: {heard:?}");
 }
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_stall_that_fills_the_queue_toward_redis_shows_the_rest_here_and_says_so() {
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    wait_up(&n1);
+    let mut a = join(&n1);
+    let mut a2 = n1.client();
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&a2, "n1")));
+
+    // Stopped, Redis reads nothing: the kernel's buffers fill, then the
+    // command link's 4 MiB of output. Bounded in count: 64 × 512 KiB.
+    redis.signal(libc::SIGSTOP);
+    let body = "x".repeat(512 * 1024);
+    let mut sent = 0;
+    while n1.metrics().value("wschat_redis_dropped") == Some(0.0) {
+        assert!(sent < 64, "nothing dropped after {sent} messages");
+        a.send_text(&format!("{sent} {body}"));
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // What could not be queued is shown here at once, unnumbered, and its
+    // sender is told; Redis is still reachable as far as the node knows.
+    let shown = next_text_within(&mut a2, WAIT);
+    let prefix = format!("{}: ", qualified(&a, "n1"));
+    let first = shown
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{}", &shown[..shown.len().min(80)]));
+    let told = next_text_within(&mut a, WAIT);
+    assert_eq!(
+        told,
+        format!(
+            "wschat: your message \"{first} {}…\" was shown on this node only: Redis did not confirm it, so other nodes may not have it",
+            "x".repeat(39 - first.len())
+        )
+    );
+    assert_eq!(n1.metrics().value("wschat_redis_up"), Some(1.0));
+    redis.signal(libc::SIGCONT);
+}
