@@ -613,8 +613,13 @@ fn redis_dropping_a_subscriber_over_its_buffer_limit_is_said_and_recovered() {
     let mut a = join(&n1);
     let mut b = join(&n2);
     assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut a2 = n1.client();
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
 
-    a.send_text(&"x".repeat(64 * 1024));
+    let big = "x".repeat(64 * 1024);
+    a.send_text(&big);
     let out_of_reach = "wschat: other nodes are out of reach: messages here reach this node only, and are not kept in the shared history";
     let back = "wschat: other nodes are back in reach: chat spans every node again (what they said meanwhile is not shown here)";
     for client in [&mut a, &mut b] {
@@ -625,10 +630,29 @@ fn redis_dropping_a_subscriber_over_its_buffer_limit_is_said_and_recovered() {
     wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
     wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
     a.send_text("small again");
+    let small = format!("{}: small again", qualified(&a, "n1"));
+    assert_eq!(b.next_text(), small);
+    // Its sender's node did not hear the big one back (every subscriber
+    // was dropped for it) but has it from the script's reply: shown there
+    // once, numbered, after the outage was told.
+    let mut heard = Vec::new();
+    while heard.last() != Some(&small) {
+        heard.push(next_text_within(&mut a2, WAIT));
+    }
+    let big_line = format!("{}: {big}", qualified(&a, "n1"));
+    let at = |line: &str| heard.iter().position(|h| h == line);
     assert_eq!(
-        b.next_text(),
-        format!("{}: small again", qualified(&a, "n1"))
+        heard.len(),
+        4,
+        "{:?}",
+        heard
+            .iter()
+            .map(|h| &h[..h.len().min(80)])
+            .collect::<Vec<_>>()
     );
+    assert!(at(out_of_reach) < at(&big_line) && at(&big_line).is_some());
+    assert!(at(back).is_some());
+    assert_eq!(n1.metrics().value("wschat_redis_unheard"), Some(1.0));
 }
 
 #[test]
@@ -827,4 +851,222 @@ fn a_resume_on_another_node_keeps_the_name_and_the_room_sees_nothing() {
     for observer in [&mut a, &mut b, &mut c] {
         assert_eq!(observer.next_text(), joined);
     }
+}
+
+/// The `/rooms` reply `client` gets.
+fn rooms_of(client: &mut Client) -> String {
+    client.send_text("/rooms");
+    client.next_text()
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn rooms_lists_every_node_s_rooms_and_a_killed_node_s_room_goes() {
+    let redis = RedisServer::start(&[]);
+    let nodes = three_nodes(&redis);
+    let mut a = join(&nodes[0]);
+    // Rooms only n2 and n3 have.
+    let mut b1 = Client::connect_path(nodes[1].addr, "/bonly", None);
+    let b2 = Client::connect_path(nodes[1].addr, "/bonly", None);
+    assert_eq!(b1.next_text(), format!("{} joined", qualified(&b2, "n2")));
+    let c1 = Client::connect_path(nodes[2].addr, "/conly", None);
+    // A node's directory entries go to Redis before its later events on
+    // the same link: once a hears these joins, n2 and n3 are listed.
+    let b = nodes[1].client();
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let c = nodes[2].client();
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&c, "n3")));
+
+    assert_eq!(
+        rooms_of(&mut a),
+        "wschat: Rooms: bonly (2), conly (1), lobby (3)"
+    );
+    let mut j = Client::json(nodes[0].addr, "/");
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&j, "n1")));
+    let welcome = j.next_json_of("system");
+    assert_eq!(welcome["count"], 4, "{welcome}");
+    j.send_text(r#"{"type":"command","text":"/rooms"}"#);
+    let listed = j.next_json_of("system");
+    assert_eq!(
+        listed["rooms"],
+        serde_json::json!([
+            {"name": "bonly", "users": 2},
+            {"name": "conly", "users": 1},
+            {"name": "lobby", "users": 4}
+        ])
+    );
+    assert_eq!(listed["count"], 3);
+
+    // The busiest first within the limit, the rest counted.
+    let limited = node(&redis, "n4", &["--list-limit", "1"]);
+    wait_up(&limited);
+    let mut d = join(&limited);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&d, "n4")));
+    assert_eq!(rooms_of(&mut d), "wschat: Rooms: lobby (5), and 2 more");
+    d.close(1000);
+    assert_eq!(a.next_text(), format!("{} left", qualified(&d, "n4")));
+
+    // n3 dies without a word: its room goes from the listing once its
+    // directory entry expires (6 s, as presence entries, refreshed with
+    // them), which is before its lobby user is told to have left.
+    nodes[2].signal(libc::SIGKILL);
+    let c_left = format!("{} left", qualified(&c, "n3"));
+    assert_eq!(next_text_within(&mut a, Duration::from_secs(30)), c_left);
+    assert_eq!(rooms_of(&mut a), "wschat: Rooms: bonly (2), lobby (3)");
+    drop((c, c1, b2));
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_message_said_while_redis_stalls_comes_late_or_reaches_this_node_and_is_said() {
+    let mut redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = join(&n1);
+    let mut b = join(&n2);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut a2 = n1.client();
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
+    let published = |n: &Server| n.metrics().value("wschat_redis_published").unwrap_or(0.0);
+
+    // Redis stalls (stopped) with the publish script's reply awaited:
+    // nobody has the message yet, everybody gets it, once, when Redis
+    // goes on (within the command link's 10 s reply timeout).
+    redis.signal(libc::SIGSTOP);
+    let before = published(&n1);
+    a.send_text("said in a stall");
+    wait_metric(&n1, "wschat_redis_published", before + 1.0);
+    assert!(a2.silent_for(Duration::from_millis(300)).is_ok());
+    redis.signal(libc::SIGCONT);
+    let late = format!("{}: said in a stall", qualified(&a, "n1"));
+    assert_eq!(a2.next_text(), late);
+    assert_eq!(b.next_text(), late);
+    assert!(
+        a.silent_for(Duration::from_millis(300)).is_ok(),
+        "not back to its sender"
+    );
+
+    // Redis dies with the reply awaited: the message may or may not have
+    // run, this node will not hear it back. Its users still get it (after
+    // the outage is told, unnumbered), and its sender is told plainly.
+    redis.signal(libc::SIGSTOP);
+    let before = published(&n1);
+    a.send_text("lost in a stall");
+    wait_metric(&n1, "wschat_redis_published", before + 1.0);
+    redis.kill();
+    let out_of_reach = "wschat: other nodes are out of reach: messages here reach this node only, and are not kept in the shared history";
+    for client in [&mut a, &mut a2, &mut b] {
+        assert_eq!(next_text_within(client, WAIT), out_of_reach);
+    }
+    assert_eq!(
+        a2.next_text(),
+        format!("{}: lost in a stall", qualified(&a, "n1"))
+    );
+    assert_eq!(
+        a.next_text(),
+        "wschat: your message \"lost in a stall\" was shown on this node only: Redis did not confirm it, so other nodes may not have it"
+    );
+    assert!(b.silent_for(Duration::from_millis(300)).is_ok());
+    assert_eq!(n1.metrics().value("wschat_redis_lost"), Some(1.0));
+
+    // While Redis is out of reach, /rooms lists this node's rooms and
+    // says so.
+    assert_eq!(
+        rooms_of(&mut a),
+        "wschat: Rooms: lobby (3) (this node only: other nodes are out of reach)"
+    );
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_message_redis_runs_after_its_node_gave_up_on_it_is_shown_there_once() {
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = join(&n1);
+    let mut b = join(&n2);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let mut a2 = n1.client();
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
+    // Just heard: n1's subscriber link pings only after 5 s of quiet, so
+    // it outlives its command link's 10 s reply timeout by seconds.
+    b.send_text("before");
+    let before = format!("{}: before", qualified(&b, "n2"));
+    assert_eq!(a2.next_text(), before);
+    assert_eq!(a.next_text(), before);
+
+    redis.signal(libc::SIGSTOP);
+    a.send_text("outlived");
+    // n1 gives up on the reply: shown there, its sender told.
+    wait_metric(&n1, "wschat_redis_up", 0.0);
+    redis.signal(libc::SIGCONT);
+    let said = format!("{}: outlived", qualified(&a, "n1"));
+    let until = |client: &mut Client, line: &str| {
+        let mut heard = Vec::new();
+        while heard.last().map(String::as_str) != Some(line) {
+            heard.push(next_text_within(client, WAIT));
+        }
+        heard
+    };
+    until(&mut a2, &said);
+    until(&mut a, "wschat: your message \"outlived\" was shown on this node only: Redis did not confirm it, so other nodes may not have it");
+    // Redis ran it on waking: n2 shows it, and n1, hearing it back on its
+    // live subscription, does not show it again.
+    until(&mut b, &said);
+    wait_metric(&n1, "wschat_redis_heard_late", 1.0);
+    let back = "wschat: other nodes are back in reach: chat spans every node again (what they said meanwhile is not shown here)";
+    let mut heard = until(&mut a2, back);
+    b.send_text("after");
+    let after = format!("{}: after", qualified(&b, "n2"));
+    heard.extend(until(&mut a2, &after));
+    assert!(!heard.contains(&said), "shown twice: {heard:?}");
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_stall_that_fills_the_queue_toward_redis_shows_the_rest_here_and_says_so() {
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    wait_up(&n1);
+    let mut a = join(&n1);
+    let mut a2 = n1.client();
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&a2, "n1")));
+
+    // Stopped, Redis reads nothing: the kernel's buffers fill, then the
+    // command link's 4 MiB of output. Bounded in count: 64 × 512 KiB.
+    redis.signal(libc::SIGSTOP);
+    let body = "x".repeat(512 * 1024);
+    let mut sent = 0;
+    while n1.metrics().value("wschat_redis_dropped") == Some(0.0) {
+        assert!(sent < 64, "nothing dropped after {sent} messages");
+        a.send_text(&format!("{sent} {body}"));
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // What could not be queued is shown here at once, unnumbered, and its
+    // sender is told; Redis is still reachable as far as the node knows.
+    let shown = next_text_within(&mut a2, WAIT);
+    let prefix = format!("{}: ", qualified(&a, "n1"));
+    let first = shown
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{}", &shown[..shown.len().min(80)]));
+    let told = next_text_within(&mut a, WAIT);
+    assert_eq!(
+        told,
+        format!(
+            "wschat: your message \"{first} {}…\" was shown on this node only: Redis did not confirm it, so other nodes may not have it",
+            "x".repeat(39 - first.len())
+        )
+    );
+    assert_eq!(n1.metrics().value("wschat_redis_up"), Some(1.0));
+    redis.signal(libc::SIGCONT);
 }

@@ -414,3 +414,89 @@ fn reconnects_and_resubscribes_after_redis_restarts() {
     assert!(stats.connects >= 4 && stats.disconnects >= 3, "{stats:?}");
     assert_eq!(net.link(cmd).stats().failed, 1);
 }
+
+/// The room directory's two scripts (what `/rooms` reads across nodes):
+/// entries summed per room over the nodes whose entries live, the
+/// busiest first within the limit, expired ones (a dead node's) gone.
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn the_room_directory_sums_live_nodes_and_forgets_expired_ones() {
+    use wschat::cluster::redis_bus::{DIRECTORY_SCRIPT, ROOMS_SCRIPT};
+    use wschat::cluster::{DIRECTORY_COUNTS, DIRECTORY_ROOMS};
+    let server = RedisServer::start(&[]);
+    let mut net: Net<u32> = Net::new();
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    let c = net.add(link(&url, Role::Commands, 1), server.addr());
+    wait_ready(&mut net, c);
+    let keys: [&[u8]; 5] = [
+        b"EVAL",
+        DIRECTORY_SCRIPT.as_bytes(),
+        b"2",
+        DIRECTORY_ROOMS.as_bytes(),
+        DIRECTORY_COUNTS.as_bytes(),
+    ];
+    let refresh = |net: &mut Net<u32>, tag, args: &[&[u8]]| {
+        let mut all = keys.to_vec();
+        all.extend_from_slice(args);
+        assert_eq!(call(net, c, tag, &all), Reply::Integer(1));
+    };
+    refresh(&mut net, 1, &[b"60000", b"n1", b"a", b"2", b"b", b"1"]);
+    refresh(&mut net, 2, &[b"60000", b"n2", b"a", b"3", b"c", b"1"]);
+    // n3's entry expires at once: a node that died.
+    refresh(&mut net, 3, &[b"1", b"n3", b"d", b"9"]);
+    std::thread::sleep(Duration::from_millis(20));
+    let list = |net: &mut Net<u32>, tag, most: &[u8], read: &[u8]| {
+        let args: [&[u8]; 7] = [
+            b"EVAL",
+            ROOMS_SCRIPT.as_bytes(),
+            b"2",
+            DIRECTORY_ROOMS.as_bytes(),
+            DIRECTORY_COUNTS.as_bytes(),
+            most,
+            read,
+        ];
+        call(net, c, tag, &args)
+    };
+    let int = Reply::Integer;
+    assert_eq!(
+        list(&mut net, 4, b"2", b"100"),
+        Reply::Array(Some(vec![
+            int(3),
+            int(1),
+            bulk(b"a"),
+            int(5),
+            bulk(b"b"),
+            int(1)
+        ]))
+    );
+    // More live entries than read: said, the total a lower bound.
+    let Reply::Array(Some(cut)) = list(&mut net, 5, b"10", b"2") else {
+        panic!("not an array");
+    };
+    assert_eq!(cut[1], int(0));
+    // A node that left a room takes its entry away; the next refresh
+    // swept the dead node's.
+    refresh(&mut net, 6, &[b"60000", b"n1", b"a", b"0"]);
+    assert_eq!(
+        list(&mut net, 7, b"10", b"100"),
+        Reply::Array(Some(vec![
+            int(3),
+            int(1),
+            bulk(b"a"),
+            int(3),
+            bulk(b"b"),
+            int(1),
+            bulk(b"c"),
+            int(1)
+        ]))
+    );
+    let dead = call(
+        &mut net,
+        c,
+        8,
+        &[b"HEXISTS", DIRECTORY_COUNTS.as_bytes(), b"d\x1fn3"],
+    );
+    assert_eq!(dead, int(0));
+    let ttl = call(&mut net, c, 9, &[b"PTTL", DIRECTORY_ROOMS.as_bytes()]);
+    assert!(matches!(ttl, Reply::Integer(ms) if ms > 0), "{ttl:?}");
+}

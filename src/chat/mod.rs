@@ -33,6 +33,7 @@ pub mod budget;
 pub mod command;
 pub mod echo;
 pub mod history;
+mod listing;
 pub mod names;
 pub mod presence;
 pub mod relay;
@@ -169,6 +170,9 @@ pub struct Chat {
     /// waiting for Redis to hand over its record (one per connection at
     /// most, each until its answer or its failure).
     resuming: Vec<Resuming>,
+    /// `/rooms` asked of Redis, waiting for its answer: (ticket, asker),
+    /// one per user at most.
+    listings: Vec<(Ticket, PeerId)>,
 }
 
 /// A connection waiting for its resume record from Redis: no welcome, no
@@ -282,6 +286,16 @@ enum Change {
     Leave,
 }
 
+/// What the sender of a message that reached this node only is told.
+fn not_confirmed(text: &str) -> String {
+    const SHOWN: usize = 40;
+    let cut = match text.char_indices().nth(SHOWN) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    };
+    format!("your message \"{cut}\" was shown on this node only: Redis did not confirm it, so other nodes may not have it")
+}
+
 /// Whether `name` is `wanted`, as a user would type it: a nickname by its
 /// keys (case and look-alikes do not matter), a default name exactly but
 /// for the case of `User`.
@@ -343,6 +357,7 @@ impl Chat {
             told_unreachable: false,
             claims: Vec::new(),
             resuming: Vec::new(),
+            listings: Vec::new(),
         }
     }
 
@@ -433,8 +448,19 @@ impl Chat {
                     let record = record.as_deref().and_then(decode_record);
                     self.resume_answered(ticket, record, cx);
                 }
+                BusEvent::Unconfirmed { room, event, .. } => self.unconfirmed(&room, &event, cx),
+                BusEvent::Rooms {
+                    ticket,
+                    rooms,
+                    total,
+                    complete,
+                } => self.rooms_answered(ticket, rooms, total, complete, cx),
                 BusEvent::Lost { ticket } => {
                     self.resume_answered(ticket, None, cx);
+                    if let Some(at) = self.listings.iter().position(|l| l.0 == ticket) {
+                        let (_, id) = self.listings.swap_remove(at);
+                        self.local_rooms(id, Some(listing::NOT_ANSWERED), cx);
+                    }
                     if let Some(at) = self.claims.iter().position(|c| c.ticket == ticket) {
                         let claim = self.claims.swap_remove(at);
                         let text = "your name change could not be checked across nodes; try again";
@@ -733,6 +759,41 @@ impl Chat {
         }
     }
 
+    /// Our own message Redis did not confirm (see
+    /// [`BusEvent::Unconfirmed`]): this node will not hear it back, so it
+    /// is delivered here now, unnumbered and not kept in history (as when
+    /// other nodes are out of reach), and its sender is told that other
+    /// nodes may not have it.
+    fn unconfirmed(&mut self, room_name: &str, bytes: &[u8], cx: &mut impl Context) {
+        let Some(event) = relay::decode(bytes).filter(|e| e.kind == relay::Kind::Message) else {
+            return;
+        };
+        let (Some(room), Ok(text)) = (
+            self.rooms.index_of(room_name),
+            std::str::from_utf8(event.body),
+        ) else {
+            return;
+        };
+        let Some(seq) = self.rooms.get(room).map(|r| r.last_seq) else {
+            return;
+        };
+        let sender = self
+            .users
+            .get(event.peer)
+            .filter(|u| u.room == room)
+            .map(|_| event.peer);
+        let audience = match sender {
+            Some(peer) => Audience::OthersUnlessJson(peer),
+            None => Audience::All,
+        };
+        let from: Rc<str> = Rc::from(event.from);
+        let flags = (event.me, event.verified);
+        self.message(room, from, text, flags, seq, event.ts, audience, false, cx);
+        if let Some(peer) = sender {
+            self.system(peer, &not_confirmed(text), Extra::None, cx);
+        }
+    }
+
     /// How many users are present, in all rooms.
     pub fn len(&self) -> usize {
         self.users.len()
@@ -919,6 +980,12 @@ impl Chat {
             ) {
                 Publish::Queued(_) => return Spoken::Queued,
                 Publish::Local => {}
+                // Out of reach, the room was told; a queue toward Redis
+                // full, only the sender can be.
+                Publish::Dropped if self.bus.reachable() && self.users.get(id).is_some() => {
+                    self.system(id, &not_confirmed(text), Extra::None, cx);
+                    spoken = Spoken::LocalOnly;
+                }
                 Publish::Dropped => spoken = Spoken::LocalOnly,
             }
         }
@@ -1607,40 +1674,6 @@ impl Chat {
         self.charge(id, bytes, cx);
     }
 
-    fn list_rooms(&mut self, id: PeerId, cx: &mut impl Context) {
-        if self.over_budget(id, cx) {
-            return;
-        }
-        let mut rooms: Vec<(&str, usize)> = self
-            .rooms
-            .iter()
-            .map(|r| (r.name.as_str(), r.len() + r.remote.len()))
-            .collect();
-        let count = rooms.len();
-        let limit = self.config.list_limit;
-        if count > limit {
-            // The most populated: a bounded reply that still shows where
-            // people are.
-            rooms.select_nth_unstable_by(limit, |a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-            rooms.truncate(limit);
-        }
-        rooms.sort_unstable();
-        let listed: Vec<String> = rooms
-            .iter()
-            .map(|(name, n)| format!("{name} ({n})"))
-            .collect();
-        let mut text = format!("Rooms: {}", listed.join(", "));
-        if count > rooms.len() {
-            text.push_str(&format!(", and {} more", count - rooms.len()));
-        }
-        let extra = Extra::Rooms {
-            rooms: &rooms,
-            count,
-        };
-        let bytes = self.system(id, &text, extra, cx);
-        self.charge(id, bytes, cx);
-    }
-
     fn help(&mut self, id: PeerId, cx: &mut impl Context) {
         if self.over_budget(id, cx) {
             return;
@@ -2119,6 +2152,7 @@ impl Service for Chat {
         // Gone while its resume record was asked for: the answer will find
         // nobody (and its old node tells the leave at its grace's end).
         self.resuming.retain(|r| r.id != id);
+        self.listings.retain(|l| l.1 != id);
         let Some(mut user) = self.users.remove(id) else {
             return;
         };
@@ -3214,6 +3248,17 @@ mod tests {
             out.lines_for(0),
             ["wschat: Rooms: b (3), c (2), and 1 more"]
         );
+    }
+
+    #[test]
+    fn an_unconfirmed_message_is_quoted_short_to_its_sender() {
+        assert_eq!(
+            not_confirmed("hi"),
+            "your message \"hi\" was shown on this node only: Redis did not confirm it, so other nodes may not have it"
+        );
+        let long = "é".repeat(50);
+        let told = not_confirmed(&long);
+        assert!(told.starts_with(&format!("your message \"{}…\" was", "é".repeat(40))));
     }
 
     #[test]

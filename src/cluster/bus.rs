@@ -58,6 +58,29 @@ pub enum BusEvent {
     },
     /// Our event with `ticket` may not have reached the other nodes.
     Lost { ticket: Ticket },
+    /// Our sequenced event in `room` (the bytes given to
+    /// [`Bus::publish`]) was not confirmed by Redis: never sent (an
+    /// outage before its room was heard), refused, or its reply lost with
+    /// the connection. It may have reached other nodes (a lost reply does
+    /// not say the script did not run), but this node will not hear it
+    /// back: the chat delivers it here, unnumbered, and tells its sender.
+    /// If it does come back after all on a live subscription, the bus
+    /// drops it (see [`super::redis_bus`]), so nobody here gets it twice.
+    Unconfirmed {
+        ticket: Ticket,
+        room: String,
+        event: Vec<u8>,
+    },
+    /// The answer to [`Bus::list_rooms`]: the busiest rooms with users on
+    /// any node (name, users on every node), at most the limit asked,
+    /// `total` rooms in all; `complete` is false when the directory held
+    /// more entries than one listing reads (then `total` is a lower bound).
+    Rooms {
+        ticket: Ticket,
+        rooms: Vec<(String, u64)>,
+        total: u64,
+        complete: bool,
+    },
     /// Another node's event in `room` (`seq` 0 for unsequenced events
     /// such as joins and leaves).
     Remote {
@@ -161,7 +184,6 @@ pub trait Bus: fmt::Debug {
     /// `name` holds it (the member left).
     fn release_name(&mut self, _now: Instant, _room: &str, _keys: &[String], _name: &str) {}
 
-    /// Called about once a second: heartbeats (presence refresh).
     /// Stores (`Some(record)`) a resume token's record under its hex
     /// `digest` in `room` for `ttl_ms`, or (`None`) deletes it; `ttl_ms`
     /// alone with an empty record only shortens its life. No answer.
@@ -182,6 +204,17 @@ pub trait Bus: fmt::Debug {
         Publish::Local
     }
 
+    /// Lists the rooms that have users on any node, the `limit` busiest,
+    /// with their users on every node. [`Publish::Queued`]: answered by
+    /// [`BusEvent::Rooms`] (or [`BusEvent::Lost`]); [`Publish::Local`]:
+    /// this node's rooms are all there are; [`Publish::Dropped`]: other
+    /// nodes are out of reach.
+    fn list_rooms(&mut self, _now: Instant, _limit: usize) -> Publish {
+        Publish::Local
+    }
+
+    /// Called about once a second: heartbeats (presence and the room
+    /// directory refreshed).
     fn tick(&mut self, _now: Instant) {}
 
     /// The next event from other nodes, if any.
@@ -253,6 +286,7 @@ mod tests {
         bus.subscribe(now, "lobby");
         bus.presence(now, "lobby", "User 1", Presence::Joined);
         assert!(bus.remote_members("lobby").is_empty());
+        assert_eq!(bus.list_rooms(now, 10), Publish::Local);
         assert_eq!(bus.poll_event(now), None);
         assert!(bus.is_local());
         assert!(bus.reachable());

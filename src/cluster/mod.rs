@@ -30,8 +30,15 @@
 //! | `wschat:{ROOM}:history` | stream | the room's messages, entry id `SEQ-0`, field `m`; trimmed with `MAXLEN ~` |
 //! | `wschat:{ROOM}:epoch` | string | the room's epoch: changes when Redis lost the room's numbering |
 //! | `wschat:{ROOM}:events` | pub/sub channel | every event of the room, as `SEQ EPOCH PAYLOAD` ([`parse_event`]) |
-//! | `wschat:{ROOM}:presence` | sorted set | members (`NAME@NODE`), scored by when their entry expires |
+//! | `wschat:{ROOM}:presence` | sorted set | members (`NODE US NAME`, US the byte 0x1f), scored by when their entry expires |
 //! | `wschat:{ROOM}:nicks` | hash | nickname (lower case) → its owner, for uniqueness across nodes |
+//! | `wschat:{ROOM}:resume:DIGEST` | string | a resume token's record (the token's hex SHA-1) |
+//! | [`DIRECTORY_ROOMS`] `wschat:{*}:rooms` | sorted set | `ROOM US NODE`: the rooms each node has users in, scored by when the entry expires |
+//! | [`DIRECTORY_COUNTS`] `wschat:{*}:counts` | hash | `ROOM US NODE` → that node's users in the room |
+//!
+//! The room directory is the one thing not of a room: its two keys share
+//! the hash tag `{*}`, which no room name can be, so a script may touch
+//! both on one Redis Cluster slot and no room's keys collide with them.
 //!
 //! History entries have the id `SEQ-0`, so what a client resuming with
 //! `?since=SINCE` missed is `XRANGE wschat:{ROOM}:history (SINCE-0 +`, with
@@ -45,6 +52,11 @@ pub mod url;
 
 /// The prefix of every key and channel wschat uses.
 pub const KEY_PREFIX: &str = "wschat:";
+
+/// The room directory: which node has users in which room, until when.
+pub const DIRECTORY_ROOMS: &str = "wschat:{*}:rooms";
+/// The room directory's counts: users per room and node.
+pub const DIRECTORY_COUNTS: &str = "wschat:{*}:counts";
 
 /// Appends a chat message to its room atomically: assigns the room's next
 /// sequence number, stores the message in the room's history stream

@@ -23,10 +23,33 @@
 //!   is in the reply, and the chat merges the two by sequence number.
 //! - Other nodes are reachable while both links are ready:
 //!   [`BusEvent::Reachable`] is said on every change.
+//! - A sequenced message Redis did not confirm (its reply lost with the
+//!   connection, an error reply, never sent) comes back to the chat as
+//!   [`BusEvent::Unconfirmed`], to be delivered here. A lost reply does not
+//!   mean the script did not run (a stalled Redis may run it once it
+//!   wakes, after the command link gave up): such a message may still come
+//!   back on the subscription, and is then dropped (this node delivered
+//!   it already), by a hash of it kept until then ([`MAX_RETURNED`]) or
+//!   until the subscriber link drops (after which nothing sent before can
+//!   come back).
+//! - A message Redis numbered whose push this node has not heard yet is
+//!   kept (at most [`MAX_UNHEARD`], by count and bytes) until it is heard.
+//!   If the subscriber link drops first, or a later message of the room is
+//!   heard first (pushes come in the room's order on one connection), its
+//!   push will never come: it is handed to the chat from the reply instead,
+//!   as the [`BusEvent::Remote`] the push would have been, so the sender's
+//!   node does not miss what every other node shows.
+//! - The room directory ([`DIRECTORY_SCRIPT`], [`ROOMS_SCRIPT`]): each
+//!   node keeps, for each room it has users in, an entry with its count
+//!   that expires like presence entries, refreshed on every join and leave
+//!   and every heartbeat; `/rooms` reads it with one script.
 //!
 //! Bounds: each link's output and pending replies ([`super::link`]), the
 //! messages awaiting a subscription ([`MAX_AWAITING`]); past them a
-//! publish is [`Publish::Dropped`] and counted. The events the bus hands
+//! publish is [`Publish::Dropped`] and counted. The hashes of unconfirmed
+//! messages ([`MAX_RETURNED`]) and the numbered messages whose push is
+//! awaited ([`MAX_UNHEARD`], [`MAX_UNHEARD_BYTES`]) are bounded too, the
+//! oldest forgotten (and counted). The events the bus hands
 //! the chat are made one at a time from the links' events, so the chat's
 //! pace is the bus's.
 
@@ -42,11 +65,25 @@ use super::bus::{Bus, BusEvent, Presence, Publish, Ticket};
 use super::link::{Event, Link, LinkConfig, LinkState, Role};
 use super::resp::Reply;
 use super::url::RedisUrl;
-use super::{parse_event, PublishCall, RoomKeys, KEY_PREFIX, PUBLISH_SCRIPT};
+use super::{
+    parse_event, PublishCall, RoomKeys, DIRECTORY_COUNTS, DIRECTORY_ROOMS, KEY_PREFIX,
+    PUBLISH_SCRIPT,
+};
 use crate::service::{Gauge, Upstream};
 
 /// Sequenced messages that may wait for their room's subscription.
 pub const MAX_AWAITING: usize = 1024;
+
+/// Unconfirmed messages remembered (by a hash) in case Redis ran them
+/// after all: one coming back past this many is delivered here twice.
+pub const MAX_RETURNED: usize = 1024;
+
+/// Numbered messages of ours whose push is awaited, at most; past it (or
+/// [`MAX_UNHEARD_BYTES`]) the oldest is forgotten, and shown here only if
+/// its push does come.
+pub const MAX_UNHEARD: usize = 1024;
+/// The bytes those messages may hold.
+pub const MAX_UNHEARD_BYTES: usize = 4 * 1024 * 1024;
 
 /// The history stream's `MAXLEN ~` by default.
 pub const DEFAULT_HISTORY_MAXLEN: u64 = 1000;
@@ -155,6 +192,82 @@ end
 return v
 ";
 
+/// Refreshes this node's entries in the room directory, on Redis' clock:
+/// `KEYS[1]` [`DIRECTORY_ROOMS`] (a sorted set of `ROOM US NODE` scored by
+/// when the entry expires, in ms), `KEYS[2]` [`DIRECTORY_COUNTS`] (a hash
+/// of the same entries → users); `ARGV[1]` the time to live in ms,
+/// `ARGV[2]` this node, then pairs `ROOM COUNT` (0: the node has left the
+/// room, its entry goes). Up to 100 expired entries (of dead nodes) are
+/// removed on the way; the keys expire when no node refreshes them (a
+/// refresh never shortens their life).
+pub const DIRECTORY_SCRIPT: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
+for _, entry in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], entry)
+  redis.call('HDEL', KEYS[2], entry)
+end
+for i = 3, #ARGV - 1, 2 do
+  local entry = ARGV[i] .. '\\31' .. ARGV[2]
+  local n = tonumber(ARGV[i + 1])
+  if n and n > 0 then
+    redis.call('ZADD', KEYS[1], now + ttl, entry)
+    redis.call('HSET', KEYS[2], entry, n)
+  else
+    redis.call('ZREM', KEYS[1], entry)
+    redis.call('HDEL', KEYS[2], entry)
+  end
+end
+for k = 1, 2 do
+  if redis.call('PTTL', KEYS[k]) < ttl * 2 then
+    redis.call('PEXPIRE', KEYS[k], ttl * 2)
+  end
+end
+return 1
+";
+
+/// Lists the room directory: `KEYS` as [`DIRECTORY_SCRIPT`]'s, `ARGV[1]`
+/// most rooms returned, `ARGV[2]` most live entries read. Sums each room's
+/// users over the nodes whose entries live, and returns `{total rooms,
+/// complete (1, or 0 when more entries lived than were read), ROOM, USERS,
+/// ...}` for the busiest rooms (most users first, then by name).
+pub const ROOMS_SCRIPT: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local most = tonumber(ARGV[2])
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'LIMIT', 0, most + 1)
+local complete = 1
+if #live > most then
+  complete = 0
+  live[#live] = nil
+end
+local users, names = {}, {}
+for _, entry in ipairs(live) do
+  local room = string.match(entry, '^[^\\31]+')
+  if room then
+    if not users[room] then
+      users[room] = 0
+      names[#names + 1] = room
+    end
+    users[room] = users[room] + (tonumber(redis.call('HGET', KEYS[2], entry)) or 0)
+  end
+end
+table.sort(names, function(a, b)
+  if users[a] ~= users[b] then
+    return users[a] > users[b]
+  end
+  return a < b
+end)
+local out = {#names, complete}
+for i = 1, math.min(#names, tonumber(ARGV[1])) do
+  out[#out + 1] = names[i]
+  out[#out + 1] = users[names[i]]
+end
+return out
+";
+
 /// Presence entries live this long without a refresh (ms).
 pub const PRESENCE_TTL_MS: u64 = 6_000;
 /// Between two refreshes of this node's presence entries.
@@ -176,6 +289,8 @@ enum Tag {
     Claim { ticket: Ticket },
     /// A resume record taken ([`RESUME_TAKE_SCRIPT`]).
     Resume { ticket: Ticket },
+    /// The room directory listed ([`ROOMS_SCRIPT`]).
+    Rooms { ticket: Ticket },
     Publish {
         ticket: Ticket,
         room: String,
@@ -186,6 +301,26 @@ enum Tag {
     },
     /// `SCRIPT LOAD`, or a `PUBLISH` whose reply only counts.
     Quiet,
+}
+
+/// A message of ours Redis numbered, its push not heard yet.
+#[derive(Debug)]
+struct Unheard {
+    room: String,
+    seq: u64,
+    epoch: String,
+    event: Vec<u8>,
+}
+
+impl Unheard {
+    fn into_event(self) -> BusEvent {
+        BusEvent::Remote {
+            room: self.room,
+            seq: self.seq,
+            epoch: self.epoch,
+            event: self.event,
+        }
+    }
 }
 
 /// A message waiting for its room's subscription.
@@ -260,6 +395,15 @@ pub struct BusStats {
     pub received: u64,
     /// Times other nodes became unreachable.
     pub outages: u64,
+    /// Unconfirmed messages (delivered here) heard back after all, and
+    /// dropped so as not to deliver them twice.
+    pub heard_late: u64,
+    /// Numbered messages of ours whose push was lost (the subscriber link
+    /// dropped), handed to the chat from the script's reply.
+    pub unheard: u64,
+    /// Numbered messages of ours forgotten while their push was awaited
+    /// (too many awaited).
+    pub unheard_forgotten: u64,
     /// Sum and count of publish round trips, in microseconds.
     pub publish_us_sum: u64,
     pub publish_count: u64,
@@ -286,6 +430,15 @@ pub struct RedisBus {
     members: BTreeMap<String, std::collections::BTreeSet<Vec<u8>>>,
     /// When presence is next refreshed.
     next_heartbeat: Instant,
+    /// Hashes of unconfirmed messages handed back to the chat (see
+    /// [`BusEvent::Unconfirmed`]), oldest first, at most [`MAX_RETURNED`].
+    returned: VecDeque<u64>,
+    /// The last numbered push heard in each room (epoch, seq).
+    heard: BTreeMap<String, (String, u64)>,
+    /// Our numbered messages whose push is awaited, in reply order.
+    unheard: VecDeque<Unheard>,
+    /// The bytes of their events.
+    unheard_bytes: usize,
     reachable: bool,
     /// Why not reachable, for `/healthz`.
     why: Option<String>,
@@ -339,6 +492,10 @@ impl RedisBus {
             node: node.as_bytes().to_vec(),
             members: BTreeMap::new(),
             next_heartbeat: now,
+            returned: VecDeque::new(),
+            heard: BTreeMap::new(),
+            unheard: VecDeque::new(),
+            unheard_bytes: 0,
             reachable: false,
             why: Some("connecting to Redis".into()),
             stats: BusStats::default(),
@@ -373,10 +530,9 @@ impl RedisBus {
                 "Redis out of reach ({}): chat stays on this node",
                 self.why.as_deref().unwrap_or_default()
             );
-            // What waited for a subscription will not be heard back.
+            // What waited for a subscription was never sent.
             while let Some(a) = self.awaiting.pop_front() {
-                self.stats.lost += 1;
-                self.events.push_back(BusEvent::Lost { ticket: a.ticket });
+                self.unconfirmed(a.ticket, a.room, a.message);
             }
         }
         self.events.push_back(BusEvent::Reachable(now_reachable));
@@ -423,6 +579,113 @@ impl RedisBus {
                 false
             }
         }
+    }
+
+    /// Hands a sequenced message Redis did not confirm back to the
+    /// chat, remembering it in case it comes back after all.
+    fn unconfirmed(&mut self, ticket: Ticket, room: String, event: Vec<u8>) {
+        self.stats.lost += 1;
+        if self.returned.len() >= MAX_RETURNED {
+            self.returned.pop_front();
+        }
+        self.returned.push_back(event_hash(&room, &event));
+        self.events.push_back(BusEvent::Unconfirmed {
+            ticket,
+            room,
+            event,
+        });
+    }
+
+    /// Redis numbered our `event`: unless its push was heard already, it
+    /// is awaited, or handed over now if the subscriber link is down (its
+    /// push cannot come: a subscription made from now on is processed
+    /// after the script that already ran).
+    fn expect_push(&mut self, room: String, seq: u64, epoch: String, event: Vec<u8>) {
+        if let Some((heard_epoch, heard_seq)) = self.heard.get(&room) {
+            if *heard_epoch == epoch && *heard_seq >= seq {
+                return;
+            }
+        }
+        let unheard = Unheard {
+            room,
+            seq,
+            epoch,
+            event,
+        };
+        if !self.subscriber.link.is_ready() {
+            self.stats.unheard += 1;
+            self.events.push_back(unheard.into_event());
+            return;
+        }
+        while self.unheard.len() >= MAX_UNHEARD
+            || (!self.unheard.is_empty()
+                && self.unheard_bytes + unheard.event.len() > MAX_UNHEARD_BYTES)
+        {
+            if let Some(old) = self.unheard.pop_front() {
+                self.unheard_bytes -= old.event.len();
+                self.stats.unheard_forgotten += 1;
+            }
+        }
+        self.unheard_bytes += unheard.event.len();
+        self.unheard.push_back(unheard);
+    }
+
+    /// A push numbered `seq` in `room`: our messages of the room numbered
+    /// before it and not heard will not be (handed over first, in order);
+    /// ours numbered `seq` is this one.
+    fn heard_push(&mut self, room: &str, seq: u64, epoch: &[u8]) {
+        match self.heard.get_mut(room) {
+            Some((e, s)) if e.as_bytes() == epoch => *s = (*s).max(seq),
+            Some(held) => *held = (String::from_utf8_lossy(epoch).into_owned(), seq),
+            None => {
+                let epoch = String::from_utf8_lossy(epoch).into_owned();
+                self.heard.insert(room.to_owned(), (epoch, seq));
+            }
+        }
+        if self.unheard.is_empty() {
+            return;
+        }
+        let mut keep = VecDeque::with_capacity(self.unheard.len());
+        while let Some(u) = self.unheard.pop_front() {
+            if u.room != room || u.seq > seq {
+                keep.push_back(u);
+                continue;
+            }
+            self.unheard_bytes -= u.event.len();
+            if u.seq < seq {
+                self.stats.unheard += 1;
+                self.events.push_back(u.into_event());
+            }
+        }
+        self.unheard = keep;
+    }
+
+    /// Refreshes this node's directory entries: each room with its count
+    /// (0: gone from the room).
+    fn refresh_directory(&mut self, now: Instant, rooms: &[(&str, usize)]) {
+        if rooms.is_empty() || !self.commands.link.is_ready() {
+            return;
+        }
+        let mut ttl = [0u8; 20];
+        let ttl = super::resp::format_u64(PRESENCE_TTL_MS, &mut ttl);
+        let counts: Vec<String> = rooms.iter().map(|(_, n)| n.to_string()).collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(6 + 2 * rooms.len());
+        args.extend([
+            b"EVAL".as_slice(),
+            DIRECTORY_SCRIPT.as_bytes(),
+            b"2",
+            DIRECTORY_ROOMS.as_bytes(),
+            DIRECTORY_COUNTS.as_bytes(),
+            ttl,
+            &self.node,
+        ]);
+        for ((room, _), n) in rooms.iter().zip(&counts) {
+            args.push(room.as_bytes());
+            args.push(n.as_bytes());
+        }
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        self.send_encoded(now, Tag::Quiet, &out);
     }
 
     /// This node's presence entry for `member`.
@@ -502,11 +765,12 @@ impl RedisBus {
                 continue;
             }
             let ticket = a.ticket;
+            // Kept for the chat if the link refuses it.
+            let (room, message) = (a.room.clone(), a.message.clone());
             if self.send_publish(now, ticket, a.room, a.message, false) {
                 self.stats.published += 1;
             } else {
-                self.stats.lost += 1;
-                self.events.push_back(BusEvent::Lost { ticket });
+                self.unconfirmed(ticket, room, message);
             }
         }
         self.awaiting = keep;
@@ -592,9 +856,9 @@ impl RedisBus {
                 reply,
             } => {
                 if reply.is_error_code("NOSCRIPT") && !retried {
+                    let kept = (room.clone(), message.clone());
                     if !self.send_publish(now, ticket, room, message, true) {
-                        self.stats.lost += 1;
-                        self.events.push_back(BusEvent::Lost { ticket });
+                        self.unconfirmed(ticket, kept.0, kept.1);
                     }
                     return;
                 }
@@ -602,16 +866,18 @@ impl RedisBus {
                 self.stats.publish_us_sum += u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
                 self.stats.publish_count += 1;
                 match sequenced(&reply) {
-                    Some((seq, epoch)) => self.events.push_back(BusEvent::Sequenced {
-                        ticket,
-                        room,
-                        seq,
-                        epoch,
-                    }),
+                    Some((seq, epoch)) => {
+                        self.events.push_back(BusEvent::Sequenced {
+                            ticket,
+                            room: room.clone(),
+                            seq,
+                            epoch: epoch.clone(),
+                        });
+                        self.expect_push(room, seq, epoch, message);
+                    }
                     None => {
                         warn!("Redis: the publish script answered {reply:?}");
-                        self.stats.lost += 1;
-                        self.events.push_back(BusEvent::Lost { ticket });
+                        self.unconfirmed(ticket, room, message);
                     }
                 }
             }
@@ -656,15 +922,33 @@ impl RedisBus {
                     self.events.push_back(BusEvent::Lost { ticket });
                 }
             },
+            Event::Reply {
+                tag: Tag::Rooms { ticket },
+                reply,
+            } => match directory(&reply) {
+                Some((total, complete, rooms)) => self.events.push_back(BusEvent::Rooms {
+                    ticket,
+                    rooms,
+                    total,
+                    complete,
+                }),
+                None => {
+                    warn!("Redis: the room directory came back as {reply:?}");
+                    self.events.push_back(BusEvent::Lost { ticket });
+                }
+            },
             Event::Failed {
-                tag: Tag::Claim { ticket } | Tag::Resume { ticket },
+                tag: Tag::Claim { ticket } | Tag::Resume { ticket } | Tag::Rooms { ticket },
             } => self.events.push_back(BusEvent::Lost { ticket }),
             Event::Failed {
-                tag: Tag::Publish { ticket, .. },
-            } => {
-                self.stats.lost += 1;
-                self.events.push_back(BusEvent::Lost { ticket });
-            }
+                tag:
+                    Tag::Publish {
+                        ticket,
+                        room,
+                        message,
+                        ..
+                    },
+            } => self.unconfirmed(ticket, room, message),
             Event::Reply {
                 tag: Tag::Quiet,
                 reply,
@@ -681,9 +965,17 @@ impl RedisBus {
         match event {
             Event::Ready => self.update_reachable(None),
             Event::Disconnected { reason, retry_in } => {
+                // Nothing published before can come back on a new
+                // connection.
+                self.returned.clear();
                 self.update_reachable(Some(format!(
                     "Redis subscriber link: {reason}; retrying in {retry_in:?}"
                 )));
+                self.unheard_bytes = 0;
+                while let Some(u) = self.unheard.pop_front() {
+                    self.stats.unheard += 1;
+                    self.events.push_back(u.into_event());
+                }
             }
             Event::Subscribed(channel) => {
                 if let Some(room) = self.channels.get(&channel).cloned() {
@@ -703,6 +995,18 @@ impl RedisBus {
                     );
                     return;
                 };
+                if seq > 0 {
+                    self.heard_push(room, seq, epoch);
+                }
+                if seq > 0 && !self.returned.is_empty() {
+                    let hash = event_hash(room, event);
+                    if let Some(at) = self.returned.iter().position(|&h| h == hash) {
+                        self.returned.remove(at);
+                        self.stats.heard_late += 1;
+                        info!("Redis ran a message of {room} it had not confirmed: delivered here already, not again");
+                        return;
+                    }
+                }
                 self.events.push_back(BusEvent::Remote {
                     room: room.to_owned(),
                     seq,
@@ -750,6 +1054,30 @@ fn history(reply: &Reply) -> Option<(Option<String>, Vec<(u64, Vec<u8>)>)> {
         .collect();
     entries.reverse();
     Some((epoch, entries))
+}
+
+/// The `{total, complete, ROOM, USERS, ...}` of a [`ROOMS_SCRIPT`] reply.
+#[allow(clippy::type_complexity)]
+fn directory(reply: &Reply) -> Option<(u64, bool, Vec<(String, u64)>)> {
+    let items = reply.as_array()?;
+    let total = u64::try_from(items.first()?.as_integer()?).ok()?;
+    let complete = items.get(1)?.as_integer()? == 1;
+    let rooms = items
+        .get(2..)?
+        .chunks_exact(2)
+        .filter_map(|pair| {
+            let room = String::from_utf8(pair[0].as_bytes()?.to_vec()).ok()?;
+            Some((room, u64::try_from(pair[1].as_integer()?).ok()?))
+        })
+        .collect();
+    Some((total, complete, rooms))
+}
+
+/// A 64-bit FNV-1a hash of a room's event, to know it again.
+fn event_hash(room: &str, event: &[u8]) -> u64 {
+    let step = |h: u64, b: &u8| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    let h = room.as_bytes().iter().fold(0xcbf2_9ce4_8422_2325, step);
+    event.iter().fold(step(h, &0x1f), step)
 }
 
 /// The channel of `room`'s events (as [`RoomKeys::events`], alone).
@@ -821,6 +1149,12 @@ impl Bus for RedisBus {
         let channel = events_channel(room).into_bytes();
         let _ = self.subscriber.link.unsubscribe(now, &channel);
         self.channels.remove(&channel);
+        self.heard.remove(room);
+        let before = self.unheard.len();
+        self.unheard.retain(|u| u.room != room);
+        if self.unheard.len() != before {
+            self.unheard_bytes = self.unheard.iter().map(|u| u.event.len()).sum();
+        }
     }
 
     fn retain_rooms(&mut self, now: Instant, keep: &dyn Fn(&str) -> bool) {
@@ -839,19 +1173,22 @@ impl Bus for RedisBus {
         let entry = self.entry(member);
         match presence {
             Presence::Joined => {
-                self.members
-                    .entry(room.to_owned())
-                    .or_default()
-                    .insert(entry.clone());
+                let set = self.members.entry(room.to_owned()).or_default();
+                set.insert(entry.clone());
+                let count = set.len();
                 self.refresh_presence(now, room, &[&entry]);
+                self.refresh_directory(now, &[(room, count)]);
             }
             Presence::Left => {
+                let mut count = 0;
                 if let Some(set) = self.members.get_mut(room) {
                     set.remove(&entry);
+                    count = set.len();
                     if set.is_empty() {
                         self.members.remove(room);
                     }
                 }
+                self.refresh_directory(now, &[(room, count)]);
                 if self.commands.link.is_ready() {
                     let key = RoomKeys::new(room).presence;
                     let mut out = Vec::new();
@@ -990,9 +1327,41 @@ impl Bus for RedisBus {
             .iter()
             .map(|(room, set)| (room.clone(), set.iter().cloned().collect()))
             .collect();
-        for (room, entries) in rooms {
+        for (room, entries) in &rooms {
             let entries: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
-            self.refresh_presence(now, &room, &entries);
+            self.refresh_presence(now, room, &entries);
+        }
+        let counts: Vec<(&str, usize)> = rooms
+            .iter()
+            .map(|(room, entries)| (room.as_str(), entries.len()))
+            .collect();
+        self.refresh_directory(now, &counts);
+    }
+
+    fn list_rooms(&mut self, now: Instant, limit: usize) -> Publish {
+        if !self.reachable {
+            return Publish::Dropped;
+        }
+        let (mut most, mut read) = ([0u8; 20], [0u8; 20]);
+        let most = super::resp::format_u64(limit as u64, &mut most);
+        let read = super::resp::format_u64(MAX_LISTED, &mut read);
+        let args: [&[u8]; 7] = [
+            b"EVAL",
+            ROOMS_SCRIPT.as_bytes(),
+            b"2",
+            DIRECTORY_ROOMS.as_bytes(),
+            DIRECTORY_COUNTS.as_bytes(),
+            most,
+            read,
+        ];
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        self.next_ticket += 1;
+        let ticket = Ticket(self.next_ticket);
+        if self.send_encoded(now, Tag::Rooms { ticket }, &out) {
+            Publish::Queued(ticket)
+        } else {
+            Publish::Dropped
         }
     }
 
@@ -1073,8 +1442,23 @@ impl Bus for RedisBus {
             },
             Gauge {
                 name: "wschat_redis_lost",
-                help: "Sequenced events that may not have reached Redis.",
+                help: "Sequenced events Redis did not confirm (delivered on this node only).",
                 value: to(self.stats.lost),
+            },
+            Gauge {
+                name: "wschat_redis_heard_late",
+                help: "Unconfirmed messages (delivered on this node only) that Redis ran after all, not delivered twice.",
+                value: to(self.stats.heard_late),
+            },
+            Gauge {
+                name: "wschat_redis_unheard",
+                help: "Numbered messages of ours whose push was lost with the subscriber link, shown here from the script's reply.",
+                value: to(self.stats.unheard),
+            },
+            Gauge {
+                name: "wschat_redis_unheard_forgotten",
+                help: "Numbered messages of ours forgotten while too many pushes were awaited.",
+                value: to(self.stats.unheard_forgotten),
             },
             Gauge {
                 name: "wschat_redis_publish_mean_us",
@@ -1171,6 +1555,181 @@ mod tests {
         let empty = Reply::Array(Some(vec![Reply::Bulk(None), Reply::Array(Some(vec![]))]));
         assert_eq!(history(&empty), Some((None, vec![])));
         assert_eq!(history(&Reply::Integer(1)), None);
+    }
+
+    #[test]
+    fn directory_replies_list_rooms_and_their_users() {
+        let bulk = |b: &[u8]| Reply::Bulk(Some(b.to_vec()));
+        let reply = Reply::Array(Some(vec![
+            Reply::Integer(3),
+            Reply::Integer(1),
+            bulk(b"a"),
+            Reply::Integer(5),
+            bulk(b"b"),
+            Reply::Integer(1),
+        ]));
+        assert_eq!(
+            directory(&reply),
+            Some((3, true, vec![("a".into(), 5), ("b".into(), 1)]))
+        );
+        let cut = Reply::Array(Some(vec![Reply::Integer(0), Reply::Integer(0)]));
+        assert_eq!(directory(&cut), Some((0, false, vec![])));
+        assert_eq!(directory(&Reply::Integer(1)), None);
+        assert_eq!(directory(&Reply::Array(Some(vec![bulk(b"x")]))), None);
+    }
+
+    #[test]
+    fn event_hashes_tell_rooms_and_events_apart() {
+        assert_eq!(event_hash("a", b"hi"), event_hash("a", b"hi"));
+        assert_ne!(event_hash("a", b"hi"), event_hash("b", b"hi"));
+        assert_ne!(event_hash("a", b"hi"), event_hash("a", b"ho"));
+        assert_ne!(event_hash("ab", b"c"), event_hash("a", b"bc"));
+    }
+
+    /// Both links taken to Ready, sans IO, and the lobby heard.
+    fn ready_bus(now: Instant) -> RedisBus {
+        let url = super::super::url::parse("redis://127.0.0.1:1").expect("url");
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let mut bus = RedisBus::new(&url, addr, "n1", 1, 10, 10, now);
+        for i in 0..2 {
+            let up = bus.upstream(i).expect("a link");
+            up.handle_timeout(now);
+            up.on_connected(now);
+        }
+        while bus.poll_event(now).is_some() {}
+        assert!(bus.reachable());
+        bus.subscribe(now, "lobby");
+        let confirm = b"*3\r\n$9\r\nsubscribe\r\n$21\r\nwschat:{lobby}:events\r\n:1\r\n";
+        bus.upstream(1).expect("subscriber").on_input(now, confirm);
+        while bus.poll_event(now).is_some() {}
+        bus
+    }
+
+    fn push(payload: &[u8]) -> Vec<u8> {
+        let mut out = b"*3\r\n$7\r\nmessage\r\n$21\r\nwschat:{lobby}:events\r\n".to_vec();
+        out.extend_from_slice(format!("${}\r\n", payload.len()).as_bytes());
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// A publish whose reply is lost with the command link comes back to
+    /// the chat; if Redis ran it after all and it is heard on the live
+    /// subscription, it is dropped, not delivered twice.
+    #[test]
+    fn an_unconfirmed_message_comes_back_once() {
+        let now = Instant::now();
+        let mut bus = ready_bus(now);
+        let Publish::Queued(ticket) = bus.publish(now, "lobby", b"ev", true) else {
+            panic!("not queued");
+        };
+        bus.upstream(0).expect("commands").on_eof(now);
+        let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        assert!(events.contains(&BusEvent::Reachable(false)), "{events:?}");
+        let back = BusEvent::Unconfirmed {
+            ticket,
+            room: "lobby".into(),
+            event: b"ev".to_vec(),
+        };
+        assert_eq!(events.iter().filter(|e| **e == back).count(), 1);
+        assert_eq!(bus.stats().lost, 1);
+
+        let sub = bus.upstream(1).expect("subscriber");
+        sub.on_input(now, &push(b"5 e1 ev"));
+        sub.on_input(now, &push(b"6 e1 other"));
+        let heard: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        assert_eq!(
+            heard,
+            [BusEvent::Remote {
+                room: "lobby".into(),
+                seq: 6,
+                epoch: "e1".into(),
+                event: b"other".to_vec(),
+            }]
+        );
+        assert_eq!(bus.stats().heard_late, 1);
+        // Once only: the same bytes again are delivered.
+        bus.upstream(1)
+            .expect("subscriber")
+            .on_input(now, &push(b"7 e1 ev"));
+        assert!(matches!(
+            bus.poll_event(now),
+            Some(BusEvent::Remote { seq: 7, .. })
+        ));
+    }
+
+    /// Publishes `ev` in the lobby and feeds the command link the replies
+    /// it awaits: the script load, the lobby's history, then the publish
+    /// numbered 5 in epoch `e1`.
+    fn publish_numbered(bus: &mut RedisBus, now: Instant) -> Vec<BusEvent> {
+        assert!(matches!(
+            bus.publish(now, "lobby", b"ev", true),
+            Publish::Queued(_)
+        ));
+        let replies = b"+sha\r\n*2\r\n$-1\r\n*0\r\n*2\r\n:5\r\n$2\r\ne1\r\n";
+        bus.upstream(0).expect("commands").on_input(now, replies);
+        std::iter::from_fn(|| bus.poll_event(now)).collect()
+    }
+
+    fn remote(seq: u64, event: &[u8]) -> BusEvent {
+        BusEvent::Remote {
+            room: "lobby".into(),
+            seq,
+            epoch: "e1".into(),
+            event: event.to_vec(),
+        }
+    }
+
+    /// A numbered message of ours whose push is lost with the subscriber
+    /// link is handed over from the reply, once; one heard is not.
+    #[test]
+    fn a_numbered_message_whose_push_is_lost_comes_from_its_reply() {
+        let now = Instant::now();
+        let remotes = |events: &[BusEvent]| -> Vec<BusEvent> {
+            events
+                .iter()
+                .filter(|e| matches!(e, BusEvent::Remote { .. }))
+                .cloned()
+                .collect()
+        };
+        // The subscriber link drops before the push came.
+        let mut bus = ready_bus(now);
+        assert!(remotes(&publish_numbered(&mut bus, now)).is_empty());
+        bus.upstream(1).expect("subscriber").on_eof(now);
+        let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        let out = events.iter().position(|e| *e == BusEvent::Reachable(false));
+        let ours = events.iter().position(|e| *e == remote(5, b"ev"));
+        assert!(out.is_some() && ours > out, "{events:?}");
+        assert_eq!(remotes(&events).len(), 1);
+        assert_eq!(bus.stats().unheard, 1);
+
+        // A later message of the room is heard first: ours will not be.
+        let mut bus = ready_bus(now);
+        publish_numbered(&mut bus, now);
+        bus.upstream(1)
+            .expect("subscriber")
+            .on_input(now, &push(b"6 e1 other"));
+        let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        assert_eq!(events, [remote(5, b"ev"), remote(6, b"other")]);
+
+        // Heard before or after its reply: delivered from the push alone.
+        let mut bus = ready_bus(now);
+        bus.upstream(1)
+            .expect("subscriber")
+            .on_input(now, &push(b"5 e1 ev"));
+        assert_eq!(
+            remotes(&publish_numbered(&mut bus, now)),
+            [remote(5, b"ev")]
+        );
+        let mut bus = ready_bus(now);
+        publish_numbered(&mut bus, now);
+        bus.upstream(1)
+            .expect("subscriber")
+            .on_input(now, &push(b"5 e1 ev"));
+        bus.upstream(1).expect("subscriber").on_eof(now);
+        let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        assert_eq!(remotes(&events), [remote(5, b"ev")]);
+        assert_eq!(bus.stats().unheard, 0);
     }
 
     #[test]

@@ -123,6 +123,17 @@ impl RedisServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends `signal` (`SIGSTOP`, `SIGCONT`) to this redis-server, which
+    /// the test started and has not reaped.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.pid().expect("redis-server is running");
+        let pid = libc::pid_t::try_from(pid).expect("a pid");
+        // SAFETY: kill(2) has no memory effects; the pid is our own child,
+        // not yet reaped (kill() reaps it and takes `child`).
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
