@@ -48,6 +48,24 @@ fn one_user_each(nodes: &[Server]) -> [Client; 3] {
     [a, b, c]
 }
 
+/// Nodes `n1` and `n2` on `redis`, their links up, with lobby users `a`
+/// and `a2` on n1 and `b` on n2, each having heard the later ones join;
+/// returned as `[a, b, a2]`.
+fn two_nodes_three_users(redis: &RedisServer) -> ([Server; 2], [Client; 3]) {
+    let n1 = node(redis, "n1", &[]);
+    let n2 = node(redis, "n2", &[]);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = join(&n1);
+    let mut b = join(&n2);
+    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
+    let a2 = n1.client();
+    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
+    assert_eq!(a.next_text(), a2_joined);
+    assert_eq!(b.next_text(), a2_joined);
+    ([n1, n2], [a, b, a2])
+}
+
 /// Waits until `series` on `server`'s /metrics is `want`.
 fn wait_metric(server: &Server, series: &str, want: f64) {
     let deadline = Instant::now() + WAIT;
@@ -200,17 +218,7 @@ fn json_clients_see_one_numbering_across_nodes() {
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn redis_killed_and_restarted_mid_chat() {
     let mut redis = RedisServer::start(&[]);
-    let n1 = node(&redis, "n1", &[]);
-    let n2 = node(&redis, "n2", &[]);
-    wait_up(&n1);
-    wait_up(&n2);
-    let mut a = join(&n1);
-    let mut b = join(&n2);
-    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
-    let mut a2 = n1.client();
-    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
-    assert_eq!(a.next_text(), a2_joined);
-    assert_eq!(b.next_text(), a2_joined);
+    let ([n1, n2], [mut a, mut b, mut a2]) = two_nodes_three_users(&redis);
     a.send_text("before");
     let before = format!("{}: before", qualified(&a, "n1"));
     assert_eq!(b.next_text(), before);
@@ -606,17 +614,7 @@ fn redis_dropping_a_subscriber_over_its_buffer_limit_is_said_and_recovered() {
     // Subscribers may hold 4 KiB of pushes beyond the 16 KiB Redis writes
     // from its own buffer: a 64 KiB message is more.
     let redis = RedisServer::start(&["--client-output-buffer-limit", "pubsub 4096 0 0"]);
-    let n1 = node(&redis, "n1", &[]);
-    let n2 = node(&redis, "n2", &[]);
-    wait_up(&n1);
-    wait_up(&n2);
-    let mut a = join(&n1);
-    let mut b = join(&n2);
-    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
-    let mut a2 = n1.client();
-    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
-    assert_eq!(a.next_text(), a2_joined);
-    assert_eq!(b.next_text(), a2_joined);
+    let ([n1, n2], [mut a, mut b, mut a2]) = two_nodes_three_users(&redis);
 
     let big = "x".repeat(64 * 1024);
     a.send_text(&big);
@@ -659,19 +657,8 @@ fn redis_dropping_a_subscriber_over_its_buffer_limit_is_said_and_recovered() {
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn private_messages_reach_a_user_on_another_node_only() {
     let redis = RedisServer::start(&[]);
-    let nodes: Vec<Server> = ["n1", "n2"]
-        .iter()
-        .map(|id| node(&redis, id, &[]))
-        .collect();
-    nodes.iter().for_each(wait_up);
-    let mut a = join(&nodes[0]);
-    let mut b = join(&nodes[1]);
+    let (_nodes, [mut a, mut b, mut a2]) = two_nodes_three_users(&redis);
     let (qa, qb) = (qualified(&a, "n1"), qualified(&b, "n2"));
-    assert_eq!(a.next_text(), format!("{qb} joined"));
-    let mut a2 = nodes[0].client();
-    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
-    assert_eq!(a.next_text(), a2_joined);
-    assert_eq!(b.next_text(), a2_joined);
 
     a.send_text(&format!("/msg {qb} psst"));
     assert_eq!(a.next_text(), format!("[private to {qb}] psst"));
@@ -920,17 +907,7 @@ fn rooms_lists_every_node_s_rooms_and_a_killed_node_s_room_goes() {
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn a_message_said_while_redis_stalls_comes_late_or_reaches_this_node_and_is_said() {
     let mut redis = RedisServer::start(&[]);
-    let n1 = node(&redis, "n1", &[]);
-    let n2 = node(&redis, "n2", &[]);
-    wait_up(&n1);
-    wait_up(&n2);
-    let mut a = join(&n1);
-    let mut b = join(&n2);
-    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
-    let mut a2 = n1.client();
-    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
-    assert_eq!(a.next_text(), a2_joined);
-    assert_eq!(b.next_text(), a2_joined);
+    let ([n1, _n2], [mut a, mut b, mut a2]) = two_nodes_three_users(&redis);
     let published = |n: &Server| n.metrics().value("wschat_redis_published").unwrap_or(0.0);
 
     // Redis stalls (stopped) with the publish script's reply awaited:
@@ -985,17 +962,7 @@ fn a_message_said_while_redis_stalls_comes_late_or_reaches_this_node_and_is_said
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn a_message_redis_runs_after_its_node_gave_up_on_it_is_shown_there_once() {
     let redis = RedisServer::start(&[]);
-    let n1 = node(&redis, "n1", &[]);
-    let n2 = node(&redis, "n2", &[]);
-    wait_up(&n1);
-    wait_up(&n2);
-    let mut a = join(&n1);
-    let mut b = join(&n2);
-    assert_eq!(a.next_text(), format!("{} joined", qualified(&b, "n2")));
-    let mut a2 = n1.client();
-    let a2_joined = format!("{} joined", qualified(&a2, "n1"));
-    assert_eq!(a.next_text(), a2_joined);
-    assert_eq!(b.next_text(), a2_joined);
+    let ([n1, _n2], [mut a, mut b, mut a2]) = two_nodes_three_users(&redis);
     // Just heard: n1's subscriber link pings only after 5 s of quiet, so
     // it outlives its command link's 10 s reply timeout by seconds.
     b.send_text("before");
