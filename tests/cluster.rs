@@ -475,15 +475,8 @@ fn a_nickname_is_unique_across_nodes_under_a_race() {
 #[test]
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn a_verified_name_is_claimed_on_every_node() {
-    const SECRET: &str = "the cluster test's secret, thirty-two bytes or more";
-    let secret = common::tls::file_with("cluster-secret", SECRET);
-    let args = ["--auth-secret-file", secret.to_str().unwrap()];
     let redis = RedisServer::start(&[]);
-    let nodes: Vec<Server> = ["n1", "n2"]
-        .iter()
-        .map(|id| node(&redis, id, &args))
-        .collect();
-    nodes.iter().for_each(wait_up);
+    let nodes = two_verifying_nodes(&redis);
     let mut other = join(&nodes[1]);
     let token = common::jwt::for_user("alice", 60, SECRET.as_bytes());
     let alice = Client::connect_path(
@@ -510,6 +503,94 @@ fn a_verified_name_is_claimed_on_every_node() {
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(alice);
+}
+
+/// Two nodes `n1` and `n2` that verify users with `SECRET`, links up.
+fn two_verifying_nodes(redis: &RedisServer) -> Vec<Server> {
+    let secret = common::tls::file_with("cluster-secret", SECRET);
+    let args = ["--auth-secret-file", secret.to_str().unwrap()];
+    let nodes: Vec<Server> = ["n1", "n2"]
+        .iter()
+        .map(|id| node(redis, id, &args))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    nodes
+}
+
+const SECRET: &str = "the cluster test's secret, thirty-two bytes or more";
+
+/// `/who` of `client` until its answer contains `want` (a listing of
+/// other nodes' members comes with the heartbeat).
+fn who_until(client: &mut Client, want: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        client.send_text("/who");
+        let who = next_text_within(client, WAIT);
+        if who.contains(want) {
+            return who;
+        }
+        assert!(Instant::now() < deadline, "{want:?} never in {who:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_verified_user_on_one_node_is_shown_verified_on_another() {
+    let redis = RedisServer::start(&[]);
+    let nodes = two_verifying_nodes(&redis);
+    // alice is verified on n1 before anyone is in the room on n2: n2
+    // learns of her from the presence listing.
+    let token = common::jwt::for_user("alice", 60, SECRET.as_bytes());
+    let mut alice = Client::json(nodes[0].addr, &format!("/?token={token}"));
+    assert_eq!(alice.next_json_of("system")["you"], "alice");
+    wait_metric(&nodes[0], "wschat_redis_rooms_heard", 1.0);
+    let mut plain = join(&nodes[1]);
+    let who = who_until(&mut plain, "alice");
+    assert!(who.contains("alice (verified)"), "{who}");
+    // A JSON newcomer on n2 has her in its welcome's verified list.
+    let mut json = Client::json(nodes[1].addr, "/");
+    let welcome = json.next_json_of("system");
+    assert_eq!(
+        welcome["verified"],
+        serde_json::json!(["alice"]),
+        "{welcome}"
+    );
+    assert_eq!(
+        next_text_within(&mut plain, WAIT),
+        format!("User {}@n2 joined", json.port)
+    );
+    json.send_text(r#"{"type":"who"}"#);
+    assert_eq!(
+        json.next_json_of("system")["verified"],
+        serde_json::json!(["alice"])
+    );
+    // Her messages are marked verified on n2.
+    alice.send_text(r#"{"type":"message","text":"it is me"}"#);
+    let seen = json.next_json_of("message");
+    assert_eq!(
+        (&seen["from"], &seen["verified"]),
+        (&"alice".into(), &true.into()),
+        "{seen}"
+    );
+    assert_eq!(next_text_within(&mut plain, WAIT), "alice: it is me");
+
+    // carol is verified on n1 while n2 has users: her join event says so.
+    let token = common::jwt::for_user("carol", 60, SECRET.as_bytes());
+    let carol = Client::json(nodes[0].addr, &format!("/?token={token}"));
+    assert_eq!(next_text_within(&mut plain, WAIT), "carol joined");
+    plain.send_text("/who");
+    let who = next_text_within(&mut plain, WAIT);
+    assert!(
+        who.contains("alice (verified)") && who.contains("carol (verified)"),
+        "{who}"
+    );
+    assert!(
+        who.contains(&format!("User {}@n2,", json.port))
+            || who.ends_with(&format!("User {}@n2", json.port)),
+        "anonymous users unmarked: {who}"
+    );
+    drop((alice, carol));
 }
 
 #[test]

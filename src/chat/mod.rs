@@ -371,10 +371,10 @@ impl Chat {
             return Publish::Local;
         };
         let clock = cx.clock();
+        let verified = self.users.get(peer).is_some_and(User::is_verified);
+        let joined = Presence::Joined { verified };
         match kind {
-            relay::Kind::Join => self
-                .bus
-                .presence(clock.now, &r.name, from, Presence::Joined),
+            relay::Kind::Join => self.bus.presence(clock.now, &r.name, from, joined),
             relay::Kind::Leave => {
                 self.bus.presence(clock.now, &r.name, from, Presence::Left);
                 let keys = names::keys(from);
@@ -383,14 +383,11 @@ impl Chat {
             relay::Kind::Nick => {
                 self.bus.presence(clock.now, &r.name, from, Presence::Left);
                 let to = std::str::from_utf8(body).unwrap_or_default();
-                self.bus.presence(clock.now, &r.name, to, Presence::Joined);
+                self.bus.presence(clock.now, &r.name, to, joined);
             }
-            relay::Kind::Resumed => self
-                .bus
-                .presence(clock.now, &r.name, from, Presence::Joined),
+            relay::Kind::Resumed => self.bus.presence(clock.now, &r.name, from, joined),
             relay::Kind::Message | relay::Kind::Binary | relay::Kind::Private => {}
         }
-        let verified = self.users.get(peer).is_some_and(User::is_verified);
         let bytes = Relayed {
             kind,
             node,
@@ -455,7 +452,7 @@ impl Chat {
     /// A presence listing of `room`: members of other nodes no longer
     /// listed for a while are gone (their node died, or their leave was
     /// missed), and the room is told.
-    fn roster(&mut self, room_name: &str, members: &[(String, String)], cx: &mut impl Context) {
+    fn roster(&mut self, room_name: &str, members: &[roster::Listed], cx: &mut impl Context) {
         let now = cx.clock().now;
         let Some(room) = self.rooms.index_of(room_name) else {
             return;
@@ -667,7 +664,7 @@ impl Chat {
                 };
                 let change = match event.kind {
                     relay::Kind::Join => {
-                        r.remote.joined(event.node, event.from, now);
+                        r.remote.joined(event.node, event.from, event.verified, now);
                         Change::Join
                     }
                     _ => {
@@ -685,7 +682,7 @@ impl Chat {
                 let now = cx.clock().now;
                 if let Some(r) = self.rooms.get_mut(room) {
                     r.remote.left(event.node, event.from, now);
-                    r.remote.joined(event.node, to, now);
+                    r.remote.joined(event.node, to, event.verified, now);
                 }
                 let line = Line::Nick {
                     from: event.from,
@@ -715,7 +712,7 @@ impl Chat {
                 let now = cx.clock().now;
                 if let Some(r) = self.rooms.get_mut(room) {
                     r.remote.left(old_node, event.from, now);
-                    r.remote.joined(event.node, event.from, now);
+                    r.remote.joined(event.node, event.from, event.verified, now);
                 }
                 if self.node.as_deref() == Some(old_node) {
                     self.resumed_elsewhere(room, digest, cx);
@@ -1408,14 +1405,16 @@ impl Chat {
     }
 
     /// The names of `room`'s verified users among those [`Chat::names`]
-    /// lists.
+    /// lists, on this node and on others (as their join events and the
+    /// presence listings said).
     fn verified_names(&self, room: usize) -> Vec<&str> {
         self.rooms.get(room).map_or_else(Vec::new, |r| {
             r.members()
-                .take(self.config.list_limit)
                 .filter_map(|m| self.users.get(m))
-                .filter(|u| u.is_verified())
-                .filter_map(|u| u.name.as_deref())
+                .map(|u| (u.name.as_deref(), u.is_verified()))
+                .chain(r.remote.flagged().map(|(n, v)| (Some(n), v)))
+                .take(self.config.list_limit)
+                .filter_map(|(name, verified)| name.filter(|_| verified))
                 .collect()
         })
     }
@@ -1964,12 +1963,14 @@ impl Chat {
         if json {
             let (names, count) = self.names(room);
             let users: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
+            let verified = self.verified_names(room);
             let again = if resumed.is_some() { " again" } else { "" };
             let text = format!("You are {name} in {}{again}", target.room);
             let extra = Extra::Welcome {
                 you: &name,
                 users: &users,
                 count,
+                verified: &verified,
                 resume: token.as_deref(),
             };
             self.system(id, &text, extra, cx);

@@ -41,7 +41,11 @@ pub struct Ticket(pub u64);
 /// Whether a member is in a room, for presence across nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Presence {
-    Joined,
+    /// Joined (or refreshed); `verified`: a verified user, which other
+    /// nodes' listings say.
+    Joined {
+        verified: bool,
+    },
     Left,
 }
 
@@ -83,13 +87,14 @@ pub enum BusEvent {
         member: String,
         presence: Presence,
     },
-    /// Who is in `room` on other nodes (node, name), as the room's
+    /// Who is in `room` on other nodes ((node, name), and whether a
+    /// verified user), as the room's
     /// presence entries say: read every heartbeat (see
     /// [`Bus::tick`]), so members of a node that died without a word drop
     /// out once their entries expire.
     Roster {
         room: String,
-        members: Vec<(String, String)>,
+        members: Vec<((String, String), bool)>,
     },
     /// The outcome of [`Bus::claim_name`]: granted (`holder` `None`), or
     /// held by `holder` (`NAME@NODE`), present on another node.
@@ -251,7 +256,7 @@ mod tests {
         assert_eq!(bus.publish(now, "lobby", b"hi", true), Publish::Local);
         assert_eq!(bus.publish(now, "lobby", b"joined", false), Publish::Local);
         bus.subscribe(now, "lobby");
-        bus.presence(now, "lobby", "User 1", Presence::Joined);
+        bus.presence(now, "lobby", "User 1", Presence::Joined { verified: false });
         assert!(bus.remote_members("lobby").is_empty());
         assert_eq!(bus.poll_event(now), None);
         assert!(bus.is_local());

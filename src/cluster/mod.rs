@@ -32,6 +32,7 @@
 //! | `wschat:{ROOM}:events` | pub/sub channel | every event of the room, as `SEQ EPOCH PAYLOAD` ([`parse_event`]) |
 //! | `wschat:{ROOM}:presence` | sorted set | members (`NAME@NODE`), scored by when their entry expires |
 //! | `wschat:{ROOM}:nicks` | hash | nickname (lower case) → its owner, for uniqueness across nodes |
+//! | `wschat:{ROOM}:verified` | sorted set | the presence entries of verified users, scored as in `:presence` |
 //!
 //! History entries have the id `SEQ-0`, so what a client resuming with
 //! `?since=SINCE` missed is `XRANGE wschat:{ROOM}:history (SINCE-0 +`, with
@@ -93,6 +94,8 @@ pub struct RoomKeys {
     pub events: String,
     pub presence: String,
     pub nicks: String,
+    /// The presence entries of verified users (a subset of `presence`).
+    pub verified: String,
 }
 
 impl RoomKeys {
@@ -105,6 +108,7 @@ impl RoomKeys {
             events: key("events"),
             presence: key("presence"),
             nicks: key("nicks"),
+            verified: key("verified"),
         }
     }
 
@@ -201,6 +205,7 @@ mod tests {
         assert_eq!(keys.events, "wschat:{rust}:events");
         assert_eq!(keys.presence, "wschat:{rust}:presence");
         assert_eq!(keys.nicks, "wschat:{rust}:nicks");
+        assert_eq!(keys.verified, "wschat:{rust}:verified");
     }
 
     #[test]

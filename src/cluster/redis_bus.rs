@@ -61,22 +61,34 @@ return {redis.call('GET', KEYS[1]), redis.call('XREVRANGE', KEYS[2], '+', '-', '
 /// Refreshes this node's members of a room and lists the room's
 /// members, on Redis' clock (so nodes' clocks need not agree):
 /// `KEYS[1]` `wschat:{ROOM}:presence` (a sorted set of `NODE US NAME`
-/// scored by when the entry expires, in ms), `ARGV[1]` the time to live in
-/// ms, `ARGV[2]` most members listed, `ARGV[3..]` the members to refresh.
-/// Expired entries are removed first; the key itself expires when no node
-/// refreshes it.
+/// scored by when the entry expires, in ms), `KEYS[2]`
+/// `wschat:{ROOM}:verified` (the same, for the verified users only),
+/// `ARGV[1]` the time to live in ms, `ARGV[2]` most members listed,
+/// `ARGV[3..]` the members to refresh, each after one flag byte (`1`: a
+/// verified user). Expired entries are removed first; the keys
+/// themselves expire when no node refreshes them. Returns `{members,
+/// verified members}`, read at one instant.
 pub const PRESENCE_SCRIPT: &str = "\
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 for i = 3, #ARGV do
-  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+  local entry = string.sub(ARGV[i], 2)
+  redis.call('ZADD', KEYS[1], now + ttl, entry)
+  if string.sub(ARGV[i], 1, 1) == '1' then
+    redis.call('ZADD', KEYS[2], now + ttl, entry)
+  else
+    redis.call('ZREM', KEYS[2], entry)
+  end
 end
 if #ARGV >= 3 then
   redis.call('PEXPIRE', KEYS[1], ttl * 2)
+  redis.call('PEXPIRE', KEYS[2], ttl * 2)
 end
-return redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+local max = tonumber(ARGV[2]) - 1
+return {redis.call('ZRANGE', KEYS[1], 0, max), redis.call('ZRANGE', KEYS[2], 0, max)}
 ";
 
 /// Claims a name in a room across nodes, atomically: `KEYS[1]`
@@ -283,7 +295,8 @@ pub struct RedisBus {
     /// This node's id, as in presence entries.
     node: Vec<u8>,
     /// This node's members of each room (their presence entries).
-    members: BTreeMap<String, std::collections::BTreeSet<Vec<u8>>>,
+    /// The flag is whether the member is a verified user.
+    members: BTreeMap<String, BTreeMap<Vec<u8>, bool>>,
     /// When presence is next refreshed.
     next_heartbeat: Instant,
     reachable: bool,
@@ -436,7 +449,7 @@ impl RedisBus {
 
     /// Refreshes `entries` of `room` (none: only lists) and asks for the
     /// room's listing.
-    fn refresh_presence(&mut self, now: Instant, room: &str, entries: &[&[u8]]) {
+    fn refresh_presence(&mut self, now: Instant, room: &str, entries: &[(&[u8], bool)]) {
         if !self.commands.link.is_ready() {
             return;
         }
@@ -444,16 +457,26 @@ impl RedisBus {
         let (mut ttl, mut max) = ([0u8; 20], [0u8; 20]);
         let ttl = super::resp::format_u64(PRESENCE_TTL_MS, &mut ttl);
         let max = super::resp::format_u64(MAX_LISTED, &mut max);
-        let mut args: Vec<&[u8]> = Vec::with_capacity(entries.len() + 6);
+        let flagged: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|&(entry, verified)| {
+                let mut arg = Vec::with_capacity(1 + entry.len());
+                arg.push(if verified { b'1' } else { b'0' });
+                arg.extend_from_slice(entry);
+                arg
+            })
+            .collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(entries.len() + 7);
         args.extend([
             b"EVAL".as_slice(),
             PRESENCE_SCRIPT.as_bytes(),
-            b"1",
+            b"2",
             keys.presence.as_bytes(),
+            keys.verified.as_bytes(),
             ttl,
             max,
         ]);
-        args.extend_from_slice(entries);
+        args.extend(flagged.iter().map(Vec::as_slice));
         let mut out = Vec::new();
         super::resp::encode_command(&mut out, &args);
         let tag = Tag::Presence {
@@ -536,10 +559,21 @@ impl RedisBus {
                 tag: Tag::Presence { room },
                 reply,
             } => {
-                let Some(items) = reply.as_array() else {
+                let (Some(items), Some(verified)) = (
+                    reply
+                        .as_array()
+                        .and_then(|a| a.first())
+                        .and_then(Reply::as_array),
+                    reply
+                        .as_array()
+                        .and_then(|a| a.get(1))
+                        .and_then(Reply::as_array),
+                ) else {
                     warn!("Redis: the presence of {room} came back as {reply:?}");
                     return;
                 };
+                let verified: std::collections::BTreeSet<&[u8]> =
+                    verified.iter().filter_map(Reply::as_bytes).collect();
                 let members = items
                     .iter()
                     .filter_map(Reply::as_bytes)
@@ -551,7 +585,7 @@ impl RedisBus {
                         }
                         let node = std::str::from_utf8(node).ok()?.to_owned();
                         let name = std::str::from_utf8(name).ok()?.to_owned();
-                        Some((node, name))
+                        Some(((node, name), verified.contains(entry)))
                     })
                     .collect();
                 self.events.push_back(BusEvent::Roster { room, members });
@@ -838,25 +872,28 @@ impl Bus for RedisBus {
     fn presence(&mut self, now: Instant, room: &str, member: &str, presence: Presence) {
         let entry = self.entry(member);
         match presence {
-            Presence::Joined => {
+            Presence::Joined { verified } => {
                 self.members
                     .entry(room.to_owned())
                     .or_default()
-                    .insert(entry.clone());
-                self.refresh_presence(now, room, &[&entry]);
+                    .insert(entry.clone(), verified);
+                self.refresh_presence(now, room, &[(&entry, verified)]);
             }
             Presence::Left => {
                 if let Some(set) = self.members.get_mut(room) {
-                    set.remove(&entry);
+                    set.remove(entry.as_slice());
                     if set.is_empty() {
                         self.members.remove(room);
                     }
                 }
                 if self.commands.link.is_ready() {
-                    let key = RoomKeys::new(room).presence;
-                    let mut out = Vec::new();
-                    super::resp::encode_command(&mut out, &[b"ZREM", key.as_bytes(), &entry]);
-                    self.send_encoded(now, Tag::Quiet, &out);
+                    let keys = RoomKeys::new(room);
+                    // One command per reply awaited (one tag each).
+                    for key in [&keys.presence, &keys.verified] {
+                        let mut out = Vec::new();
+                        super::resp::encode_command(&mut out, &[b"ZREM", key.as_bytes(), &entry]);
+                        self.send_encoded(now, Tag::Quiet, &out);
+                    }
                 }
             }
         }
@@ -985,13 +1022,14 @@ impl Bus for RedisBus {
             return;
         }
         self.next_heartbeat = now + PRESENCE_HEARTBEAT;
-        let rooms: Vec<(String, Vec<Vec<u8>>)> = self
+        let rooms: Vec<(String, BTreeMap<Vec<u8>, bool>)> = self
             .members
             .iter()
-            .map(|(room, set)| (room.clone(), set.iter().cloned().collect()))
+            .map(|(room, set)| (room.clone(), set.clone()))
             .collect();
         for (room, entries) in rooms {
-            let entries: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+            let entries: Vec<(&[u8], bool)> =
+                entries.iter().map(|(e, v)| (e.as_slice(), *v)).collect();
             self.refresh_presence(now, &room, &entries);
         }
     }
