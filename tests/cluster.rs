@@ -593,6 +593,104 @@ fn a_verified_user_on_one_node_is_shown_verified_on_another() {
     drop((alice, carol));
 }
 
+/// `redis-cli` (Debian's redis-server depends on it) against `redis`.
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let port = redis.port.to_string();
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port])
+        .args(args)
+        .output()
+        .expect("redis-cli (package redis-tools) runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_verified_user_takes_its_name_from_a_holder_on_another_node() {
+    let redis = RedisServer::start(&[]);
+    let nodes = two_verifying_nodes(&redis);
+    let mut watcher = join(&nodes[0]);
+    let mut holder = join(&nodes[1]);
+    let (qw, qh) = (qualified(&watcher, "n1"), qualified(&holder, "n2"));
+    assert_eq!(watcher.next_text(), format!("{qh} joined"));
+    // The anonymous holder takes a look-alike of the name first (its
+    // case-folded key `aiice` is its own, the skeleton `alice` shared).
+    holder.send_text("/nick aIice");
+    let took = format!("{qh} is now aIice");
+    assert_eq!(next_text_within(&mut holder, WAIT), took);
+    assert_eq!(next_text_within(&mut watcher, WAIT), took);
+    let nicks = redis_cli(&redis, &["HGETALL", "wschat:{lobby}:nicks"]);
+    assert!(nicks.contains("n2\u{1f}aIice"), "{nicks:?}");
+
+    let token = common::jwt::for_user("alice", 60, SECRET.as_bytes());
+    let mut alice = Client::json(nodes[0].addr, &format!("/?token={token}"));
+    assert_eq!(alice.next_json_of("system")["you"], "alice");
+    // The holder is told as on one node, and every node sees the rename.
+    let mut heard = [
+        next_text_within(&mut holder, WAIT),
+        next_text_within(&mut holder, WAIT),
+        next_text_within(&mut holder, WAIT),
+    ];
+    heard.sort();
+    let renamed = format!("aIice is now {qh}");
+    assert_eq!(
+        heard,
+        [
+            renamed.clone(),
+            "alice joined".to_owned(),
+            format!(
+                "wschat: the name alice belongs to a verified user who just arrived: you are {qh}"
+            ),
+        ],
+        "{heard:?}"
+    );
+    let mut seen = [
+        next_text_within(&mut watcher, WAIT),
+        next_text_within(&mut watcher, WAIT),
+    ];
+    seen.sort();
+    assert_eq!(seen, [renamed.clone(), "alice joined".to_owned()]);
+    let change = alice.next_json_of("nick");
+    assert_eq!(
+        (&change["from"], &change["text"]),
+        (&"aIice".into(), &qh.as_str().into()),
+        "{change}"
+    );
+
+    // The displaced claim is gone: every key left is alice's, on n1.
+    let nicks = redis_cli(&redis, &["HGETALL", "wschat:{lobby}:nicks"]);
+    assert!(!nicks.contains("n2"), "{nicks:?}");
+    assert!(nicks.contains("n1\u{1f}alice"), "{nicks:?}");
+    watcher.send_text("/who");
+    let who = next_text_within(&mut watcher, WAIT);
+    assert_eq!(
+        who,
+        format!("wschat: Users in lobby (3): {qw}, alice (verified), {qh}")
+    );
+    holder.send_text("/nick alice");
+    let refused = next_text_within(&mut holder, WAIT);
+    assert!(
+        refused.starts_with("error: the name alice is taken"),
+        "{refused}"
+    );
+
+    // A holder on the verified user's own node is renamed there at once,
+    // and the other nodes see that rename too.
+    watcher.send_text("/nick bob");
+    let took = format!("{qw} is now bob");
+    assert_eq!(next_text_within(&mut holder, WAIT), took);
+    assert_eq!(next_text_within(&mut watcher, WAIT), took);
+    let token = common::jwt::for_user("bob", 60, SECRET.as_bytes());
+    let bob = Client::json(nodes[0].addr, &format!("/?token={token}"));
+    assert_eq!(
+        next_text_within(&mut holder, WAIT),
+        format!("bob is now {qw}")
+    );
+    assert_eq!(next_text_within(&mut holder, WAIT), "bob joined");
+    drop((alice, bob));
+}
+
 #[test]
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn an_api_post_on_one_node_reaches_users_on_another() {

@@ -386,7 +386,10 @@ impl Chat {
                 self.bus.presence(clock.now, &r.name, to, joined);
             }
             relay::Kind::Resumed => self.bus.presence(clock.now, &r.name, from, joined),
-            relay::Kind::Message | relay::Kind::Binary | relay::Kind::Private => {}
+            relay::Kind::Message
+            | relay::Kind::Binary
+            | relay::Kind::Private
+            | relay::Kind::Taken => {}
         }
         let bytes = Relayed {
             kind,
@@ -426,6 +429,7 @@ impl Chat {
                 } => self.seed(&room, epoch, entries, cx),
                 BusEvent::Roster { room, members } => self.roster(&room, &members, cx),
                 BusEvent::Claimed { ticket, holder } => self.claimed(ticket, holder, cx),
+                BusEvent::Taken { room, name, from } => self.taken(&room, &name, &from, cx),
                 BusEvent::Resume { ticket, record } => {
                     let record = record.as_deref().and_then(decode_record);
                     self.resume_answered(ticket, record, cx);
@@ -467,6 +471,43 @@ impl Chat {
             };
             let size = r.len() + r.remote.len() + 1;
             self.announce(room, Change::Leave, &name, PeerId::MAX, size, cx);
+        }
+    }
+
+    /// Redis gave `room`'s verified `name` to its user here, taking it
+    /// from `from` (node, name): each holder on another node is told
+    /// through its node (a relayed `t` event), which renames it as one
+    /// node does (see `unname`). Holders here were renamed at the join.
+    fn taken(
+        &mut self,
+        room_name: &str,
+        name: &str,
+        from: &[(String, String)],
+        cx: &mut impl Context,
+    ) {
+        let Some(room) = self.rooms.index_of(room_name) else {
+            return;
+        };
+        let Some(Holder::User(id)) = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.names.holder(&names::keys(name)))
+        else {
+            return;
+        };
+        // Still its verified user (not gone meanwhile).
+        let Some(user) = self.users.get(id) else {
+            return;
+        };
+        if !user.is_verified() || user.name.as_deref() != Some(name) {
+            return;
+        }
+        for (node, holder) in from {
+            if self.node.as_deref() == Some(node.as_str()) {
+                continue;
+            }
+            let body = relay::taken_body(node, holder);
+            self.relay(room, relay::Kind::Taken, id, false, name, &body, cx);
         }
     }
 
@@ -704,6 +745,30 @@ impl Chat {
                     sent: false,
                 };
                 self.to_user_at(recipient, &line, event.ts, cx);
+            }
+            relay::Kind::Taken => {
+                let Some((node, holder)) = relay::parse_taken(event.body) else {
+                    return;
+                };
+                if self.node.as_deref() != Some(node) {
+                    return;
+                }
+                let keys = names::keys(holder);
+                let Some(r) = self.rooms.get_mut(room) else {
+                    return;
+                };
+                match r.names.holder(&keys) {
+                    Some(Holder::User(id))
+                        if self
+                            .users
+                            .get(id)
+                            .is_some_and(|u| u.name.as_deref() == Some(holder)) =>
+                    {
+                        self.unname(id, room, event.from, cx);
+                    }
+                    Some(Holder::Away(departure)) => r.names.remove(&keys, Holder::Away(departure)),
+                    _ => {}
+                }
             }
             relay::Kind::Resumed => {
                 let Some((old_node, digest)) = relay::parse_resumed(event.body) else {
@@ -1482,6 +1547,14 @@ impl Chat {
             to: &new,
         };
         self.to_room(room, &line, Audience::All, cx);
+        // Other nodes see the change too, and its other keys come free
+        // there (those the verified user took are its own already).
+        if let Some(r) = self.rooms.get(room).filter(|_| self.node.is_some()) {
+            let now = cx.clock().now;
+            self.bus
+                .release_name(now, &r.name, &names::keys(&old), &old);
+        }
+        self.relay(room, relay::Kind::Nick, id, false, &old, new.as_bytes(), cx);
         self.store_record(id);
     }
 
@@ -1941,17 +2014,13 @@ impl Chat {
             self.bus.subscribe(cx.clock().now, &target.room);
         }
         if identity.is_some() && self.node.is_some() {
-            // Its name is claimed across nodes too, so nobody on another
-            // node can take it while it is here (the claim's answer needs
-            // no action: a verified name is not given up here for one
-            // taken earlier elsewhere; the README says so).
-            self.bus.claim_name(
-                cx.clock().now,
-                &target.room,
-                &names::keys(&name),
-                &name,
-                None,
-            );
+            // Its name is taken across nodes too, so nobody on another
+            // node can take it while it is here, and a holder there is
+            // renamed by its node once Redis says who it was (see
+            // `taken`).
+            let keys = names::keys(&name);
+            self.bus
+                .take_name(cx.clock().now, &target.room, &keys, &name);
         }
         // JSON clients are given their token at once; plain ones when they
         // ask (`/whoami`), or when they resumed (theirs was used up).

@@ -96,6 +96,14 @@ pub enum BusEvent {
         room: String,
         members: Vec<((String, String), bool)>,
     },
+    /// The outcome of [`Bus::take_name`]: `name` is now its claimant's in
+    /// `room`, taken from these holders on other nodes or this one
+    /// ((node, name) of each live presence entry that held a key).
+    Taken {
+        room: String,
+        name: String,
+        from: Vec<(String, String)>,
+    },
     /// The outcome of [`Bus::claim_name`]: granted (`holder` `None`), or
     /// held by `holder` (`NAME@NODE`), present on another node.
     Claimed {
@@ -165,6 +173,12 @@ pub trait Bus: fmt::Debug {
     /// Frees `name` (compared by `keys`) in `room` if this node's member
     /// `name` holds it (the member left).
     fn release_name(&mut self, _now: Instant, _room: &str, _keys: &[String], _name: &str) {}
+
+    /// Takes `name`'s keys in `room` for this node's verified user of
+    /// that name, whoever holds them (atomically, across nodes); answered
+    /// by [`BusEvent::Taken`] (nothing while other nodes are out of
+    /// reach).
+    fn take_name(&mut self, _now: Instant, _room: &str, _keys: &[String], _name: &str) {}
 
     /// Called about once a second: heartbeats (presence refresh).
     /// Stores (`Some(record)`) a resume token's record under its hex

@@ -128,6 +128,31 @@ end
 return 1
 ";
 
+/// Takes a name in a room for a verified user, whoever holds it:
+/// `KEYS[1]` `wschat:{ROOM}:nicks`, `KEYS[2]` `wschat:{ROOM}:presence`;
+/// `ARGV[1]` the claimant's presence entry (`NODE US NAME`), `ARGV[2]`
+/// the presence time to live (ms), `ARGV[3..]` the name's keys. Every key
+/// passes to the claimant in one step; returns the entries of the live
+/// holders it took them from (each once), for their nodes to be told.
+pub const TAKE_SCRIPT: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local taken, seen = {}, {}
+for i = 3, #ARGV do
+  local holder = redis.call('HGET', KEYS[1], ARGV[i])
+  if holder and holder ~= ARGV[1] and not seen[holder] then
+    local expires = redis.call('ZSCORE', KEYS[2], holder)
+    if expires and tonumber(expires) > now then
+      seen[holder] = true
+      taken[#taken + 1] = holder
+    end
+  end
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+return taken
+";
+
 /// Frees a name's keys if `ARGV[1]` (a presence entry) holds them:
 /// `KEYS[1]` `wschat:{ROOM}:nicks`, `ARGV[2..]` the keys.
 pub const RELEASE_SCRIPT: &str = "\
@@ -186,6 +211,8 @@ enum Tag {
     Presence { room: String },
     /// A name claim ([`NICK_SCRIPT`]).
     Claim { ticket: Ticket },
+    /// A verified user's name taken in `room` ([`TAKE_SCRIPT`]).
+    Take { room: String, name: String },
     /// A resume record taken ([`RESUME_TAKE_SCRIPT`]).
     Resume { ticket: Ticket },
     Publish {
@@ -577,16 +604,10 @@ impl RedisBus {
                 let members = items
                     .iter()
                     .filter_map(Reply::as_bytes)
-                    .filter_map(|entry| {
-                        let at = entry.iter().position(|&b| b == US)?;
-                        let (node, name) = (&entry[..at], &entry[at + 1..]);
-                        if node == self.node.as_slice() {
-                            return None;
-                        }
-                        let node = std::str::from_utf8(node).ok()?.to_owned();
-                        let name = std::str::from_utf8(name).ok()?.to_owned();
-                        Some(((node, name), verified.contains(entry)))
+                    .filter(|entry| {
+                        !entry.starts_with(&self.node) || entry.get(self.node.len()) != Some(&US)
                     })
+                    .filter_map(|entry| Some((split_entry(entry)?, verified.contains(entry))))
                     .collect();
                 self.events.push_back(BusEvent::Roster { room, members });
             }
@@ -674,6 +695,21 @@ impl RedisBus {
                 self.events.push_back(BusEvent::Claimed { ticket, holder });
             }
             Event::Reply {
+                tag: Tag::Take { room, name },
+                reply,
+            } => {
+                let Some(items) = reply.as_array() else {
+                    warn!("Redis: taking the name {name} in {room} came back as {reply:?}");
+                    return;
+                };
+                let from = items
+                    .iter()
+                    .filter_map(Reply::as_bytes)
+                    .filter_map(split_entry)
+                    .collect();
+                self.events.push_back(BusEvent::Taken { room, name, from });
+            }
+            Event::Reply {
                 tag: Tag::Resume { ticket },
                 reply,
             } => match (&reply, reply.as_bytes()) {
@@ -755,6 +791,14 @@ fn sequenced(reply: &Reply) -> Option<(u64, String)> {
     let seq = u64::try_from(items.first()?.as_integer()?).ok()?;
     let epoch = String::from_utf8(items.get(1)?.as_bytes()?.to_vec()).ok()?;
     Some((seq, epoch))
+}
+
+/// The node and the name of a presence entry (`NODE US NAME`).
+fn split_entry(entry: &[u8]) -> Option<(String, String)> {
+    let at = entry.iter().position(|&b| b == US)?;
+    let node = std::str::from_utf8(&entry[..at]).ok()?.to_owned();
+    let name = std::str::from_utf8(&entry[at + 1..]).ok()?.to_owned();
+    Some((node, name))
 }
 
 /// The epoch and the entries (oldest first) of a [`HISTORY_SCRIPT`]
@@ -943,6 +987,36 @@ impl Bus for RedisBus {
         } else {
             self.stats.dropped += 1;
             Publish::Dropped
+        }
+    }
+
+    fn take_name(&mut self, now: Instant, room: &str, keys: &[String], name: &str) {
+        if !self.reachable {
+            self.stats.dropped += 1;
+            return;
+        }
+        let room_keys = RoomKeys::new(room);
+        let entry = self.entry(name);
+        let mut ttl = [0u8; 20];
+        let ttl = super::resp::format_u64(PRESENCE_TTL_MS, &mut ttl);
+        let mut args: Vec<&[u8]> = vec![
+            b"EVAL",
+            TAKE_SCRIPT.as_bytes(),
+            b"2",
+            room_keys.nicks.as_bytes(),
+            room_keys.presence.as_bytes(),
+            &entry,
+            ttl,
+        ];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        let tag = Tag::Take {
+            room: room.to_owned(),
+            name: name.to_owned(),
+        };
+        if !self.send_encoded(now, tag, &out) {
+            self.stats.dropped += 1;
         }
     }
 
