@@ -696,23 +696,71 @@ fn a_verified_user_takes_its_name_from_a_holder_on_another_node() {
 fn an_api_post_on_one_node_reaches_users_on_another() {
     const KEY: &str = "the cluster test's API key";
     let key = common::tls::file_with("cluster-api-key", KEY);
-    let redis = RedisServer::start(&[]);
+    let mut redis = RedisServer::start(&[]);
     let poster = node(&redis, "n1", &["--api-key-file", key.to_str().unwrap()]);
     let other = node(&redis, "n2", &[]);
     [&poster, &other].into_iter().for_each(wait_up);
     let mut user = join(&other);
-    wait_metric(&poster, "wschat_redis_up", 1.0);
-    let body = r#"{"from":"deploy","text":"v2 is out"}"#;
-    let request = format!(
-        "POST /api/rooms/lobby/messages HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        poster.addr,
-        body.len()
+    let mut json = Client::json(other.addr, "/");
+    json.next_json_of("system");
+    assert_eq!(
+        next_text_within(&mut user, WAIT),
+        format!("User {}@n2 joined", json.port)
     );
-    let (head, answer) = common::http_exchange(poster.addr, request.as_bytes());
+    wait_metric(&poster, "wschat_redis_up", 1.0);
+    let request = |text: &str| {
+        let body = format!(r#"{{"from":"deploy","text":"{text}"}}"#);
+        format!(
+            "POST /api/rooms/lobby/messages HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            poster.addr,
+            body.len()
+        )
+    };
+    let post = |text: &str| common::http_exchange(poster.addr, request(text).as_bytes());
+    // The answer waits for Redis' number: the one the room sees.
+    for text in ["v2 is out", "v3 is out"] {
+        let (head, answer) = post(text);
+        assert_eq!(head.status, 201, "{answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(
+            next_text_within(&mut user, WAIT),
+            format!("deploy (bot): {text}")
+        );
+        let seen = json.next_json_of("message");
+        assert_eq!(seen["text"], text);
+        assert_eq!(
+            answer,
+            serde_json::json!({"room": "lobby", "seq": seen["seq"]}),
+            "{seen}"
+        );
+    }
+
+    // Redis stalled (stopped, the links not yet timed out): no number
+    // within the API's 5 s, and the answer says so.
+    let pid = libc::pid_t::try_from(redis.pid().expect("running")).unwrap();
+    // SAFETY: kill(2) has no memory effects; the pid is this test's own
+    // redis-server child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut stream = std::net::TcpStream::connect(poster.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    std::io::Write::write_all(&mut stream, request("stalled").as_bytes()).unwrap();
+    let (head, answer) = common::read_response_to_eof(&mut stream);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_eq!(head.status, 504, "{answer}");
+    assert!(
+        answer.contains("Redis did not number the message within 5 s"),
+        "{answer}"
+    );
+
+    // Redis out of reach: the answer says at once that only this node's
+    // users got it.
+    redis.kill();
+    wait_metric(&poster, "wschat_redis_up", 0.0);
+    let (head, answer) = post("v4 is out");
     assert_eq!(head.status, 202, "{answer}");
-    assert!(answer.contains(r#""queued":true"#), "{answer}");
-    assert_eq!(next_text_within(&mut user, WAIT), "deploy (bot): v2 is out");
+    assert!(answer.contains(r#""local_only":true"#), "{answer}");
 }
 
 /// Node's own WebSocket client on two nodes: `a` on the first says

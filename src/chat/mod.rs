@@ -62,8 +62,8 @@ use log::info;
 use crate::cluster::bus::{Bus, BusEvent, LocalBus, Presence, Publish, Ticket};
 use crate::service::Clock;
 use crate::service::{
-    Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, Outgoing, PeerId, Refusal, Service,
-    Upgrade, Upstream,
+    Context, Gauge, Goodbye, HttpGet, HttpReply, HttpTicket, Kind, Message, Outgoing, PeerId,
+    Refusal, Service, Upgrade, Upstream,
 };
 use relay::Relayed;
 
@@ -169,6 +169,10 @@ pub struct Chat {
     /// waiting for Redis to hand over its record (one per connection at
     /// most, each until its answer or its failure).
     resuming: Vec<Resuming>,
+    /// API posts waiting for Redis to number them (cluster mode), at most
+    /// [`api::MAX_PENDING_POSTS`], each until its answer, its failure or
+    /// [`api::POST_TIMEOUT`].
+    posts: Vec<api::PendingPost>,
 }
 
 /// A connection waiting for its resume record from Redis: no welcome, no
@@ -258,8 +262,9 @@ struct Claim {
 enum Spoken {
     /// Numbered and delivered here.
     Numbered(u64),
-    /// On its way through Redis; numbered when it comes back.
-    Queued,
+    /// On its way through Redis; numbered when it comes back (the
+    /// script's answer carries this ticket).
+    Queued(Ticket),
     /// Other nodes are out of reach: delivered on this node only, unnumbered.
     LocalOnly,
 }
@@ -343,6 +348,7 @@ impl Chat {
             told_unreachable: false,
             claims: Vec::new(),
             resuming: Vec::new(),
+            posts: Vec::new(),
         }
     }
 
@@ -435,6 +441,7 @@ impl Chat {
                     self.resume_answered(ticket, record, cx);
                 }
                 BusEvent::Lost { ticket } => {
+                    self.post_answered(ticket, None, cx);
                     self.resume_answered(ticket, None, cx);
                     if let Some(at) = self.claims.iter().position(|c| c.ticket == ticket) {
                         let claim = self.claims.swap_remove(at);
@@ -448,7 +455,10 @@ impl Chat {
                     }
                     self.reachability(reachable, cx);
                 }
-                BusEvent::Sequenced { .. } | BusEvent::Member { .. } => {}
+                BusEvent::Sequenced { ticket, seq, .. } => {
+                    self.post_answered(ticket, Some(seq), cx);
+                }
+                BusEvent::Member { .. } => {}
             }
         }
     }
@@ -979,7 +989,7 @@ impl Chat {
                 text.as_bytes(),
                 cx,
             ) {
-                Publish::Queued(_) => return Spoken::Queued,
+                Publish::Queued(ticket) => return Spoken::Queued(ticket),
                 Publish::Local => {}
                 Publish::Dropped => spoken = Spoken::LocalOnly,
             }
@@ -2271,6 +2281,7 @@ impl Service for Chat {
         self.summarise_due(cx);
         self.expire_away(cx);
         self.expire_tokens(cx);
+        self.expire_posts(cx);
         self.rooms.expire(cx.clock().now, self.config.room_ttl);
         if self.node.is_some() {
             self.bus.tick(cx.clock().now);
@@ -2296,7 +2307,10 @@ impl Service for Chat {
     fn on_http(&mut self, request: &HttpGet<'_>, cx: &mut impl Context) -> HttpReply {
         let path = request.target.split('?').next().unwrap_or_default();
         if api::is_api(path) {
-            return self.api(request, cx);
+            // Without a ticket the API answers at once.
+            return self
+                .api(request, None, cx)
+                .unwrap_or_else(|| HttpReply::text(500, "no answer"));
         }
         if !matches!(request.method, "GET" | "HEAD") {
             let mut reply = HttpReply::text(405, "the page takes GET or HEAD");
@@ -2320,6 +2334,19 @@ impl Service for Chat {
                 HttpReply::text(refused.status, refused.reason)
             }
         }
+    }
+
+    fn on_http_deferred(
+        &mut self,
+        ticket: HttpTicket,
+        request: &HttpGet<'_>,
+        cx: &mut impl Context,
+    ) -> Option<HttpReply> {
+        let path = request.target.split('?').next().unwrap_or_default();
+        if api::is_api(path) {
+            return self.api(request, Some(ticket), cx);
+        }
+        Some(self.on_http(request, cx))
     }
 
     fn gauges(&self) -> Vec<Gauge> {
@@ -2411,6 +2438,10 @@ mod tests {
 
         fn close(&mut self, to: PeerId, code: u16, reason: &'static str) {
             self.closed.push((to, code, reason));
+        }
+
+        fn answer_http(&mut self, _ticket: crate::service::HttpTicket, _reply: HttpReply) {
+            unreachable!("one node answers HTTP at once");
         }
     }
 
