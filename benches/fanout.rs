@@ -45,6 +45,13 @@ impl Context for Peers {
     }
 
     fn close(&mut self, _to: PeerId, _code: u16, _reason: &'static str) {}
+
+    fn answer_http(
+        &mut self,
+        _ticket: wschat::service::HttpTicket,
+        _reply: wschat::service::HttpReply,
+    ) {
+    }
 }
 
 /// A socket that takes everything and keeps nothing.

@@ -127,6 +127,32 @@ impl HttpReply {
     }
 }
 
+/// A plain HTTP request the service answers later, through
+/// [`Context::answer_http`] (see [`Service::on_http_deferred`]): the
+/// connection and the generation of the connection that held its key, so
+/// that an answer for a connection gone meanwhile never reaches another
+/// one given the same key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpTicket {
+    key: PeerId,
+    generation: u32,
+}
+
+impl HttpTicket {
+    /// For the loop (and contexts made by tests).
+    pub fn new(key: PeerId, generation: u32) -> HttpTicket {
+        HttpTicket { key, generation }
+    }
+
+    pub fn key(&self) -> PeerId {
+        self.key
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+}
+
 /// A complete message from a peer, lent for the call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -284,6 +310,12 @@ pub trait Context {
     /// after what is queued for it. The loop does it once the current
     /// call returns; [`Service::on_close`] follows as for any close.
     fn close(&mut self, to: PeerId, code: u16, reason: &'static str);
+
+    /// Answers the HTTP request `ticket` stands for (one
+    /// [`Service::on_http_deferred`] left unanswered). Ignored when that
+    /// connection is gone or already answered (e.g. by the loop's
+    /// handshake timeout, `408`).
+    fn answer_http(&mut self, ticket: HttpTicket, reply: HttpReply);
 }
 
 /// A byte stream to a server the service talks to (Redis, for the
@@ -364,6 +396,22 @@ pub trait Service {
     /// A plain HTTP request arrived on the WebSocket port (other than the
     /// loop's own `/healthz` and `/metrics`).
     fn on_http(&mut self, request: &HttpGet<'_>, cx: &mut impl Context) -> HttpReply;
+
+    /// What the loop calls for a plain HTTP request: like
+    /// [`Service::on_http`], but the service may answer later (`None`),
+    /// through [`Context::answer_http`] with `ticket`, e.g. once a server
+    /// it asked replied. It must then answer within its own bounded time:
+    /// the loop answers `408` once the handshake timeout (counted from
+    /// the connection's accept) passes, and holds the connection till
+    /// then. By default, [`Service::on_http`]'s answer at once.
+    fn on_http_deferred(
+        &mut self,
+        _ticket: HttpTicket,
+        request: &HttpGet<'_>,
+        cx: &mut impl Context,
+    ) -> Option<HttpReply> {
+        Some(self.on_http(request, cx))
+    }
 
     /// The service's own gauges, for `/metrics`.
     fn gauges(&self) -> Vec<Gauge>;

@@ -483,15 +483,8 @@ fn a_nickname_is_unique_across_nodes_under_a_race() {
 #[test]
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn a_verified_name_is_claimed_on_every_node() {
-    const SECRET: &str = "the cluster test's secret, thirty-two bytes or more";
-    let secret = common::tls::file_with("cluster-secret", SECRET);
-    let args = ["--auth-secret-file", secret.to_str().unwrap()];
     let redis = RedisServer::start(&[]);
-    let nodes: Vec<Server> = ["n1", "n2"]
-        .iter()
-        .map(|id| node(&redis, id, &args))
-        .collect();
-    nodes.iter().for_each(wait_up);
+    let nodes = two_verifying_nodes(&redis);
     let mut other = join(&nodes[1]);
     let token = common::jwt::for_user("alice", 60, SECRET.as_bytes());
     let alice = Client::connect_path(
@@ -520,28 +513,262 @@ fn a_verified_name_is_claimed_on_every_node() {
     drop(alice);
 }
 
+/// Two nodes `n1` and `n2` that verify users with `SECRET`, links up.
+fn two_verifying_nodes(redis: &RedisServer) -> Vec<Server> {
+    let secret = common::tls::file_with("cluster-secret", SECRET);
+    let args = ["--auth-secret-file", secret.to_str().unwrap()];
+    let nodes: Vec<Server> = ["n1", "n2"]
+        .iter()
+        .map(|id| node(redis, id, &args))
+        .collect();
+    nodes.iter().for_each(wait_up);
+    nodes
+}
+
+const SECRET: &str = "the cluster test's secret, thirty-two bytes or more";
+
+/// `/who` of `client` until its answer contains `want` (a listing of
+/// other nodes' members comes with the heartbeat).
+fn who_until(client: &mut Client, want: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        client.send_text("/who");
+        let who = next_text_within(client, WAIT);
+        if who.contains(want) {
+            return who;
+        }
+        assert!(Instant::now() < deadline, "{want:?} never in {who:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_verified_user_on_one_node_is_shown_verified_on_another() {
+    let redis = RedisServer::start(&[]);
+    let nodes = two_verifying_nodes(&redis);
+    // alice is verified on n1 before anyone is in the room on n2: n2
+    // learns of her from the presence listing.
+    let token = common::jwt::for_user("alice", 60, SECRET.as_bytes());
+    let mut alice = Client::json(nodes[0].addr, &format!("/?token={token}"));
+    assert_eq!(alice.next_json_of("system")["you"], "alice");
+    wait_metric(&nodes[0], "wschat_redis_rooms_heard", 1.0);
+    let mut plain = join(&nodes[1]);
+    let who = who_until(&mut plain, "alice");
+    assert!(who.contains("alice (verified)"), "{who}");
+    // A JSON newcomer on n2 has her in its welcome's verified list.
+    let mut json = Client::json(nodes[1].addr, "/");
+    let welcome = json.next_json_of("system");
+    assert_eq!(
+        welcome["verified"],
+        serde_json::json!(["alice"]),
+        "{welcome}"
+    );
+    assert_eq!(
+        next_text_within(&mut plain, WAIT),
+        format!("User {}@n2 joined", json.port)
+    );
+    json.send_text(r#"{"type":"who"}"#);
+    assert_eq!(
+        json.next_json_of("system")["verified"],
+        serde_json::json!(["alice"])
+    );
+    // Her messages are marked verified on n2.
+    alice.send_text(r#"{"type":"message","text":"it is me"}"#);
+    let seen = json.next_json_of("message");
+    assert_eq!(
+        (&seen["from"], &seen["verified"]),
+        (&"alice".into(), &true.into()),
+        "{seen}"
+    );
+    assert_eq!(next_text_within(&mut plain, WAIT), "alice: it is me");
+
+    // carol is verified on n1 while n2 has users: her join event says so.
+    let token = common::jwt::for_user("carol", 60, SECRET.as_bytes());
+    let carol = Client::json(nodes[0].addr, &format!("/?token={token}"));
+    assert_eq!(next_text_within(&mut plain, WAIT), "carol joined");
+    plain.send_text("/who");
+    let who = next_text_within(&mut plain, WAIT);
+    assert!(
+        who.contains("alice (verified)") && who.contains("carol (verified)"),
+        "{who}"
+    );
+    assert!(
+        who.contains(&format!("User {}@n2,", json.port))
+            || who.ends_with(&format!("User {}@n2", json.port)),
+        "anonymous users unmarked: {who}"
+    );
+    drop((alice, carol));
+}
+
+/// `redis-cli` (Debian's redis-server depends on it) against `redis`.
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let port = redis.port.to_string();
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port])
+        .args(args)
+        .output()
+        .expect("redis-cli (package redis-tools) runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_verified_user_takes_its_name_from_a_holder_on_another_node() {
+    let redis = RedisServer::start(&[]);
+    let nodes = two_verifying_nodes(&redis);
+    let mut watcher = join(&nodes[0]);
+    let mut holder = join(&nodes[1]);
+    let (qw, qh) = (qualified(&watcher, "n1"), qualified(&holder, "n2"));
+    assert_eq!(watcher.next_text(), format!("{qh} joined"));
+    // The anonymous holder takes a look-alike of the name first (its
+    // case-folded key `aiice` is its own, the skeleton `alice` shared).
+    holder.send_text("/nick aIice");
+    let took = format!("{qh} is now aIice");
+    assert_eq!(next_text_within(&mut holder, WAIT), took);
+    assert_eq!(next_text_within(&mut watcher, WAIT), took);
+    let nicks = redis_cli(&redis, &["HGETALL", "wschat:{lobby}:nicks"]);
+    assert!(nicks.contains("n2\u{1f}aIice"), "{nicks:?}");
+
+    let token = common::jwt::for_user("alice", 60, SECRET.as_bytes());
+    let mut alice = Client::json(nodes[0].addr, &format!("/?token={token}"));
+    assert_eq!(alice.next_json_of("system")["you"], "alice");
+    // The holder is told as on one node, and every node sees the rename.
+    let mut heard = [
+        next_text_within(&mut holder, WAIT),
+        next_text_within(&mut holder, WAIT),
+        next_text_within(&mut holder, WAIT),
+    ];
+    heard.sort();
+    let renamed = format!("aIice is now {qh}");
+    assert_eq!(
+        heard,
+        [
+            renamed.clone(),
+            "alice joined".to_owned(),
+            format!(
+                "wschat: the name alice belongs to a verified user who just arrived: you are {qh}"
+            ),
+        ],
+        "{heard:?}"
+    );
+    let mut seen = [
+        next_text_within(&mut watcher, WAIT),
+        next_text_within(&mut watcher, WAIT),
+    ];
+    seen.sort();
+    assert_eq!(seen, [renamed.clone(), "alice joined".to_owned()]);
+    let change = alice.next_json_of("nick");
+    assert_eq!(
+        (&change["from"], &change["text"]),
+        (&"aIice".into(), &qh.as_str().into()),
+        "{change}"
+    );
+
+    // The displaced claim is gone: every key left is alice's, on n1.
+    let nicks = redis_cli(&redis, &["HGETALL", "wschat:{lobby}:nicks"]);
+    assert!(!nicks.contains("n2"), "{nicks:?}");
+    assert!(nicks.contains("n1\u{1f}alice"), "{nicks:?}");
+    watcher.send_text("/who");
+    let who = next_text_within(&mut watcher, WAIT);
+    assert_eq!(
+        who,
+        format!("wschat: Users in lobby (3): {qw}, alice (verified), {qh}")
+    );
+    holder.send_text("/nick alice");
+    let refused = next_text_within(&mut holder, WAIT);
+    assert!(
+        refused.starts_with("error: the name alice is taken"),
+        "{refused}"
+    );
+
+    // A holder on the verified user's own node is renamed there at once,
+    // and the other nodes see that rename too.
+    watcher.send_text("/nick bob");
+    let took = format!("{qw} is now bob");
+    assert_eq!(next_text_within(&mut holder, WAIT), took);
+    assert_eq!(next_text_within(&mut watcher, WAIT), took);
+    let token = common::jwt::for_user("bob", 60, SECRET.as_bytes());
+    let bob = Client::json(nodes[0].addr, &format!("/?token={token}"));
+    assert_eq!(
+        next_text_within(&mut holder, WAIT),
+        format!("bob is now {qw}")
+    );
+    assert_eq!(next_text_within(&mut holder, WAIT), "bob joined");
+    drop((alice, bob));
+}
+
 #[test]
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn an_api_post_on_one_node_reaches_users_on_another() {
     const KEY: &str = "the cluster test's API key";
     let key = common::tls::file_with("cluster-api-key", KEY);
-    let redis = RedisServer::start(&[]);
+    let mut redis = RedisServer::start(&[]);
     let poster = node(&redis, "n1", &["--api-key-file", key.to_str().unwrap()]);
     let other = node(&redis, "n2", &[]);
     [&poster, &other].into_iter().for_each(wait_up);
     let mut user = join(&other);
-    wait_metric(&poster, "wschat_redis_up", 1.0);
-    let body = r#"{"from":"deploy","text":"v2 is out"}"#;
-    let request = format!(
-        "POST /api/rooms/lobby/messages HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        poster.addr,
-        body.len()
+    let mut json = Client::json(other.addr, "/");
+    json.next_json_of("system");
+    assert_eq!(
+        next_text_within(&mut user, WAIT),
+        format!("User {}@n2 joined", json.port)
     );
-    let (head, answer) = common::http_exchange(poster.addr, request.as_bytes());
+    wait_metric(&poster, "wschat_redis_up", 1.0);
+    let request = |text: &str| {
+        let body = format!(r#"{{"from":"deploy","text":"{text}"}}"#);
+        format!(
+            "POST /api/rooms/lobby/messages HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            poster.addr,
+            body.len()
+        )
+    };
+    let post = |text: &str| common::http_exchange(poster.addr, request(text).as_bytes());
+    // The answer waits for Redis' number: the one the room sees.
+    for text in ["v2 is out", "v3 is out"] {
+        let (head, answer) = post(text);
+        assert_eq!(head.status, 201, "{answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(
+            next_text_within(&mut user, WAIT),
+            format!("deploy (bot): {text}")
+        );
+        let seen = json.next_json_of("message");
+        assert_eq!(seen["text"], text);
+        assert_eq!(
+            answer,
+            serde_json::json!({"room": "lobby", "seq": seen["seq"]}),
+            "{seen}"
+        );
+    }
+
+    // Redis stalled (stopped, the links not yet timed out): no number
+    // within the API's 5 s, and the answer says so.
+    let pid = libc::pid_t::try_from(redis.pid().expect("running")).unwrap();
+    // SAFETY: kill(2) has no memory effects; the pid is this test's own
+    // redis-server child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut stream = std::net::TcpStream::connect(poster.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    std::io::Write::write_all(&mut stream, request("stalled").as_bytes()).unwrap();
+    let (head, answer) = common::read_response_to_eof(&mut stream);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_eq!(head.status, 504, "{answer}");
+    assert!(
+        answer.contains("Redis did not number the message within 5 s"),
+        "{answer}"
+    );
+
+    // Redis out of reach: the answer says at once that only this node's
+    // users got it.
+    redis.kill();
+    wait_metric(&poster, "wschat_redis_up", 0.0);
+    let (head, answer) = post("v4 is out");
     assert_eq!(head.status, 202, "{answer}");
-    assert!(answer.contains(r#""queued":true"#), "{answer}");
-    assert_eq!(next_text_within(&mut user, WAIT), "deploy (bot): v2 is out");
+    assert!(answer.contains(r#""local_only":true"#), "{answer}");
 }
 
 /// Node's own WebSocket client on two nodes: `a` on the first says

@@ -15,6 +15,12 @@
 //! (`413`), must be `application/json` (`415`), and are parsed as one
 //! object with the fields named (`400` for anything else).
 //!
+//! In cluster mode a post is numbered by Redis: its answer waits for the
+//! publish script's reply (a [`PendingPost`], answered through
+//! [`Context::answer_http`]), at most [`MAX_PENDING_POSTS`] at once, each
+//! at most [`POST_TIMEOUT`]; while Redis is out of reach the message goes
+//! to this node's users only and the answer says so at once.
+//!
 //! A posted message speaks as `NAME (bot)`: the name passes the nickname
 //! rules, and no nickname may hold a space or a parenthesis, so no user
 //! can pose as a bot and no bot as a user.
@@ -23,8 +29,29 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
+use std::time::{Duration, Instant};
+
 use super::{names, target, Audience, Chat, Spoken};
-use crate::service::{Context, HttpGet, HttpReply, PeerId};
+use crate::cluster::bus::Ticket;
+use crate::service::{Context, HttpGet, HttpReply, HttpTicket, PeerId};
+
+/// Most API posts waiting for Redis at once (past them: `503`).
+pub const MAX_PENDING_POSTS: usize = 1024;
+
+/// How long an API post waits for Redis to number it before `504`: under
+/// the loop's default handshake timeout (10 s from the connection's
+/// accept), which answers `408` if it passes first.
+pub const POST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An API post whose answer waits for the publish script's reply.
+#[derive(Debug)]
+pub struct PendingPost {
+    /// The publish's ticket on the bus.
+    bus: Ticket,
+    http: HttpTicket,
+    room: String,
+    since: Instant,
+}
 
 /// What the API answers when it is off (no `--api-key-file`).
 const OFF: &str = "the HTTP API is off (start wschat with --api-key-file)";
@@ -92,24 +119,72 @@ struct Post {
 }
 
 impl Chat {
-    /// Answers an API call.
-    pub(super) fn api(&mut self, call: &HttpGet<'_>, cx: &mut impl Context) -> HttpReply {
+    /// Answers an API call: now, or (`None`, only given `ticket`) later
+    /// through [`Context::answer_http`].
+    pub(super) fn api(
+        &mut self,
+        call: &HttpGet<'_>,
+        ticket: Option<HttpTicket>,
+        cx: &mut impl Context,
+    ) -> Option<HttpReply> {
         let Some(key) = self.config.api_key.clone() else {
-            return error(404, OFF);
+            return Some(error(404, OFF));
         };
         if let Err(refused) = authorised(call, &key) {
-            return refused;
+            return Some(refused);
         }
         let (path, query) = call.target.split_once('?').unwrap_or((call.target, ""));
         let parts: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
-        match (call.method, parts.as_slice()) {
+        Some(match (call.method, parts.as_slice()) {
             ("GET" | "HEAD", ["rooms"]) => self.api_rooms(),
             (_, ["rooms"]) => not_allowed("GET"),
             ("GET" | "HEAD", ["rooms", room, "history"]) => self.api_history(room, query),
             (_, ["rooms", _, "history"]) => not_allowed("GET"),
-            ("POST", ["rooms", room, "messages"]) => self.api_post(room, call, cx),
+            ("POST", ["rooms", room, "messages"]) => return self.api_post(room, call, ticket, cx),
             (_, ["rooms", _, "messages"]) => not_allowed("POST"),
             _ => error(404, "no such API path (see the README)"),
+        })
+    }
+
+    /// Redis numbered (`Some(seq)`) or may have lost (`None`) the message
+    /// of the bus `ticket`: the post waiting for it, if any, is answered.
+    pub(super) fn post_answered(
+        &mut self,
+        ticket: Ticket,
+        seq: Option<u64>,
+        cx: &mut impl Context,
+    ) {
+        let Some(at) = self.posts.iter().position(|p| p.bus == ticket) else {
+            return;
+        };
+        let post = self.posts.swap_remove(at);
+        let answer = match seq {
+            // As one node answers.
+            Some(seq) => reply(201, &json!({ "room": post.room, "seq": seq })),
+            None => error(
+                503,
+                "Redis did not confirm the message (it may or may not have reached other nodes); \
+                 check the room's history before posting again",
+            ),
+        };
+        cx.answer_http(post.http, answer);
+    }
+
+    /// Posts Redis did not answer within [`POST_TIMEOUT`] get `504`.
+    pub(super) fn expire_posts(&mut self, cx: &mut impl Context) {
+        let now = cx.clock().now;
+        let mut at = 0;
+        while at < self.posts.len() {
+            if now.saturating_duration_since(self.posts[at].since) < POST_TIMEOUT {
+                at += 1;
+                continue;
+            }
+            let post = self.posts.swap_remove(at);
+            let why = format!(
+                "Redis did not number the message within {} s (it may still reach the room)",
+                POST_TIMEOUT.as_secs()
+            );
+            cx.answer_http(post.http, error(504, &why));
         }
     }
 
@@ -164,38 +239,45 @@ impl Chat {
         )
     }
 
-    fn api_post(&mut self, room: &str, call: &HttpGet<'_>, cx: &mut impl Context) -> HttpReply {
+    /// A post: its answer now, or `None` when it waits for Redis.
+    fn api_post(
+        &mut self,
+        room: &str,
+        call: &HttpGet<'_>,
+        ticket: Option<HttpTicket>,
+        cx: &mut impl Context,
+    ) -> Option<HttpReply> {
         let json_body = call.content_type.is_some_and(|t| {
             let media = t.split(';').next().unwrap_or_default().trim();
             media.eq_ignore_ascii_case("application/json")
         });
         if !json_body {
-            return error(415, "send Content-Type: application/json");
+            return Some(error(415, "send Content-Type: application/json"));
         }
         let post: Post = match serde_json::from_slice(call.body) {
             Ok(post) => post,
             Err(e) => {
                 let why = format!("expected {{\"from\":\"NAME\",\"text\":\"TEXT\"}} ({e})");
-                return error(400, &why);
+                return Some(error(400, &why));
             }
         };
         let name = match names::check(&post.from) {
             Ok(nick) => nick.name,
-            Err(why) => return error(400, &format!("from: {why}")),
+            Err(why) => return Some(error(400, &format!("from: {why}"))),
         };
         if post.text.is_empty() {
-            return error(400, "text is empty");
+            return Some(error(400, "text is empty"));
         }
         let room = match target::parse(&format!("/{room}")) {
             Ok(t) => t.room,
-            Err(e) => return error(404, e.reason()),
+            Err(e) => return Some(error(404, e.reason())),
         };
         let index = match self.rooms.index_of(&room) {
             Some(i) => i,
             None => {
                 let client = super::rooms::client_key(std::net::Ipv4Addr::LOCALHOST.into());
                 if self.rooms.may_join(&room, client, self.limits()).is_err() {
-                    return error(503, "too many rooms");
+                    return Some(error(503, "too many rooms"));
                 }
                 let index = self.rooms.named(&room, client, self.limits());
                 if self.node.is_some() {
@@ -207,8 +289,14 @@ impl Chat {
                 index
             }
         };
+        if ticket.is_some() && self.node.is_some() && self.posts.len() >= MAX_PENDING_POSTS {
+            return Some(error(
+                503,
+                "too many API posts are waiting for Redis to number them; try again",
+            ));
+        }
         let from: std::rc::Rc<str> = format!("{name} (bot)").into();
-        match self.speak(
+        let spoken = self.speak(
             index,
             PeerId::MAX,
             from,
@@ -216,16 +304,27 @@ impl Chat {
             (false, false),
             Audience::All,
             cx,
-        ) {
-            Spoken::Numbered(seq) => reply(201, &json!({ "room": room, "seq": seq })),
-            // Numbered by Redis like any message; its number comes back
-            // with it, after this answer.
-            Spoken::Queued => reply(202, &json!({ "room": room, "queued": true })),
-            Spoken::LocalOnly => reply(
+        );
+        Some(match (spoken, ticket) {
+            (Spoken::Numbered(seq), _) => reply(201, &json!({ "room": room, "seq": seq })),
+            // Numbered by Redis like any message: the answer waits for
+            // the script's reply (see `post_answered`).
+            (Spoken::Queued(bus), Some(http)) => {
+                self.posts.push(PendingPost {
+                    bus,
+                    http,
+                    room,
+                    since: cx.clock().now,
+                });
+                return None;
+            }
+            // No way to answer later: the number comes with the message.
+            (Spoken::Queued(_), None) => reply(202, &json!({ "room": room, "queued": true })),
+            (Spoken::LocalOnly, _) => reply(
                 202,
                 &json!({ "room": room, "queued": false, "local_only": true }),
             ),
-        }
+        })
     }
 }
 

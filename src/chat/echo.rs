@@ -77,6 +77,10 @@ mod tests {
         fn close(&mut self, _to: PeerId, _code: u16, _reason: &'static str) {
             unreachable!("echo closes nobody");
         }
+
+        fn answer_http(&mut self, _ticket: crate::service::HttpTicket, _reply: HttpReply) {
+            unreachable!("echo answers at once");
+        }
     }
 
     #[test]

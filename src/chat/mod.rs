@@ -63,8 +63,8 @@ use log::info;
 use crate::cluster::bus::{Bus, BusEvent, LocalBus, Presence, Publish, Ticket};
 use crate::service::Clock;
 use crate::service::{
-    Context, Gauge, Goodbye, HttpGet, HttpReply, Kind, Message, Outgoing, PeerId, Refusal, Service,
-    Upgrade, Upstream,
+    Context, Gauge, Goodbye, HttpGet, HttpReply, HttpTicket, Kind, Message, Outgoing, PeerId,
+    Refusal, Service, Upgrade, Upstream,
 };
 use relay::Relayed;
 
@@ -173,6 +173,10 @@ pub struct Chat {
     /// `/rooms` asked of Redis, waiting for its answer: (ticket, asker),
     /// one per user at most.
     listings: Vec<(Ticket, PeerId)>,
+    /// API posts waiting for Redis to number them (cluster mode), at most
+    /// [`api::MAX_PENDING_POSTS`], each until its answer, its failure or
+    /// [`api::POST_TIMEOUT`].
+    posts: Vec<api::PendingPost>,
 }
 
 /// A connection waiting for its resume record from Redis: no welcome, no
@@ -262,8 +266,9 @@ struct Claim {
 enum Spoken {
     /// Numbered and delivered here.
     Numbered(u64),
-    /// On its way through Redis; numbered when it comes back.
-    Queued,
+    /// On its way through Redis; numbered when it comes back (the
+    /// script's answer carries this ticket).
+    Queued(Ticket),
     /// Other nodes are out of reach: delivered on this node only, unnumbered.
     LocalOnly,
 }
@@ -358,6 +363,7 @@ impl Chat {
             claims: Vec::new(),
             resuming: Vec::new(),
             listings: Vec::new(),
+            posts: Vec::new(),
         }
     }
 
@@ -386,10 +392,10 @@ impl Chat {
             return Publish::Local;
         };
         let clock = cx.clock();
+        let verified = self.users.get(peer).is_some_and(User::is_verified);
+        let joined = Presence::Joined { verified };
         match kind {
-            relay::Kind::Join => self
-                .bus
-                .presence(clock.now, &r.name, from, Presence::Joined),
+            relay::Kind::Join => self.bus.presence(clock.now, &r.name, from, joined),
             relay::Kind::Leave => {
                 self.bus.presence(clock.now, &r.name, from, Presence::Left);
                 let keys = names::keys(from);
@@ -398,14 +404,14 @@ impl Chat {
             relay::Kind::Nick => {
                 self.bus.presence(clock.now, &r.name, from, Presence::Left);
                 let to = std::str::from_utf8(body).unwrap_or_default();
-                self.bus.presence(clock.now, &r.name, to, Presence::Joined);
+                self.bus.presence(clock.now, &r.name, to, joined);
             }
-            relay::Kind::Resumed => self
-                .bus
-                .presence(clock.now, &r.name, from, Presence::Joined),
-            relay::Kind::Message | relay::Kind::Binary | relay::Kind::Private => {}
+            relay::Kind::Resumed => self.bus.presence(clock.now, &r.name, from, joined),
+            relay::Kind::Message
+            | relay::Kind::Binary
+            | relay::Kind::Private
+            | relay::Kind::Taken => {}
         }
-        let verified = self.users.get(peer).is_some_and(User::is_verified);
         let bytes = Relayed {
             kind,
             node,
@@ -444,6 +450,7 @@ impl Chat {
                 } => self.seed(&room, epoch, entries, cx),
                 BusEvent::Roster { room, members } => self.roster(&room, &members, cx),
                 BusEvent::Claimed { ticket, holder } => self.claimed(ticket, holder, cx),
+                BusEvent::Taken { room, name, from } => self.taken(&room, &name, &from, cx),
                 BusEvent::Resume { ticket, record } => {
                     let record = record.as_deref().and_then(decode_record);
                     self.resume_answered(ticket, record, cx);
@@ -456,6 +463,7 @@ impl Chat {
                     complete,
                 } => self.rooms_answered(ticket, rooms, total, complete, cx),
                 BusEvent::Lost { ticket } => {
+                    self.post_answered(ticket, None, cx);
                     self.resume_answered(ticket, None, cx);
                     if let Some(at) = self.listings.iter().position(|l| l.0 == ticket) {
                         let (_, id) = self.listings.swap_remove(at);
@@ -473,7 +481,10 @@ impl Chat {
                     }
                     self.reachability(reachable, cx);
                 }
-                BusEvent::Sequenced { .. } | BusEvent::Member { .. } => {}
+                BusEvent::Sequenced { ticket, seq, .. } => {
+                    self.post_answered(ticket, Some(seq), cx);
+                }
+                BusEvent::Member { .. } => {}
             }
         }
     }
@@ -481,7 +492,7 @@ impl Chat {
     /// A presence listing of `room`: members of other nodes no longer
     /// listed for a while are gone (their node died, or their leave was
     /// missed), and the room is told.
-    fn roster(&mut self, room_name: &str, members: &[(String, String)], cx: &mut impl Context) {
+    fn roster(&mut self, room_name: &str, members: &[roster::Listed], cx: &mut impl Context) {
         let now = cx.clock().now;
         let Some(room) = self.rooms.index_of(room_name) else {
             return;
@@ -496,6 +507,43 @@ impl Chat {
             };
             let size = r.len() + r.remote.len() + 1;
             self.announce(room, Change::Leave, &name, PeerId::MAX, size, cx);
+        }
+    }
+
+    /// Redis gave `room`'s verified `name` to its user here, taking it
+    /// from `from` (node, name): each holder on another node is told
+    /// through its node (a relayed `t` event), which renames it as one
+    /// node does (see `unname`). Holders here were renamed at the join.
+    fn taken(
+        &mut self,
+        room_name: &str,
+        name: &str,
+        from: &[(String, String)],
+        cx: &mut impl Context,
+    ) {
+        let Some(room) = self.rooms.index_of(room_name) else {
+            return;
+        };
+        let Some(Holder::User(id)) = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.names.holder(&names::keys(name)))
+        else {
+            return;
+        };
+        // Still its verified user (not gone meanwhile).
+        let Some(user) = self.users.get(id) else {
+            return;
+        };
+        if !user.is_verified() || user.name.as_deref() != Some(name) {
+            return;
+        }
+        for (node, holder) in from {
+            if self.node.as_deref() == Some(node.as_str()) {
+                continue;
+            }
+            let body = relay::taken_body(node, holder);
+            self.relay(room, relay::Kind::Taken, id, false, name, &body, cx);
         }
     }
 
@@ -693,7 +741,7 @@ impl Chat {
                 };
                 let change = match event.kind {
                     relay::Kind::Join => {
-                        r.remote.joined(event.node, event.from, now);
+                        r.remote.joined(event.node, event.from, event.verified, now);
                         Change::Join
                     }
                     _ => {
@@ -711,7 +759,7 @@ impl Chat {
                 let now = cx.clock().now;
                 if let Some(r) = self.rooms.get_mut(room) {
                     r.remote.left(event.node, event.from, now);
-                    r.remote.joined(event.node, to, now);
+                    r.remote.joined(event.node, to, event.verified, now);
                 }
                 let line = Line::Nick {
                     from: event.from,
@@ -734,6 +782,30 @@ impl Chat {
                 };
                 self.to_user_at(recipient, &line, event.ts, cx);
             }
+            relay::Kind::Taken => {
+                let Some((node, holder)) = relay::parse_taken(event.body) else {
+                    return;
+                };
+                if self.node.as_deref() != Some(node) {
+                    return;
+                }
+                let keys = names::keys(holder);
+                let Some(r) = self.rooms.get_mut(room) else {
+                    return;
+                };
+                match r.names.holder(&keys) {
+                    Some(Holder::User(id))
+                        if self
+                            .users
+                            .get(id)
+                            .is_some_and(|u| u.name.as_deref() == Some(holder)) =>
+                    {
+                        self.unname(id, room, event.from, cx);
+                    }
+                    Some(Holder::Away(departure)) => r.names.remove(&keys, Holder::Away(departure)),
+                    _ => {}
+                }
+            }
             relay::Kind::Resumed => {
                 let Some((old_node, digest)) = relay::parse_resumed(event.body) else {
                     return;
@@ -741,7 +813,7 @@ impl Chat {
                 let now = cx.clock().now;
                 if let Some(r) = self.rooms.get_mut(room) {
                     r.remote.left(old_node, event.from, now);
-                    r.remote.joined(event.node, event.from, now);
+                    r.remote.joined(event.node, event.from, event.verified, now);
                 }
                 if self.node.as_deref() == Some(old_node) {
                     self.resumed_elsewhere(room, digest, cx);
@@ -978,7 +1050,7 @@ impl Chat {
                 text.as_bytes(),
                 cx,
             ) {
-                Publish::Queued(_) => return Spoken::Queued,
+                Publish::Queued(ticket) => return Spoken::Queued(ticket),
                 Publish::Local => {}
                 // Out of reach, the room was told; a queue toward Redis
                 // full, only the sender can be.
@@ -1475,14 +1547,16 @@ impl Chat {
     }
 
     /// The names of `room`'s verified users among those [`Chat::names`]
-    /// lists.
+    /// lists, on this node and on others (as their join events and the
+    /// presence listings said).
     fn verified_names(&self, room: usize) -> Vec<&str> {
         self.rooms.get(room).map_or_else(Vec::new, |r| {
             r.members()
-                .take(self.config.list_limit)
                 .filter_map(|m| self.users.get(m))
-                .filter(|u| u.is_verified())
-                .filter_map(|u| u.name.as_deref())
+                .map(|u| (u.name.as_deref(), u.is_verified()))
+                .chain(r.remote.flagged().map(|(n, v)| (Some(n), v)))
+                .take(self.config.list_limit)
+                .filter_map(|(name, verified)| name.filter(|_| verified))
                 .collect()
         })
     }
@@ -1550,6 +1624,14 @@ impl Chat {
             to: &new,
         };
         self.to_room(room, &line, Audience::All, cx);
+        // Other nodes see the change too, and its other keys come free
+        // there (those the verified user took are its own already).
+        if let Some(r) = self.rooms.get(room).filter(|_| self.node.is_some()) {
+            let now = cx.clock().now;
+            self.bus
+                .release_name(now, &r.name, &names::keys(&old), &old);
+        }
+        self.relay(room, relay::Kind::Nick, id, false, &old, new.as_bytes(), cx);
         self.store_record(id);
     }
 
@@ -1975,17 +2057,13 @@ impl Chat {
             self.bus.subscribe(cx.clock().now, &target.room);
         }
         if identity.is_some() && self.node.is_some() {
-            // Its name is claimed across nodes too, so nobody on another
-            // node can take it while it is here (the claim's answer needs
-            // no action: a verified name is not given up here for one
-            // taken earlier elsewhere; the README says so).
-            self.bus.claim_name(
-                cx.clock().now,
-                &target.room,
-                &names::keys(&name),
-                &name,
-                None,
-            );
+            // Its name is taken across nodes too, so nobody on another
+            // node can take it while it is here, and a holder there is
+            // renamed by its node once Redis says who it was (see
+            // `taken`).
+            let keys = names::keys(&name);
+            self.bus
+                .take_name(cx.clock().now, &target.room, &keys, &name);
         }
         // JSON clients are given their token at once; plain ones when they
         // ask (`/whoami`), or when they resumed (theirs was used up).
@@ -1997,12 +2075,14 @@ impl Chat {
         if json {
             let (names, count) = self.names(room);
             let users: Vec<&str> = names.iter().map(|n| n.as_ref()).collect();
+            let verified = self.verified_names(room);
             let again = if resumed.is_some() { " again" } else { "" };
             let text = format!("You are {name} in {}{again}", target.room);
             let extra = Extra::Welcome {
                 you: &name,
                 users: &users,
                 count,
+                verified: &verified,
                 resume: token.as_deref(),
             };
             self.system(id, &text, extra, cx);
@@ -2235,6 +2315,7 @@ impl Service for Chat {
         self.summarise_due(cx);
         self.expire_away(cx);
         self.expire_tokens(cx);
+        self.expire_posts(cx);
         self.rooms.expire(cx.clock().now, self.config.room_ttl);
         if self.node.is_some() {
             self.bus.tick(cx.clock().now);
@@ -2260,7 +2341,10 @@ impl Service for Chat {
     fn on_http(&mut self, request: &HttpGet<'_>, cx: &mut impl Context) -> HttpReply {
         let path = request.target.split('?').next().unwrap_or_default();
         if api::is_api(path) {
-            return self.api(request, cx);
+            // Without a ticket the API answers at once.
+            return self
+                .api(request, None, cx)
+                .unwrap_or_else(|| HttpReply::text(500, "no answer"));
         }
         if !matches!(request.method, "GET" | "HEAD") {
             let mut reply = HttpReply::text(405, "the page takes GET or HEAD");
@@ -2284,6 +2368,19 @@ impl Service for Chat {
                 HttpReply::text(refused.status, refused.reason)
             }
         }
+    }
+
+    fn on_http_deferred(
+        &mut self,
+        ticket: HttpTicket,
+        request: &HttpGet<'_>,
+        cx: &mut impl Context,
+    ) -> Option<HttpReply> {
+        let path = request.target.split('?').next().unwrap_or_default();
+        if api::is_api(path) {
+            return self.api(request, Some(ticket), cx);
+        }
+        Some(self.on_http(request, cx))
     }
 
     fn gauges(&self) -> Vec<Gauge> {
@@ -2375,6 +2472,10 @@ mod tests {
 
         fn close(&mut self, to: PeerId, code: u16, reason: &'static str) {
             self.closed.push((to, code, reason));
+        }
+
+        fn answer_http(&mut self, _ticket: crate::service::HttpTicket, _reply: HttpReply) {
+            unreachable!("one node answers HTTP at once");
         }
     }
 

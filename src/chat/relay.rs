@@ -42,6 +42,10 @@ pub enum Kind {
     /// the token. Its old node drops it without a leave; every node moves
     /// it in its roster without a word.
     Resumed,
+    /// The verified user `FROM` took its name from an anonymous holder on
+    /// another node: `BODY` is that node, a unit separator, and the
+    /// holder's name. The holder's node renames it, as one node does.
+    Taken,
 }
 
 impl Kind {
@@ -54,6 +58,7 @@ impl Kind {
             Kind::Binary => b'b',
             Kind::Private => b'p',
             Kind::Resumed => b'r',
+            Kind::Taken => b't',
         }
     }
 
@@ -66,6 +71,7 @@ impl Kind {
             b"b" => Kind::Binary,
             b"p" => Kind::Private,
             b"r" => Kind::Resumed,
+            b"t" => Kind::Taken,
             _ => return None,
         })
     }
@@ -164,6 +170,16 @@ pub fn parse_resumed(body: &[u8]) -> Option<(&str, &str)> {
     parse_private(body).filter(|(node, digest)| !node.is_empty() && !digest.is_empty())
 }
 
+/// The body of a [`Kind::Taken`] event: the holder's node and name.
+pub fn taken_body(node: &str, holder: &str) -> Vec<u8> {
+    private_body(node, holder)
+}
+
+/// The holder's node and name of a [`Kind::Taken`] body.
+pub fn parse_taken(body: &[u8]) -> Option<(&str, &str)> {
+    parse_private(body).filter(|(node, holder)| !node.is_empty() && !holder.is_empty())
+}
+
 /// A decimal as [`Relayed::encode`] writes it (no sign, no leading zero),
 /// so that one event has one encoding.
 fn decimal(field: &[u8]) -> Option<u64> {
@@ -208,6 +224,7 @@ mod tests {
             Kind::Binary,
             Kind::Private,
             Kind::Resumed,
+            Kind::Taken,
         ] {
             let event = Relayed {
                 kind,
@@ -270,6 +287,17 @@ mod tests {
         assert_eq!(parse_resumed(b"\x1fab12"), None, "no node");
         assert_eq!(parse_resumed(b"n1\x1f"), None, "no digest");
         assert_eq!(parse_resumed(b"n1"), None);
+    }
+
+    #[test]
+    fn a_take_names_the_holder_s_node_and_name() {
+        let bytes = b"t\x1fn1\x1f7\x1f1\x1f0\x1falice\x1fn2\x1fAlice";
+        let event = decode(bytes).expect("an event");
+        assert_eq!((event.kind, event.from), (Kind::Taken, "alice"));
+        assert_eq!(parse_taken(event.body), Some(("n2", "Alice")));
+        assert_eq!(taken_body("n2", "Alice"), b"n2\x1fAlice");
+        assert_eq!(parse_taken(b"\x1fAlice"), None, "no node");
+        assert_eq!(parse_taken(b"n2\x1f"), None, "no holder");
     }
 
     #[test]

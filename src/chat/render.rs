@@ -64,6 +64,8 @@ pub enum Extra<'a> {
         you: &'a str,
         users: &'a [&'a str],
         count: usize,
+        /// Those of `users` who are verified (omitted when none).
+        verified: &'a [&'a str],
         /// The resume token (absent when resuming is off).
         resume: Option<&'a str>,
     },
@@ -376,11 +378,15 @@ pub fn json(line: &Line<'_>, context: Stamp<'_>, out: &mut Vec<u8>) {
                     you,
                     users,
                     count,
+                    verified,
                     resume,
                 } => {
                     obj.str("you", you);
                     obj.strs("users", users);
                     obj.num("count", count as u64);
+                    if !verified.is_empty() {
+                        obj.strs("verified", verified);
+                    }
                     if let Some(resume) = resume {
                         obj.str("resume", resume);
                     }
@@ -729,6 +735,7 @@ mod tests {
                 you: "alice",
                 users: &users,
                 count: 7,
+                verified: &[],
                 resume: Some("ab"),
             },
         });

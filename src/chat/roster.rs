@@ -24,20 +24,24 @@ pub const TTL: Duration = Duration::from_secs(6);
 /// A member on another node: the node and the name.
 pub type Member = (String, String);
 
+/// A member as a listing gives it: and whether it is a verified user.
+pub type Listed = (Member, bool);
+
 #[derive(Debug, Default)]
 pub struct Roster {
-    /// Members, and when they were last seen.
-    members: BTreeMap<Member, Instant>,
+    /// Members, when they were last seen, and whether they are verified
+    /// users (as their join event or the last listing said).
+    members: BTreeMap<Member, (Instant, bool)>,
     /// Members who left by their event, and when.
     left: BTreeMap<Member, Instant>,
 }
 
 impl Roster {
-    /// A join event.
-    pub fn joined(&mut self, node: &str, name: &str, now: Instant) {
+    /// A join event (of a verified user or not).
+    pub fn joined(&mut self, node: &str, name: &str, verified: bool, now: Instant) {
         let member = (node.to_owned(), name.to_owned());
         self.left.remove(&member);
-        self.members.insert(member, now);
+        self.members.insert(member, (now, verified));
     }
 
     /// A leave event; whether the member was here.
@@ -51,17 +55,17 @@ impl Roster {
     /// A listing of the presence set (other nodes' members only): returns
     /// the names of members now taken for gone (their nodes died or their
     /// leaves were missed), for the room to be told.
-    pub fn listed(&mut self, listing: &[Member], now: Instant) -> Vec<String> {
+    pub fn listed(&mut self, listing: &[Listed], now: Instant) -> Vec<String> {
         self.left
             .retain(|_, at| now.saturating_duration_since(*at) < TTL);
-        for member in listing {
+        for (member, verified) in listing {
             if self.left.contains_key(member) {
                 continue;
             }
-            self.members.insert(member.clone(), now);
+            self.members.insert(member.clone(), (now, *verified));
         }
         let mut gone = Vec::new();
-        self.members.retain(|member, seen| {
+        self.members.retain(|member, (seen, _)| {
             let stale = now.saturating_duration_since(*seen) >= TTL;
             if stale {
                 gone.push(member.1.clone());
@@ -82,6 +86,14 @@ impl Roster {
         self.members.keys().map(|(_, name)| name.as_str())
     }
 
+    /// The names of the members (in the order of [`Roster::names`]), and
+    /// whether each is a verified user.
+    pub fn flagged(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.members
+            .iter()
+            .map(|((_, name), (_, verified))| (name.as_str(), *verified))
+    }
+
     pub fn len(&self) -> usize {
         self.members.len()
     }
@@ -95,15 +107,15 @@ impl Roster {
 mod tests {
     use super::*;
 
-    fn m(node: &str, name: &str) -> Member {
-        (node.into(), name.into())
+    fn m(node: &str, name: &str) -> Listed {
+        ((node.into(), name.into()), false)
     }
 
     #[test]
     fn events_count_at_once_listings_with_care() {
         let t0 = Instant::now();
         let mut r = Roster::default();
-        r.joined("n2", "al", t0);
+        r.joined("n2", "al", false, t0);
         // A listing read before the join: al is not gone yet.
         assert!(r.listed(&[], t0 + Duration::from_secs(1)).is_empty());
         assert_eq!(r.names().collect::<Vec<_>>(), ["al"]);
@@ -120,7 +132,7 @@ mod tests {
     fn a_leave_is_not_undone_by_a_stale_listing() {
         let t0 = Instant::now();
         let mut r = Roster::default();
-        r.joined("n2", "al", t0);
+        r.joined("n2", "al", false, t0);
         assert!(r.left("n2", "al", t0));
         assert!(!r.left("n2", "al", t0));
         assert!(r
@@ -128,7 +140,7 @@ mod tests {
             .is_empty());
         assert_eq!(r.len(), 0);
         // A join again is believed.
-        r.joined("n2", "al", t0 + Duration::from_secs(2));
+        r.joined("n2", "al", false, t0 + Duration::from_secs(2));
         assert_eq!(r.len(), 1);
     }
 
@@ -140,5 +152,24 @@ mod tests {
         assert_eq!(r.len(), 2, "one name on two nodes: two members");
         r.clear();
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn verified_members_are_told_apart_by_join_or_listing() {
+        let t0 = Instant::now();
+        let mut r = Roster::default();
+        r.joined("n2", "alice", true, t0);
+        r.joined("n2", "bob", false, t0);
+        assert_eq!(
+            r.flagged().collect::<Vec<_>>(),
+            [("alice", true), ("bob", false)]
+        );
+        let carol = (("n3".to_owned(), "carol".to_owned()), true);
+        assert!(r.listed(&[m("n2", "alice"), carol], t0).is_empty());
+        assert_eq!(
+            r.flagged().collect::<Vec<_>>(),
+            [("alice", false), ("bob", false), ("carol", true)],
+            "the listing is the newer word"
+        );
     }
 }

@@ -41,7 +41,11 @@ pub struct Ticket(pub u64);
 /// Whether a member is in a room, for presence across nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Presence {
-    Joined,
+    /// Joined (or refreshed); `verified`: a verified user, which other
+    /// nodes' listings say.
+    Joined {
+        verified: bool,
+    },
     Left,
 }
 
@@ -106,13 +110,22 @@ pub enum BusEvent {
         member: String,
         presence: Presence,
     },
-    /// Who is in `room` on other nodes (node, name), as the room's
+    /// Who is in `room` on other nodes ((node, name), and whether a
+    /// verified user), as the room's
     /// presence entries say: read every heartbeat (see
     /// [`Bus::tick`]), so members of a node that died without a word drop
     /// out once their entries expire.
     Roster {
         room: String,
-        members: Vec<(String, String)>,
+        members: Vec<((String, String), bool)>,
+    },
+    /// The outcome of [`Bus::take_name`]: `name` is now its claimant's in
+    /// `room`, taken from these holders on other nodes or this one
+    /// ((node, name) of each live presence entry that held a key).
+    Taken {
+        room: String,
+        name: String,
+        from: Vec<(String, String)>,
     },
     /// The outcome of [`Bus::claim_name`]: granted (`holder` `None`), or
     /// held by `holder` (`NAME@NODE`), present on another node.
@@ -183,6 +196,12 @@ pub trait Bus: fmt::Debug {
     /// Frees `name` (compared by `keys`) in `room` if this node's member
     /// `name` holds it (the member left).
     fn release_name(&mut self, _now: Instant, _room: &str, _keys: &[String], _name: &str) {}
+
+    /// Takes `name`'s keys in `room` for this node's verified user of
+    /// that name, whoever holds them (atomically, across nodes); answered
+    /// by [`BusEvent::Taken`] (nothing while other nodes are out of
+    /// reach).
+    fn take_name(&mut self, _now: Instant, _room: &str, _keys: &[String], _name: &str) {}
 
     /// Stores (`Some(record)`) a resume token's record under its hex
     /// `digest` in `room` for `ttl_ms`, or (`None`) deletes it; `ttl_ms`
@@ -284,7 +303,7 @@ mod tests {
         assert_eq!(bus.publish(now, "lobby", b"hi", true), Publish::Local);
         assert_eq!(bus.publish(now, "lobby", b"joined", false), Publish::Local);
         bus.subscribe(now, "lobby");
-        bus.presence(now, "lobby", "User 1", Presence::Joined);
+        bus.presence(now, "lobby", "User 1", Presence::Joined { verified: false });
         assert!(bus.remote_members("lobby").is_empty());
         assert_eq!(bus.list_rooms(now, 10), Publish::Local);
         assert_eq!(bus.poll_event(now), None);

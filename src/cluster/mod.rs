@@ -32,6 +32,7 @@
 //! | `wschat:{ROOM}:events` | pub/sub channel | every event of the room, as `SEQ EPOCH PAYLOAD` ([`parse_event`]) |
 //! | `wschat:{ROOM}:presence` | sorted set | members (`NODE US NAME`, US the byte 0x1f), scored by when their entry expires |
 //! | `wschat:{ROOM}:nicks` | hash | nickname (lower case) → its owner, for uniqueness across nodes |
+//! | `wschat:{ROOM}:verified` | sorted set | the presence entries of verified users, scored as in `:presence` |
 //! | `wschat:{ROOM}:resume:DIGEST` | string | a resume token's record (the token's hex SHA-1) |
 //! | [`DIRECTORY_ROOMS`] `wschat:{*}:rooms` | sorted set | `ROOM US NODE`: the rooms each node has users in, scored by when the entry expires |
 //! | [`DIRECTORY_COUNTS`] `wschat:{*}:counts` | hash | `ROOM US NODE` → that node's users in the room |
@@ -105,6 +106,8 @@ pub struct RoomKeys {
     pub events: String,
     pub presence: String,
     pub nicks: String,
+    /// The presence entries of verified users (a subset of `presence`).
+    pub verified: String,
 }
 
 impl RoomKeys {
@@ -117,6 +120,7 @@ impl RoomKeys {
             events: key("events"),
             presence: key("presence"),
             nicks: key("nicks"),
+            verified: key("verified"),
         }
     }
 
@@ -213,6 +217,7 @@ mod tests {
         assert_eq!(keys.events, "wschat:{rust}:events");
         assert_eq!(keys.presence, "wschat:{rust}:presence");
         assert_eq!(keys.nicks, "wschat:{rust}:nicks");
+        assert_eq!(keys.verified, "wschat:{rust}:verified");
     }
 
     #[test]

@@ -98,22 +98,34 @@ return {redis.call('GET', KEYS[1]), redis.call('XREVRANGE', KEYS[2], '+', '-', '
 /// Refreshes this node's members of a room and lists the room's
 /// members, on Redis' clock (so nodes' clocks need not agree):
 /// `KEYS[1]` `wschat:{ROOM}:presence` (a sorted set of `NODE US NAME`
-/// scored by when the entry expires, in ms), `ARGV[1]` the time to live in
-/// ms, `ARGV[2]` most members listed, `ARGV[3..]` the members to refresh.
-/// Expired entries are removed first; the key itself expires when no node
-/// refreshes it.
+/// scored by when the entry expires, in ms), `KEYS[2]`
+/// `wschat:{ROOM}:verified` (the same, for the verified users only),
+/// `ARGV[1]` the time to live in ms, `ARGV[2]` most members listed,
+/// `ARGV[3..]` the members to refresh, each after one flag byte (`1`: a
+/// verified user). Expired entries are removed first; the keys
+/// themselves expire when no node refreshes them. Returns `{members,
+/// verified members}`, read at one instant.
 pub const PRESENCE_SCRIPT: &str = "\
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 for i = 3, #ARGV do
-  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+  local entry = string.sub(ARGV[i], 2)
+  redis.call('ZADD', KEYS[1], now + ttl, entry)
+  if string.sub(ARGV[i], 1, 1) == '1' then
+    redis.call('ZADD', KEYS[2], now + ttl, entry)
+  else
+    redis.call('ZREM', KEYS[2], entry)
+  end
 end
 if #ARGV >= 3 then
   redis.call('PEXPIRE', KEYS[1], ttl * 2)
+  redis.call('PEXPIRE', KEYS[2], ttl * 2)
 end
-return redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+local max = tonumber(ARGV[2]) - 1
+return {redis.call('ZRANGE', KEYS[1], 0, max), redis.call('ZRANGE', KEYS[2], 0, max)}
 ";
 
 /// Claims a name in a room across nodes, atomically: `KEYS[1]`
@@ -151,6 +163,31 @@ if ARGV[2] ~= '' then
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
 return 1
+";
+
+/// Takes a name in a room for a verified user, whoever holds it:
+/// `KEYS[1]` `wschat:{ROOM}:nicks`, `KEYS[2]` `wschat:{ROOM}:presence`;
+/// `ARGV[1]` the claimant's presence entry (`NODE US NAME`), `ARGV[2]`
+/// the presence time to live (ms), `ARGV[3..]` the name's keys. Every key
+/// passes to the claimant in one step; returns the entries of the live
+/// holders it took them from (each once), for their nodes to be told.
+pub const TAKE_SCRIPT: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local taken, seen = {}, {}
+for i = 3, #ARGV do
+  local holder = redis.call('HGET', KEYS[1], ARGV[i])
+  if holder and holder ~= ARGV[1] and not seen[holder] then
+    local expires = redis.call('ZSCORE', KEYS[2], holder)
+    if expires and tonumber(expires) > now then
+      seen[holder] = true
+      taken[#taken + 1] = holder
+    end
+  end
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+return taken
 ";
 
 /// Frees a name's keys if `ARGV[1]` (a presence entry) holds them:
@@ -287,6 +324,8 @@ enum Tag {
     Presence { room: String },
     /// A name claim ([`NICK_SCRIPT`]).
     Claim { ticket: Ticket },
+    /// A verified user's name taken in `room` ([`TAKE_SCRIPT`]).
+    Take { room: String, name: String },
     /// A resume record taken ([`RESUME_TAKE_SCRIPT`]).
     Resume { ticket: Ticket },
     /// The room directory listed ([`ROOMS_SCRIPT`]).
@@ -427,7 +466,8 @@ pub struct RedisBus {
     /// This node's id, as in presence entries.
     node: Vec<u8>,
     /// This node's members of each room (their presence entries).
-    members: BTreeMap<String, std::collections::BTreeSet<Vec<u8>>>,
+    /// The flag is whether the member is a verified user.
+    members: BTreeMap<String, BTreeMap<Vec<u8>, bool>>,
     /// When presence is next refreshed.
     next_heartbeat: Instant,
     /// Hashes of unconfirmed messages handed back to the chat (see
@@ -699,7 +739,7 @@ impl RedisBus {
 
     /// Refreshes `entries` of `room` (none: only lists) and asks for the
     /// room's listing.
-    fn refresh_presence(&mut self, now: Instant, room: &str, entries: &[&[u8]]) {
+    fn refresh_presence(&mut self, now: Instant, room: &str, entries: &[(&[u8], bool)]) {
         if !self.commands.link.is_ready() {
             return;
         }
@@ -707,16 +747,26 @@ impl RedisBus {
         let (mut ttl, mut max) = ([0u8; 20], [0u8; 20]);
         let ttl = super::resp::format_u64(PRESENCE_TTL_MS, &mut ttl);
         let max = super::resp::format_u64(MAX_LISTED, &mut max);
-        let mut args: Vec<&[u8]> = Vec::with_capacity(entries.len() + 6);
+        let flagged: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|&(entry, verified)| {
+                let mut arg = Vec::with_capacity(1 + entry.len());
+                arg.push(if verified { b'1' } else { b'0' });
+                arg.extend_from_slice(entry);
+                arg
+            })
+            .collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(entries.len() + 7);
         args.extend([
             b"EVAL".as_slice(),
             PRESENCE_SCRIPT.as_bytes(),
-            b"1",
+            b"2",
             keys.presence.as_bytes(),
+            keys.verified.as_bytes(),
             ttl,
             max,
         ]);
-        args.extend_from_slice(entries);
+        args.extend(flagged.iter().map(Vec::as_slice));
         let mut out = Vec::new();
         super::resp::encode_command(&mut out, &args);
         let tag = Tag::Presence {
@@ -800,23 +850,28 @@ impl RedisBus {
                 tag: Tag::Presence { room },
                 reply,
             } => {
-                let Some(items) = reply.as_array() else {
+                let (Some(items), Some(verified)) = (
+                    reply
+                        .as_array()
+                        .and_then(|a| a.first())
+                        .and_then(Reply::as_array),
+                    reply
+                        .as_array()
+                        .and_then(|a| a.get(1))
+                        .and_then(Reply::as_array),
+                ) else {
                     warn!("Redis: the presence of {room} came back as {reply:?}");
                     return;
                 };
+                let verified: std::collections::BTreeSet<&[u8]> =
+                    verified.iter().filter_map(Reply::as_bytes).collect();
                 let members = items
                     .iter()
                     .filter_map(Reply::as_bytes)
-                    .filter_map(|entry| {
-                        let at = entry.iter().position(|&b| b == US)?;
-                        let (node, name) = (&entry[..at], &entry[at + 1..]);
-                        if node == self.node.as_slice() {
-                            return None;
-                        }
-                        let node = std::str::from_utf8(node).ok()?.to_owned();
-                        let name = std::str::from_utf8(name).ok()?.to_owned();
-                        Some((node, name))
+                    .filter(|entry| {
+                        !entry.starts_with(&self.node) || entry.get(self.node.len()) != Some(&US)
                     })
+                    .filter_map(|entry| Some((split_entry(entry)?, verified.contains(entry))))
                     .collect();
                 self.events.push_back(BusEvent::Roster { room, members });
             }
@@ -904,6 +959,21 @@ impl RedisBus {
                     },
                 };
                 self.events.push_back(BusEvent::Claimed { ticket, holder });
+            }
+            Event::Reply {
+                tag: Tag::Take { room, name },
+                reply,
+            } => {
+                let Some(items) = reply.as_array() else {
+                    warn!("Redis: taking the name {name} in {room} came back as {reply:?}");
+                    return;
+                };
+                let from = items
+                    .iter()
+                    .filter_map(Reply::as_bytes)
+                    .filter_map(split_entry)
+                    .collect();
+                self.events.push_back(BusEvent::Taken { room, name, from });
             }
             Event::Reply {
                 tag: Tag::Resume { ticket },
@@ -1025,6 +1095,14 @@ fn sequenced(reply: &Reply) -> Option<(u64, String)> {
     let seq = u64::try_from(items.first()?.as_integer()?).ok()?;
     let epoch = String::from_utf8(items.get(1)?.as_bytes()?.to_vec()).ok()?;
     Some((seq, epoch))
+}
+
+/// The node and the name of a presence entry (`NODE US NAME`).
+fn split_entry(entry: &[u8]) -> Option<(String, String)> {
+    let at = entry.iter().position(|&b| b == US)?;
+    let node = std::str::from_utf8(&entry[..at]).ok()?.to_owned();
+    let name = std::str::from_utf8(&entry[at + 1..]).ok()?.to_owned();
+    Some((node, name))
 }
 
 /// The epoch and the entries (oldest first) of a [`HISTORY_SCRIPT`]
@@ -1172,17 +1250,17 @@ impl Bus for RedisBus {
     fn presence(&mut self, now: Instant, room: &str, member: &str, presence: Presence) {
         let entry = self.entry(member);
         match presence {
-            Presence::Joined => {
+            Presence::Joined { verified } => {
                 let set = self.members.entry(room.to_owned()).or_default();
-                set.insert(entry.clone());
+                set.insert(entry.clone(), verified);
                 let count = set.len();
-                self.refresh_presence(now, room, &[&entry]);
+                self.refresh_presence(now, room, &[(&entry, verified)]);
                 self.refresh_directory(now, &[(room, count)]);
             }
             Presence::Left => {
                 let mut count = 0;
                 if let Some(set) = self.members.get_mut(room) {
-                    set.remove(&entry);
+                    set.remove(entry.as_slice());
                     count = set.len();
                     if set.is_empty() {
                         self.members.remove(room);
@@ -1190,10 +1268,13 @@ impl Bus for RedisBus {
                 }
                 self.refresh_directory(now, &[(room, count)]);
                 if self.commands.link.is_ready() {
-                    let key = RoomKeys::new(room).presence;
-                    let mut out = Vec::new();
-                    super::resp::encode_command(&mut out, &[b"ZREM", key.as_bytes(), &entry]);
-                    self.send_encoded(now, Tag::Quiet, &out);
+                    let keys = RoomKeys::new(room);
+                    // One command per reply awaited (one tag each).
+                    for key in [&keys.presence, &keys.verified] {
+                        let mut out = Vec::new();
+                        super::resp::encode_command(&mut out, &[b"ZREM", key.as_bytes(), &entry]);
+                        self.send_encoded(now, Tag::Quiet, &out);
+                    }
                 }
             }
         }
@@ -1243,6 +1324,36 @@ impl Bus for RedisBus {
         } else {
             self.stats.dropped += 1;
             Publish::Dropped
+        }
+    }
+
+    fn take_name(&mut self, now: Instant, room: &str, keys: &[String], name: &str) {
+        if !self.reachable {
+            self.stats.dropped += 1;
+            return;
+        }
+        let room_keys = RoomKeys::new(room);
+        let entry = self.entry(name);
+        let mut ttl = [0u8; 20];
+        let ttl = super::resp::format_u64(PRESENCE_TTL_MS, &mut ttl);
+        let mut args: Vec<&[u8]> = vec![
+            b"EVAL",
+            TAKE_SCRIPT.as_bytes(),
+            b"2",
+            room_keys.nicks.as_bytes(),
+            room_keys.presence.as_bytes(),
+            &entry,
+            ttl,
+        ];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        let tag = Tag::Take {
+            room: room.to_owned(),
+            name: name.to_owned(),
+        };
+        if !self.send_encoded(now, tag, &out) {
+            self.stats.dropped += 1;
         }
     }
 
@@ -1322,13 +1433,14 @@ impl Bus for RedisBus {
             return;
         }
         self.next_heartbeat = now + PRESENCE_HEARTBEAT;
-        let rooms: Vec<(String, Vec<Vec<u8>>)> = self
+        let rooms: Vec<(String, BTreeMap<Vec<u8>, bool>)> = self
             .members
             .iter()
-            .map(|(room, set)| (room.clone(), set.iter().cloned().collect()))
+            .map(|(room, set)| (room.clone(), set.clone()))
             .collect();
         for (room, entries) in &rooms {
-            let entries: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+            let entries: Vec<(&[u8], bool)> =
+                entries.iter().map(|(e, v)| (e.as_slice(), *v)).collect();
             self.refresh_presence(now, room, &entries);
         }
         let counts: Vec<(&str, usize)> = rooms

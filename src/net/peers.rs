@@ -23,7 +23,7 @@
 
 use std::net::SocketAddr;
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use mio::{Registry, Token};
 use slab::Slab;
 
@@ -37,7 +37,7 @@ use crate::protocol::deflate::Compressor;
 use crate::protocol::extensions::Negotiated;
 use crate::protocol::frame::{self, CloseCode, OpCode, RSV1};
 use crate::protocol::outbox::SharedFrame;
-use crate::service::{Clock, Context, Kind, Outgoing, PeerId};
+use crate::service::{Clock, Context, HttpReply, HttpTicket, Kind, Outgoing, PeerId};
 
 /// Frames a peer may collect during one pass before they are written
 /// early: bounds the queues (and the memory) of a long batch of events.
@@ -175,7 +175,8 @@ impl Peer {
             (Transport::Gone, _) => Stage::Gone,
             (Transport::Lingering, _) => Stage::Lingering,
             (_, Phase::Handshake) if self.stream.is_tls_handshaking() => Stage::TlsHandshake,
-            (_, Phase::Handshake | Phase::Upgrading) => Stage::Handshake,
+            // A deferred HTTP answer is due within the handshake's time.
+            (_, Phase::Handshake | Phase::Upgrading | Phase::Answering) => Stage::Handshake,
             (_, Phase::Open) => Stage::Open,
             (_, Phase::CloseSent | Phase::Done) => Stage::Closing,
         }
@@ -581,6 +582,33 @@ impl Context for Peers {
 
     fn close(&mut self, to: PeerId, code: u16, reason: &'static str) {
         self.close_requests.push((to, CloseCode(code), reason));
+    }
+
+    fn answer_http(&mut self, ticket: HttpTicket, reply: HttpReply) {
+        let key = ticket.key();
+        let Some(peer) = self.slab.get_mut(key) else {
+            return;
+        };
+        if peer.generation != ticket.generation()
+            || peer.transport != Transport::Live
+            || peer.conn.phase() != Phase::Answering
+        {
+            return;
+        }
+        let response = super::ops::response(reply);
+        info!("{} HTTP answered -> {}", peer.remote, response.status);
+        peer.conn.respond(&response);
+        self.mark_dirty(key);
+    }
+}
+
+impl Peers {
+    /// The ticket of `key`'s HTTP request, for a service that answers it
+    /// later.
+    pub fn http_ticket(&self, key: PeerId) -> Option<HttpTicket> {
+        self.slab
+            .get(key)
+            .map(|peer| HttpTicket::new(key, peer.generation))
     }
 }
 

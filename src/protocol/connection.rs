@@ -80,6 +80,10 @@ pub enum Phase {
     Handshake,
     /// A valid upgrade request awaits [`Connection::accept`] or a refusal.
     Upgrading,
+    /// A plain HTTP request awaits [`Connection::respond`] (which a
+    /// service may give later); nothing more is read from the peer
+    /// (RFC 9112 §9.6: no further requests on a connection to be closed).
+    Answering,
     Open,
     /// We sent a Close and wait for the peer's (§7.1.2).
     CloseSent,
@@ -431,7 +435,7 @@ impl Connection {
     /// A peer that keeps writing then fills its own send buffer and
     /// waits, at no cost to us.
     pub fn wants_input(&self) -> bool {
-        self.phase != Phase::Done
+        !matches!(self.phase, Phase::Answering | Phase::Done)
     }
 
     /// The method of the request, once its head parsed and it was one we
@@ -457,8 +461,10 @@ impl Connection {
                 // Bytes after the head wait for the verdict.
                 Phase::Upgrading => return None,
                 Phase::Open | Phase::CloseSent => self.read_frame(input, settings),
-                Phase::Done => {
-                    // §7.1.1: after the close, nothing the peer sends matters.
+                Phase::Answering | Phase::Done => {
+                    // §7.1.1: after the close, nothing the peer sends
+                    // matters; RFC 9112 §9.6: nor after the request of a
+                    // connection that is to close.
                     input.take(input.len());
                     Step::NeedMore
                 }
@@ -491,7 +497,10 @@ impl Connection {
     /// Refuses the connection before or during its handshake with an HTTP
     /// response (timeouts, capacity).
     pub fn refuse(&mut self, refusal: &Refusal) {
-        if matches!(self.phase, Phase::Handshake | Phase::Upgrading) {
+        if matches!(
+            self.phase,
+            Phase::Handshake | Phase::Upgrading | Phase::Answering
+        ) {
             self.push_response(&refusal.response);
         }
         self.phase = Phase::Done;
@@ -546,7 +555,7 @@ impl Connection {
                     detail: Cow::Borrowed(reason),
                 })
             }
-            Phase::Handshake | Phase::Upgrading => {
+            Phase::Handshake | Phase::Upgrading | Phase::Answering => {
                 self.phase = Phase::Done;
                 None
             }
@@ -595,7 +604,7 @@ impl Connection {
             }
             let request = state.awaiting_body.take();
             self.head = None;
-            self.phase = Phase::Done;
+            self.phase = Phase::Answering;
             return request.map_or(Step::NeedMore, |r| Step::Event(Event::Http(r)));
         }
         let end = match state.scanner.scan_request(input.peek()) {
@@ -646,7 +655,7 @@ impl Connection {
                 self.read_head(input, settings)
             }
             Ok(Request::Http(request)) => {
-                self.phase = Phase::Done;
+                self.phase = Phase::Answering;
                 Step::Event(Event::Http(request))
             }
             Err(refusal) => self.refuse_head(&refusal),
@@ -1659,7 +1668,12 @@ mod tests {
         done(conn, "refused: not HTTP");
         let mut conn = Connection::new();
         feed(&mut conn, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &settings);
-        done(conn, "plain HTTP, before the answer");
+        // Awaiting its answer (which a service may give later): nothing
+        // more is read, nothing is finished.
+        assert_eq!(conn.phase(), Phase::Answering);
+        assert!(!conn.wants_input() && !conn.is_finished());
+        conn.respond(&HttpResponse::text(200, "ok"));
+        done(conn, "plain HTTP, answered");
         let mut conn = Connection::new();
         conn.refuse(&Refusal::timed_out());
         done(conn, "refused by the caller");

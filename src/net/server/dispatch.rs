@@ -93,7 +93,21 @@ impl<S: Service> Server<S> {
                     content_type: request.content_type.as_deref(),
                     body: &request.body,
                 };
-                ops::response(self.service.on_http(&call, &mut self.peers))
+                let answer = match self.peers.http_ticket(key) {
+                    Some(ticket) => self
+                        .service
+                        .on_http_deferred(ticket, &call, &mut self.peers),
+                    None => Some(self.service.on_http(&call, &mut self.peers)),
+                };
+                let Some(reply) = answer else {
+                    info!(
+                        "{remote} HTTP {} {} -> answer deferred",
+                        request.method.as_str(),
+                        request.target
+                    );
+                    return;
+                };
+                ops::response(reply)
             }
         };
         info!(
