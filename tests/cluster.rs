@@ -771,6 +771,103 @@ fn an_api_post_on_one_node_reaches_users_on_another() {
     assert!(answer.contains(r#""local_only":true"#), "{answer}");
 }
 
+/// `GET` on the API with `key`, as JSON.
+fn api_get(server: &Server, key: &str, path: &str) -> (u16, serde_json::Value) {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\r\n",
+        server.addr
+    );
+    let (head, body) = common::http_exchange(server.addr, request.as_bytes());
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (head.status, json)
+}
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn the_api_reads_every_node_s_rooms_and_history_on_any_node() {
+    const KEY: &str = "the cluster test's API key";
+    let key = common::tls::file_with("cluster-api-read-key", KEY);
+    let key_flag = ["--api-key-file", key.to_str().unwrap()];
+    let mut redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    // n2 has no user anywhere: what it answers comes from Redis.
+    let n2 = node(&redis, "n2", &key_flag);
+    [&n1, &n2].into_iter().for_each(wait_up);
+    let mut a = Client::connect_path(n1.addr, "/rust", None);
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    a.send_text("/nick alice");
+    assert_eq!(
+        next_text_within(&mut a, WAIT),
+        format!("{} is now alice", qualified(&a, "n1"))
+    );
+    let b = Client::connect_path(n1.addr, "/rust", None);
+    assert_eq!(
+        next_text_within(&mut a, WAIT),
+        format!("{} joined", qualified(&b, "n1"))
+    );
+    a.send_text("said on n1");
+    a.send_text("and again");
+
+    // The directory lists rooms once a heartbeat refreshed it (2 s).
+    let deadline = Instant::now() + WAIT;
+    let rooms = loop {
+        let (status, rooms) = api_get(&n2, KEY, "/api/rooms");
+        assert_eq!(status, 200, "{rooms}");
+        if rooms["rooms"][0]["last_seq"] == 2 {
+            break rooms;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n2 never listed n1's room: {rooms}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let listed = &rooms["rooms"][0];
+    assert_eq!(listed["name"], "rust", "{rooms}");
+    assert_eq!(listed["count"], 2, "{rooms}");
+    let mut users: Vec<&str> = listed["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u.as_str())
+        .collect();
+    users.sort_unstable();
+    let b_name = qualified(&b, "n1");
+    assert_eq!(users, [b_name.as_str(), "alice"], "{rooms}");
+    assert_eq!(
+        (rooms["count"].clone(), rooms["complete"].clone()),
+        (1.into(), true.into())
+    );
+    assert!(rooms.get("local_only").is_none(), "{rooms}");
+
+    let (status, history) = api_get(&n2, KEY, "/api/rooms/rust/history?since=1");
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["last_seq"], 2, "{history}");
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{history}");
+    assert_eq!(messages[0]["seq"], 2);
+    assert_eq!(messages[0]["from"], "alice");
+    assert_eq!(messages[0]["text"], "and again");
+    let (status, all) = api_get(&n2, KEY, "/api/rooms/rust/history");
+    assert_eq!(
+        (status, all["messages"].as_array().unwrap().len()),
+        (200, 2),
+        "{all}"
+    );
+    let (status, none) = api_get(&n2, KEY, "/api/rooms/nowhere/history");
+    assert_eq!(status, 404, "{none}");
+    let (status, bad) = api_get(&n2, KEY, "/api/rooms/rust/history?since=x");
+    assert_eq!(status, 400, "{bad}");
+
+    // Redis out of reach: n2 answers from what it holds, and says so.
+    redis.kill();
+    wait_metric(&n2, "wschat_redis_up", 0.0);
+    let (status, local) = api_get(&n2, KEY, "/api/rooms");
+    assert_eq!(status, 200, "{local}");
+    assert_eq!(local["local_only"], true, "{local}");
+    assert_eq!(local["rooms"], serde_json::json!([]), "{local}");
+}
+
 /// Node's own WebSocket client on two nodes: `a` on the first says
 /// hello, `b` on the second prints everything it gets until it has heard
 /// it (bounded by a timer), then both close.

@@ -21,6 +21,14 @@
 //! at most [`POST_TIMEOUT`]; while Redis is out of reach the message goes
 //! to this node's users only and the answer says so at once.
 //!
+//! In cluster mode the two reads answer from Redis too, so that every
+//! node gives the same answer whether or not it has users in the room:
+//! `GET /api/rooms` lists the room directory's busiest rooms (every
+//! node's) and reads each ([`crate::cluster::room_read`]), and a room's history is the
+//! shared stream's. They too wait at most [`MAX_PENDING_READS`] at once,
+//! each at most [`POST_TIMEOUT`]; while Redis is out of reach they answer
+//! from this node's state at once, marked `"local_only": true`.
+//!
 //! A posted message speaks as `NAME (bot)`: the name passes the nickname
 //! rules, and no nickname may hold a space or a parenthesis, so no user
 //! can pose as a bot and no bot as a user.
@@ -31,8 +39,9 @@ use sha1::{Digest, Sha1};
 
 use std::time::{Duration, Instant};
 
-use super::{names, target, Audience, Chat, Spoken};
-use crate::cluster::bus::Ticket;
+use super::{names, relay, target, Audience, Chat, Spoken};
+use crate::cluster::bus::{Publish, Ticket};
+use crate::cluster::room_read::RoomState;
 use crate::service::{Context, HttpGet, HttpReply, HttpTicket, PeerId};
 
 /// Most API posts waiting for Redis at once (past them: `503`).
@@ -51,6 +60,44 @@ pub struct PendingPost {
     http: HttpTicket,
     room: String,
     since: Instant,
+}
+
+/// Most API reads waiting for Redis at once (past them: `503`).
+pub const MAX_PENDING_READS: usize = 256;
+
+/// An API read (cluster mode) whose answer waits for Redis.
+#[derive(Debug)]
+pub struct PendingRead {
+    http: HttpTicket,
+    since: Instant,
+    what: Read,
+}
+
+#[derive(Debug)]
+enum Read {
+    /// `GET /api/rooms`: the room directory asked, or (`listing` `None`)
+    /// its rooms being read, each a name, its ticket, and once answered
+    /// its state.
+    Rooms {
+        listing: Option<Ticket>,
+        rooms: Vec<(String, Ticket, Option<RoomState>)>,
+        total: u64,
+        complete: bool,
+    },
+    /// `GET /api/rooms/{room}/history`.
+    History { ticket: Ticket, room: String },
+}
+
+impl PendingRead {
+    fn waits_for(&self, ticket: Ticket) -> bool {
+        match &self.what {
+            Read::Rooms {
+                listing: Some(t), ..
+            } => *t == ticket,
+            Read::Rooms { rooms, .. } => rooms.iter().any(|(_, t, _)| *t == ticket),
+            Read::History { ticket: t, .. } => *t == ticket,
+        }
+    }
 }
 
 /// What the API answers when it is off (no `--api-key-file`).
@@ -135,10 +182,23 @@ impl Chat {
         }
         let (path, query) = call.target.split_once('?').unwrap_or((call.target, ""));
         let parts: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+        let shared = ticket.filter(|_| self.node.is_some() && self.bus.reachable());
         Some(match (call.method, parts.as_slice()) {
-            ("GET" | "HEAD", ["rooms"]) => self.api_rooms(),
+            ("GET" | "HEAD", ["rooms"]) => match shared {
+                Some(http) => return self.read_rooms(http, cx),
+                None => self.api_rooms(),
+            },
             (_, ["rooms"]) => not_allowed("GET"),
-            ("GET" | "HEAD", ["rooms", room, "history"]) => self.api_history(room, query),
+            ("GET" | "HEAD", ["rooms", room, "history"]) => {
+                let since = match since_of(query) {
+                    Ok(since) => since,
+                    Err(refused) => return Some(refused),
+                };
+                match shared {
+                    Some(http) => return self.read_history(http, room, since, cx),
+                    None => self.api_history(room, since),
+                }
+            }
             (_, ["rooms", _, "history"]) => not_allowed("GET"),
             ("POST", ["rooms", room, "messages"]) => return self.api_post(room, call, ticket, cx),
             (_, ["rooms", _, "messages"]) => not_allowed("POST"),
@@ -188,6 +248,7 @@ impl Chat {
         }
     }
 
+    /// This node's rooms (one node, or Redis out of reach).
     fn api_rooms(&self) -> HttpReply {
         let rooms: Vec<Value> = self
             .rooms
@@ -203,18 +264,21 @@ impl Chat {
                 }))
             })
             .collect();
-        reply(200, &json!({ "rooms": rooms }))
+        let mut body = json!({ "rooms": rooms, "count": rooms.len(), "complete": true });
+        self.mark_local(&mut body);
+        reply(200, &body)
     }
 
-    fn api_history(&self, room: &str, query: &str) -> HttpReply {
-        let mut since = 0;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.strip_prefix("since=").map(str::parse::<u64>) {
-                Some(Ok(n)) => since = n,
-                Some(Err(_)) => return error(400, "since must be a sequence number"),
-                None => {}
-            }
+    /// In cluster mode with Redis out of reach, an answer from this
+    /// node's state says so.
+    fn mark_local(&self, body: &mut Value) {
+        if self.node.is_some() {
+            body["local_only"] = Value::Bool(true);
         }
+    }
+
+    /// This node's history of `room` (one node, or Redis out of reach).
+    fn api_history(&self, room: &str, since: u64) -> HttpReply {
         let Some(r) = self.rooms.index_of(room).and_then(|i| self.rooms.get(i)) else {
             return error(404, "no such room");
         };
@@ -233,10 +297,9 @@ impl Chat {
                 })
             })
             .collect();
-        reply(
-            200,
-            &json!({ "room": r.name, "last_seq": r.last_seq, "messages": messages }),
-        )
+        let mut body = json!({ "room": r.name, "last_seq": r.last_seq, "messages": messages });
+        self.mark_local(&mut body);
+        reply(200, &body)
     }
 
     /// A post: its answer now, or `None` when it waits for Redis.
@@ -325,6 +388,237 @@ impl Chat {
                 &json!({ "room": room, "queued": false, "local_only": true }),
             ),
         })
+    }
+}
+
+/// The `since=N` of a history query (0 without one).
+fn since_of(query: &str) -> Result<u64, HttpReply> {
+    let mut since = 0;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.strip_prefix("since=").map(str::parse::<u64>) {
+            Some(Ok(n)) => since = n,
+            Some(Err(_)) => return Err(error(400, "since must be a sequence number")),
+            None => {}
+        }
+    }
+    Ok(since)
+}
+
+/// A history entry as the API shows it: a shared history entry (the
+/// event as published) that is a message, decoded whole or left out.
+fn shared_message(seq: u64, event: &[u8]) -> Option<Value> {
+    let event = relay::decode(event).filter(|e| e.kind == relay::Kind::Message)?;
+    let text = std::str::from_utf8(event.body).ok()?;
+    Some(json!({
+        "seq": seq,
+        "ts": event.ts,
+        "from": event.from,
+        "text": text,
+        "me": event.me,
+        "verified": event.verified,
+    }))
+}
+
+/// A room of the cluster as `GET /api/rooms` lists it.
+fn shared_room(name: &str, state: &RoomState, list_limit: usize) -> Value {
+    let users: Vec<&str> = state
+        .members
+        .iter()
+        .take(list_limit)
+        .map(|((_, name), _)| name.as_str())
+        .collect();
+    json!({
+        "name": name,
+        "count": state.count,
+        "users": users,
+        "last_seq": state.last_seq,
+    })
+}
+
+impl Chat {
+    /// Whether one more read may wait for Redis.
+    fn read_refused(&self) -> Option<HttpReply> {
+        (self.reads.len() >= MAX_PENDING_READS)
+            .then(|| error(503, "too many API reads are waiting for Redis; try again"))
+    }
+
+    /// `GET /api/rooms` in cluster mode: the directory first.
+    fn read_rooms(&mut self, http: HttpTicket, cx: &mut impl Context) -> Option<HttpReply> {
+        if let Some(refused) = self.read_refused() {
+            return Some(refused);
+        }
+        let now = cx.clock().now;
+        match self.bus.list_rooms(now, self.config.list_limit) {
+            Publish::Queued(listing) => {
+                self.reads.push(PendingRead {
+                    http,
+                    since: now,
+                    what: Read::Rooms {
+                        listing: Some(listing),
+                        rooms: Vec::new(),
+                        total: 0,
+                        complete: true,
+                    },
+                });
+                None
+            }
+            Publish::Local | Publish::Dropped => Some(self.api_rooms()),
+        }
+    }
+
+    /// `GET /api/rooms/{room}/history` in cluster mode: the shared stream.
+    fn read_history(
+        &mut self,
+        http: HttpTicket,
+        room: &str,
+        since: u64,
+        cx: &mut impl Context,
+    ) -> Option<HttpReply> {
+        let room = match target::parse(&format!("/{room}")) {
+            Ok(t) => t.room,
+            Err(_) => return Some(error(404, "no such room")),
+        };
+        if let Some(refused) = self.read_refused() {
+            return Some(refused);
+        }
+        let now = cx.clock().now;
+        let entries = self.config.history.max_entries as u64;
+        match self.bus.read_room(now, &room, 0, entries, since) {
+            Publish::Queued(ticket) => {
+                self.reads.push(PendingRead {
+                    http,
+                    since: now,
+                    what: Read::History { ticket, room },
+                });
+                None
+            }
+            Publish::Local | Publish::Dropped => Some(self.api_history(&room, since)),
+        }
+    }
+
+    /// Whether an API read waits for the bus `ticket`.
+    pub(super) fn read_waits_for(&self, ticket: Ticket) -> bool {
+        self.reads.iter().any(|r| r.waits_for(ticket))
+    }
+
+    /// The room directory answered an API read: each listed room is read.
+    pub(super) fn read_listed(
+        &mut self,
+        ticket: Ticket,
+        listed: Vec<(String, u64)>,
+        total: u64,
+        complete: bool,
+        cx: &mut impl Context,
+    ) {
+        let Some(at) = self.reads.iter().position(|r| r.waits_for(ticket)) else {
+            return;
+        };
+        let now = cx.clock().now;
+        let members = self.config.list_limit as u64;
+        let mut rooms = Vec::with_capacity(listed.len());
+        for (name, _) in listed {
+            match self.bus.read_room(now, &name, members, 0, 0) {
+                Publish::Queued(t) => rooms.push((name, t, None)),
+                Publish::Local | Publish::Dropped => {
+                    let read = self.reads.swap_remove(at);
+                    let why = "Redis went out of reach while the rooms were read; try again";
+                    cx.answer_http(read.http, error(503, why));
+                    return;
+                }
+            }
+        }
+        self.reads[at].what = Read::Rooms {
+            listing: None,
+            rooms,
+            total,
+            complete,
+        };
+        self.read_done(at, cx);
+    }
+
+    /// A room read for an API read came back.
+    pub(super) fn read_room_answered(
+        &mut self,
+        ticket: Ticket,
+        state: RoomState,
+        cx: &mut impl Context,
+    ) {
+        let Some(at) = self.reads.iter().position(|r| r.waits_for(ticket)) else {
+            return;
+        };
+        match &mut self.reads[at].what {
+            Read::Rooms { rooms, .. } => {
+                if let Some(slot) = rooms.iter_mut().find(|(_, t, _)| *t == ticket) {
+                    slot.2 = Some(state);
+                }
+                self.read_done(at, cx);
+            }
+            Read::History { room, .. } => {
+                let room = std::mem::take(room);
+                let read = self.reads.swap_remove(at);
+                let known = self.rooms.index_of(&room).is_some();
+                if !known && state.last_seq == 0 && state.count == 0 {
+                    cx.answer_http(read.http, error(404, "no such room"));
+                    return;
+                }
+                let messages: Vec<Value> = state
+                    .entries
+                    .iter()
+                    .filter_map(|(seq, event)| shared_message(*seq, event))
+                    .collect();
+                let body =
+                    json!({ "room": room, "last_seq": state.last_seq, "messages": messages });
+                cx.answer_http(read.http, reply(200, &body));
+            }
+        }
+    }
+
+    /// Answers the rooms read at `at` once every room of it is read.
+    fn read_done(&mut self, at: usize, cx: &mut impl Context) {
+        let Read::Rooms {
+            listing: None,
+            rooms,
+            total,
+            complete,
+        } = &self.reads[at].what
+        else {
+            return;
+        };
+        if rooms.iter().any(|(_, _, state)| state.is_none()) {
+            return;
+        }
+        let listed: Vec<Value> = rooms
+            .iter()
+            .filter_map(|(name, _, state)| {
+                Some(shared_room(name, state.as_ref()?, self.config.list_limit))
+            })
+            .collect();
+        let body = json!({ "rooms": listed, "count": total, "complete": complete });
+        let read = self.reads.swap_remove(at);
+        cx.answer_http(read.http, reply(200, &body));
+    }
+
+    /// A command an API read waited for failed.
+    pub(super) fn read_lost(&mut self, ticket: Ticket, cx: &mut impl Context) {
+        if let Some(at) = self.reads.iter().position(|r| r.waits_for(ticket)) {
+            let read = self.reads.swap_remove(at);
+            cx.answer_http(read.http, error(503, "Redis did not answer; try again"));
+        }
+    }
+
+    /// Reads Redis did not answer within [`POST_TIMEOUT`] get `504`.
+    pub(super) fn expire_reads(&mut self, cx: &mut impl Context) {
+        let now = cx.clock().now;
+        let mut at = 0;
+        while at < self.reads.len() {
+            if now.saturating_duration_since(self.reads[at].since) < POST_TIMEOUT {
+                at += 1;
+                continue;
+            }
+            let read = self.reads.swap_remove(at);
+            let why = format!("Redis did not answer within {} s", POST_TIMEOUT.as_secs());
+            cx.answer_http(read.http, error(504, &why));
+        }
     }
 }
 

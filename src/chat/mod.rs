@@ -177,6 +177,10 @@ pub struct Chat {
     /// [`api::MAX_PENDING_POSTS`], each until its answer, its failure or
     /// [`api::POST_TIMEOUT`].
     posts: Vec<api::PendingPost>,
+    /// API reads waiting for Redis (cluster mode), at most
+    /// [`api::MAX_PENDING_READS`], each until its answers, a failure or
+    /// [`api::POST_TIMEOUT`].
+    reads: Vec<api::PendingRead>,
 }
 
 /// A connection waiting for its resume record from Redis: no welcome, no
@@ -364,6 +368,7 @@ impl Chat {
             resuming: Vec::new(),
             listings: Vec::new(),
             posts: Vec::new(),
+            reads: Vec::new(),
         }
     }
 
@@ -461,9 +466,17 @@ impl Chat {
                     rooms,
                     total,
                     complete,
-                } => self.rooms_answered(ticket, rooms, total, complete, cx),
+                } => {
+                    if self.read_waits_for(ticket) {
+                        self.read_listed(ticket, rooms, total, complete, cx);
+                    } else {
+                        self.rooms_answered(ticket, rooms, total, complete, cx);
+                    }
+                }
+                BusEvent::Room { ticket, state } => self.read_room_answered(ticket, state, cx),
                 BusEvent::Lost { ticket } => {
                     self.post_answered(ticket, None, cx);
+                    self.read_lost(ticket, cx);
                     self.resume_answered(ticket, None, cx);
                     if let Some(at) = self.listings.iter().position(|l| l.0 == ticket) {
                         let (_, id) = self.listings.swap_remove(at);
@@ -2316,6 +2329,7 @@ impl Service for Chat {
         self.expire_away(cx);
         self.expire_tokens(cx);
         self.expire_posts(cx);
+        self.expire_reads(cx);
         self.rooms.expire(cx.clock().now, self.config.room_ttl);
         if self.node.is_some() {
             self.bus.tick(cx.clock().now);

@@ -19,6 +19,7 @@
 use std::fmt;
 use std::time::Instant;
 
+use super::room_read::RoomState;
 use crate::service::{Gauge, Upstream};
 
 /// What became of a published event.
@@ -85,6 +86,8 @@ pub enum BusEvent {
         total: u64,
         complete: bool,
     },
+    /// The answer to [`Bus::read_room`].
+    Room { ticket: Ticket, state: RoomState },
     /// Another node's event in `room` (`seq` 0 for unsequenced events
     /// such as joins and leaves).
     Remote {
@@ -229,6 +232,24 @@ pub trait Bus: fmt::Debug {
     /// this node's rooms are all there are; [`Publish::Dropped`]: other
     /// nodes are out of reach.
     fn list_rooms(&mut self, _now: Instant, _limit: usize) -> Publish {
+        Publish::Local
+    }
+
+    /// Reads `room`'s shared state at one instant: its last sequence
+    /// number, its members on every node (at most `members`), and at most
+    /// `entries` of its last history entries after `since`, even if no
+    /// user of this node is in it. [`Publish::Queued`]: answered by
+    /// [`BusEvent::Room`] (or [`BusEvent::Lost`]); [`Publish::Local`]: this
+    /// node's state is all there is; [`Publish::Dropped`]: Redis is out of
+    /// reach.
+    fn read_room(
+        &mut self,
+        _now: Instant,
+        _room: &str,
+        _members: u64,
+        _entries: u64,
+        _since: u64,
+    ) -> Publish {
         Publish::Local
     }
 

@@ -49,6 +49,7 @@ pub mod bus;
 pub mod link;
 pub mod redis_bus;
 pub mod resp;
+pub mod room_read;
 pub mod url;
 
 /// The prefix of every key and channel wschat uses.

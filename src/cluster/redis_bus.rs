@@ -64,6 +64,7 @@ use log::{info, warn};
 use super::bus::{Bus, BusEvent, Presence, Publish, Ticket};
 use super::link::{Event, Link, LinkConfig, LinkState, Role};
 use super::resp::Reply;
+use super::room_read;
 use super::url::RedisUrl;
 use super::{
     parse_event, PublishCall, RoomKeys, DIRECTORY_COUNTS, DIRECTORY_ROOMS, KEY_PREFIX,
@@ -330,6 +331,8 @@ enum Tag {
     Resume { ticket: Ticket },
     /// The room directory listed ([`ROOMS_SCRIPT`]).
     Rooms { ticket: Ticket },
+    /// One room's state read ([`room_read::ROOM_SCRIPT`]).
+    Room { ticket: Ticket },
     Publish {
         ticket: Ticket,
         room: String,
@@ -1007,8 +1010,22 @@ impl RedisBus {
                     self.events.push_back(BusEvent::Lost { ticket });
                 }
             },
+            Event::Reply {
+                tag: Tag::Room { ticket },
+                reply,
+            } => match room_read::parse(&reply) {
+                Some(state) => self.events.push_back(BusEvent::Room { ticket, state }),
+                None => {
+                    warn!("Redis: reading a room came back as {reply:?}");
+                    self.events.push_back(BusEvent::Lost { ticket });
+                }
+            },
             Event::Failed {
-                tag: Tag::Claim { ticket } | Tag::Resume { ticket } | Tag::Rooms { ticket },
+                tag:
+                    Tag::Claim { ticket }
+                    | Tag::Resume { ticket }
+                    | Tag::Rooms { ticket }
+                    | Tag::Room { ticket },
             } => self.events.push_back(BusEvent::Lost { ticket }),
             Event::Failed {
                 tag:
@@ -1098,7 +1115,7 @@ fn sequenced(reply: &Reply) -> Option<(u64, String)> {
 }
 
 /// The node and the name of a presence entry (`NODE US NAME`).
-fn split_entry(entry: &[u8]) -> Option<(String, String)> {
+pub(super) fn split_entry(entry: &[u8]) -> Option<(String, String)> {
     let at = entry.iter().position(|&b| b == US)?;
     let node = std::str::from_utf8(&entry[..at]).ok()?.to_owned();
     let name = std::str::from_utf8(&entry[at + 1..]).ok()?.to_owned();
@@ -1109,7 +1126,7 @@ fn split_entry(entry: &[u8]) -> Option<(String, String)> {
 /// reply; entries whose id is not `SEQ-0` or without an `m` field are
 /// left out.
 #[allow(clippy::type_complexity)]
-fn history(reply: &Reply) -> Option<(Option<String>, Vec<(u64, Vec<u8>)>)> {
+pub(super) fn history(reply: &Reply) -> Option<(Option<String>, Vec<(u64, Vec<u8>)>)> {
     let items = reply.as_array()?;
     let epoch = match items.first()? {
         Reply::Bulk(None) => None,
@@ -1471,6 +1488,39 @@ impl Bus for RedisBus {
         self.next_ticket += 1;
         let ticket = Ticket(self.next_ticket);
         if self.send_encoded(now, Tag::Rooms { ticket }, &out) {
+            Publish::Queued(ticket)
+        } else {
+            Publish::Dropped
+        }
+    }
+
+    fn read_room(
+        &mut self,
+        now: Instant,
+        room: &str,
+        members: u64,
+        entries: u64,
+        since: u64,
+    ) -> Publish {
+        if !self.reachable {
+            return Publish::Dropped;
+        }
+        let keys = room_read::keys(room);
+        let mut digits = [[0u8; 20]; 3];
+        let [a, b, c] = &mut digits;
+        let numbers = [
+            super::resp::format_u64(members, a),
+            super::resp::format_u64(entries, b),
+            super::resp::format_u64(since, c),
+        ];
+        let mut args: Vec<&[u8]> = vec![b"EVAL", room_read::ROOM_SCRIPT.as_bytes(), b"5"];
+        args.extend(keys.iter().map(|k| k.as_bytes()));
+        args.extend(numbers);
+        let mut out = Vec::new();
+        super::resp::encode_command(&mut out, &args);
+        self.next_ticket += 1;
+        let ticket = Ticket(self.next_ticket);
+        if self.send_encoded(now, Tag::Room { ticket }, &out) {
             Publish::Queued(ticket)
         } else {
             Publish::Dropped
