@@ -233,13 +233,7 @@ impl Chat {
     /// Posts Redis did not answer within [`POST_TIMEOUT`] get `504`.
     pub(super) fn expire_posts(&mut self, cx: &mut impl Context) {
         let now = cx.clock().now;
-        let mut at = 0;
-        while at < self.posts.len() {
-            if now.saturating_duration_since(self.posts[at].since) < POST_TIMEOUT {
-                at += 1;
-                continue;
-            }
-            let post = self.posts.swap_remove(at);
+        for post in overdue(&mut self.posts, now, |p| p.since) {
             let why = format!(
                 "Redis did not number the message within {} s (it may still reach the room)",
                 POST_TIMEOUT.as_secs()
@@ -389,6 +383,15 @@ impl Chat {
             ),
         })
     }
+}
+
+/// The entries of `pending` that have waited [`POST_TIMEOUT`], taken out.
+fn overdue<T>(pending: &mut Vec<T>, now: Instant, since: impl Fn(&T) -> Instant) -> Vec<T> {
+    pending
+        .extract_if(.., |p| {
+            now.saturating_duration_since(since(p)) >= POST_TIMEOUT
+        })
+        .collect()
 }
 
 /// The `since=N` of a history query (0 without one).
@@ -609,13 +612,7 @@ impl Chat {
     /// Reads Redis did not answer within [`POST_TIMEOUT`] get `504`.
     pub(super) fn expire_reads(&mut self, cx: &mut impl Context) {
         let now = cx.clock().now;
-        let mut at = 0;
-        while at < self.reads.len() {
-            if now.saturating_duration_since(self.reads[at].since) < POST_TIMEOUT {
-                at += 1;
-                continue;
-            }
-            let read = self.reads.swap_remove(at);
+        for read in overdue(&mut self.reads, now, |r| r.since) {
             let why = format!("Redis did not answer within {} s", POST_TIMEOUT.as_secs());
             cx.answer_http(read.http, error(504, &why));
         }

@@ -462,14 +462,14 @@ pub fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn bulk(b: &[u8]) -> Reply {
+    pub(crate) fn bulk(b: &[u8]) -> Reply {
         Reply::Bulk(Some(b.to_vec()))
     }
 
-    fn array(items: Vec<Reply>) -> Reply {
+    pub(crate) fn array(items: Vec<Reply>) -> Reply {
         Reply::Array(Some(items))
     }
 

@@ -88,15 +88,8 @@ pub fn parse(reply: &Reply) -> Option<RoomState> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::resp::tests::{array, bulk};
     use super::*;
-
-    fn bulk(b: &[u8]) -> Reply {
-        Reply::Bulk(Some(b.to_vec()))
-    }
-
-    fn array(items: Vec<Reply>) -> Reply {
-        Reply::Array(Some(items))
-    }
 
     fn entry(id: &[u8], event: &[u8]) -> Reply {
         array(vec![bulk(id), array(vec![bulk(b"m"), bulk(event)])])
