@@ -199,7 +199,7 @@ fn suspicious(b: u8) -> u8 {
 /// Printable ASCII is passed 64 bytes at a time, eight words tested at
 /// once with arithmetic alone (a byte below 0x20, or 0x7F and above, sets
 /// a high bit); from the first block that is not printable ASCII on, each
-/// byte is tested by [`suspicious`], 64 at a time and branch-free. Both
+/// byte is tested by `suspicious`, 64 at a time and branch-free. Both
 /// vectorise, and each block costs a handful of instructions even
 /// unoptimised. False for ordinary text (ASCII, Latin, Cyrillic, Greek,
 /// CJK...), which then goes out as it came, with no copy.
@@ -245,7 +245,7 @@ fn lead_bytes_need_care(bytes: &[u8]) -> bool {
 /// `text` as plain text shows it: itself when nothing in it needs care
 /// (the usual case, no copy), else with each line break made a
 /// [`CONTINUATION`] and each control or format character replaced (see
-/// [`care`]).
+/// `care`).
 pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
     if !may_need_care(text) || text.chars().all(|c| care(c) == Care::Keep) {
         return std::borrow::Cow::Borrowed(text);

@@ -6,7 +6,7 @@
 //! then writes every peer with queued frames once, applies the timers'
 //! verdicts once a second, and removes the peers that ended. A long
 //! flush (a fan-out to hundreds of sockets) looks for new input every
-//! [`FLUSH_CHUNK`] peers, so a message that arrives meanwhile shares the
+//! `FLUSH_CHUNK` peers, so a message that arrives meanwhile shares the
 //! write to every recipient not yet written (S3 p50 7 ms -> 4 ms, S2W
 //! +25% in side-by-side runs; README, Performance).
 //!

@@ -2,7 +2,7 @@
 //! readiness-interest decision on a peer's socket goes through here.
 //!
 //! A stream is a plain `TcpStream` or a TLS one (rustls'
-//! `ServerConnection` next to the socket, in [`tls`]): the loop and the
+//! `ServerConnection` next to the socket, in `tls`): the loop and the
 //! connection above do not change, and [`Stream::buffered`] reports what
 //! the TLS layer holds so it counts against the slow-consumer limit.
 
@@ -112,7 +112,7 @@ impl Stream {
     }
 
     /// Writes as much of `outbox` as the socket takes, in vectored writes
-    /// (for TLS: encrypted in records of up to 16 KiB, see [`tls`]).
+    /// (for TLS: encrypted in records of up to 16 KiB, see `tls`).
     pub fn write_from(&mut self, outbox: &mut Outbox) -> io::Result<Flush> {
         let result = match &mut self.io {
             Io::Plain(socket) => outbox.write_to(socket),

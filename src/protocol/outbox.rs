@@ -112,7 +112,7 @@ impl Outbox {
     }
 
     /// Writes as much as `sink` takes, in vectored writes of up to
-    /// [`MAX_IOVECS`] frames, until the queue is empty or the sink would
+    /// `MAX_IOVECS` frames, until the queue is empty or the sink would
     /// block. Other errors are returned; the queue stays consistent.
     pub fn write_to(&mut self, sink: &mut impl Write) -> io::Result<Flush> {
         while !self.frames.is_empty() {
