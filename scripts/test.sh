@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test wschat has, in the order a failure is cheapest to find:
-#   1. the fuzz crate compiles (it is not built by cargo test);
+#   1. the fuzz crate compiles (it is not built by cargo test), and the
+#      API docs build without warnings;
 #   2. cargo test --workspace, ignored tests included: unit tests beside
 #      the code (the server and tools/wschat-load), integration tests over
 #      real sockets (tungstenite and Node clients against the real binary),
@@ -17,6 +18,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 echo "== cargo check: fuzz/"
 cargo check --locked --manifest-path fuzz/Cargo.toml
+
+echo "== cargo doc: no broken or private links"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --workspace
 
 echo "== cargo test --workspace (ignored tests included)"
 cargo test --locked --workspace -- --include-ignored
