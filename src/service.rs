@@ -431,6 +431,13 @@ pub trait Service {
     /// timeouts: the service acts on what they said (and may deliver).
     fn on_upstream(&mut self, _cx: &mut impl Context) {}
 
+    /// Called once at the end of every pass of the loop (after the
+    /// readiness events, the upstreams and the peers' writes), before the
+    /// upstreams are written: what the service gathered during the pass
+    /// goes out now, e.g. the chat's messages to Redis, one call per room
+    /// rather than one per message. Nothing by default.
+    fn on_pass_end(&mut self, _cx: &mut impl Context) {}
+
     /// Why the service is degraded (for `/healthz`), if it is.
     fn degraded(&self) -> Option<String> {
         None

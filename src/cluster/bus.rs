@@ -159,6 +159,14 @@ pub trait Bus: fmt::Debug {
     /// leaves and nick changes are not sequenced.
     fn publish(&mut self, now: Instant, room: &str, event: &[u8], sequenced: bool) -> Publish;
 
+    /// Sends what [`Bus::publish`] gathered since the last call (the
+    /// Redis bus: one script call per room, carrying that room's
+    /// messages). The chat calls it once at the end of each pass of the
+    /// loop ([`crate::service::Service::on_pass_end`]); a message is
+    /// [`Publish::Queued`] from the start, and its outcome comes as for
+    /// any other.
+    fn flush(&mut self, _now: Instant) {}
+
     /// This node has users in `room`: bring other nodes' events for it.
     fn subscribe(&mut self, now: Instant, room: &str);
 

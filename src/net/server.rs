@@ -303,19 +303,24 @@ impl<S: Service> Server<S> {
             self.settle_closes();
             self.flush();
         }
+        // What the service gathered this pass (e.g. a room's messages
+        // toward Redis) goes out, then the upstreams are written.
+        self.service.on_pass_end(&mut self.peers);
+        if self.upstreams.is_active() {
+            self.upstreams
+                .sync(&mut self.service, self.poll.registry(), now);
+        }
         self.peers.remove_gone(self.poll.registry());
     }
 
     /// The upstreams' timeouts and sockets, then the service acts on what
-    /// they said (which may deliver to peers and queue more toward them),
-    /// then what it queued is written.
+    /// they said (which may deliver to peers and queue more toward them);
+    /// what it queued is written at the pass's end.
     fn drive_upstreams(&mut self) {
         let now = self.peers.clock.now;
         self.upstreams
             .sync(&mut self.service, self.poll.registry(), now);
         self.service.on_upstream(&mut self.peers);
-        self.upstreams
-            .sync(&mut self.service, self.poll.registry(), now);
     }
 
     /// Writes every peer with queued frames; a failed write is a
