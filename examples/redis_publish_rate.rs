@@ -4,8 +4,9 @@
 //! with subscriber links (one per node) receiving every message.
 //!
 //! ```sh
-//! cargo run --release --example redis_publish_rate -- [SECONDS] [WINDOW] [SUBSCRIBERS] [PAYLOAD] [ROOMS]
-//! # defaults: 5 s, 256 in flight, 3 subscribers, 64-byte messages, 1 room
+//! cargo run --release --example redis_publish_rate -- [SECONDS] [WINDOW] [SUBSCRIBERS] [PAYLOAD] [ROOMS] [BATCH]
+//! # defaults: 5 s, 256 calls in flight, 3 subscribers, 64-byte messages, 1 room,
+//! # 1 message per call (BATCH 64: as a busy node sends them, one call per room and pass)
 //! ```
 //!
 //! It starts its own redis-server on a free loopback port (nothing saved
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Net, RedisServer};
 use wschat::cluster::link::{Event, Link, LinkConfig, Role};
-use wschat::cluster::{url, PublishCall, RoomKeys, PUBLISH_SCRIPT};
+use wschat::cluster::{parse_batch, url, PublishCall, RoomKeys, PUBLISH_SCRIPT};
 
 fn arg(i: usize, default: u64) -> u64 {
     std::env::args()
@@ -49,6 +50,7 @@ fn main() {
     let subscribers = arg(3, 3);
     let payload_len = arg(4, 64);
     let rooms = arg(5, 1).max(1);
+    let batch = arg(6, 1).clamp(1, 4096);
     let server = RedisServer::start(&[]);
     let pid = server.pid().expect("running");
     let url = url::parse(&format!("redis://127.0.0.1:{}", server.port)).unwrap();
@@ -97,9 +99,10 @@ fn main() {
     });
 
     let message = vec![b'x'; usize::try_from(payload_len).unwrap()];
+    let messages: Vec<&[u8]> = (0..batch).map(|_| message.as_slice()).collect();
     let calls: Vec<PublishCall> = keys
         .iter()
-        .map(|k| PublishCall::new(k, &message, 1000, b"bench-1"))
+        .map(|k| PublishCall::new(k, &messages, 1000, b"bench-1"))
         .collect();
     let warmup = Duration::from_secs(1);
     let start = Instant::now();
@@ -130,7 +133,9 @@ fn main() {
                     replies += 1;
                     errors += u64::from(reply.as_error().is_some());
                 }
-                Event::Message { .. } => delivered += 1,
+                Event::Message { payload, .. } => {
+                    delivered += parse_batch(&payload).map_or(0, |b| b.messages.len() as u64);
+                }
                 Event::Disconnected { reason, .. } => panic!("link lost: {reason}"),
                 _ => {}
             }
@@ -142,23 +147,25 @@ fn main() {
     let (t0, r0, d0, c0) = measured.expect("ran past the warm-up");
     let elapsed = t0.elapsed().as_secs_f64();
     let publishes = (replies - r0) as f64;
+    let published = publishes * batch as f64;
     let cpu = cpu_seconds(pid) - c0;
     println!(
         "redis_publish_rate: {seconds} s, window {window}, {subscribers} subscribers, \
-         {payload_len}-byte messages, {rooms} rooms, redis-server {}",
+         {payload_len}-byte messages, {rooms} rooms, {batch} messages per call, redis-server {}",
         redis_version()
     );
-    println!("publishes/s: {:.0}", publishes / elapsed);
+    println!("script calls/s: {:.0}", publishes / elapsed);
+    println!("messages published/s: {:.0}", published / elapsed);
     println!(
         "messages delivered to subscribers/s: {:.0}",
         (delivered - d0) as f64 / elapsed
     );
     println!(
-        "redis-server CPU: {:.2} s in {:.2} s ({:.0}% of a core), {:.2} us per publish",
+        "redis-server CPU: {:.2} s in {:.2} s ({:.0}% of a core), {:.2} us per message",
         cpu,
         elapsed,
         100.0 * cpu / elapsed,
-        1e6 * cpu / publishes.max(1.0)
+        1e6 * cpu / published.max(1.0)
     );
     println!("script errors: {errors}");
 }

@@ -7,13 +7,14 @@
 #   cargo build --release -p wschat -p wschat-load
 #   perf/cluster.sh [SECONDS] [wschat-load options...]
 #   # default load: -c 300 -s 10 --rate 1000 (issue 11's latency target)
+#   WSCHAT_BIN=/tmp/wschat-main perf/cluster.sh ...   # another wschat build (A/B)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
 shift || true
 load=("$@")
 [ ${#load[@]} -eq 0 ] && load=(-c 300 -s 10 --rate 1000)
-bin=target/release/wschat
+bin=${WSCHAT_BIN:-target/release/wschat}
 tool=target/release/wschat-load
 dir=$(mktemp -d)
 pids=()

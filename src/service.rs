@@ -431,6 +431,14 @@ pub trait Service {
     /// timeouts: the service acts on what they said (and may deliver).
     fn on_upstream(&mut self, _cx: &mut impl Context) {}
 
+    /// Called whenever the loop has gathered work and is about to write:
+    /// after each batch of readiness events (before the peers are
+    /// written), after input read during a long write, and at the end of
+    /// every pass; the upstreams are written right after. What the service
+    /// gathered since goes out now, e.g. the chat's messages to Redis, one
+    /// call per room rather than one per message. Nothing by default.
+    fn on_batch_end(&mut self, _cx: &mut impl Context) {}
+
     /// Why the service is degraded (for `/healthz`), if it is.
     fn degraded(&self) -> Option<String> {
         None

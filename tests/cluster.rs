@@ -214,6 +214,76 @@ fn json_clients_see_one_numbering_across_nodes() {
     assert_eq!(seqs, (1..=6).collect::<Vec<u64>>());
 }
 
+/// Writes `n` JSON messages `NAME I` in one go (one TCP write), so the
+/// node reads them in one pass.
+fn burst(client: &mut Client, name: &str, n: usize) {
+    for i in 0..n {
+        let text = format!(r#"{{"type":"message","text":"{name} {i}"}}"#);
+        client
+            .ws
+            .write(tungstenite::Message::text(text))
+            .expect("buffered");
+    }
+    client.ws.flush().expect("written");
+}
+
+/// Bursts on two nodes at once go to Redis in batches (one script call
+/// per room and pass, far fewer than messages): every node still shows
+/// every message once, numbered 1, 2, 3, ... in one order, each sender's
+/// in the order sent.
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn bursts_on_two_nodes_are_batched_in_one_numbering() {
+    const N: usize = 150;
+    let redis = RedisServer::start(&[]);
+    let unlimited = ["--max-message-rate", "0"];
+    let n1 = node(&redis, "n1", &unlimited);
+    let n2 = node(&redis, "n2", &unlimited);
+    wait_up(&n1);
+    wait_up(&n2);
+    let mut a = Client::json(n1.addr, "/rust");
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    let mut b = Client::json(n2.addr, "/rust");
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    burst(&mut a, "a", N);
+    burst(&mut b, "b", N);
+    let heard = |c: &mut Client| -> Vec<(u64, String)> {
+        (0..2 * N)
+            .map(|_| {
+                let m = c.next_json_of("message");
+                let seq = m["seq"].as_u64().expect("a seq");
+                (seq, m["text"].as_str().expect("a text").to_owned())
+            })
+            .collect()
+    };
+    let on_a = heard(&mut a);
+    let on_b = heard(&mut b);
+    assert_eq!(on_a, on_b, "one order on both nodes");
+    let seqs: Vec<u64> = on_a.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=2 * N as u64).collect::<Vec<u64>>());
+    for name in ["a", "b"] {
+        let texts: Vec<&str> = on_a
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .filter(|t| t.starts_with(name))
+            .collect();
+        let sent: Vec<String> = (0..N).map(|i| format!("{name} {i}")).collect();
+        assert_eq!(texts, sent, "{name}'s in the order sent");
+    }
+    for n in [&n1, &n2] {
+        let m = n.metrics();
+        let calls = m.value("wschat_redis_publish_calls").expect("calls");
+        assert!(calls >= 1.0 && calls < N as f64, "{calls} calls for {N}");
+        // And the joins, not sequenced.
+        let published = m.value("wschat_redis_published").expect("published");
+        assert!(published >= N as f64, "{published}");
+        let received = m.value("wschat_redis_received").expect("received");
+        assert!(received >= 2.0 * N as f64, "{received}");
+        assert_eq!(m.value("wschat_redis_malformed"), Some(0.0));
+        assert_eq!(m.value("wschat_redis_lost"), Some(0.0));
+    }
+}
+
 #[test]
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn redis_killed_and_restarted_mid_chat() {

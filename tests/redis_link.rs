@@ -17,7 +17,8 @@ use redis::{Net, RedisServer};
 use wschat::cluster::link::{Disconnect, Event, Link, LinkConfig, LinkState, Role, BACKOFF_BASE};
 use wschat::cluster::resp::Reply;
 use wschat::cluster::{
-    parse_event, url, PublishCall, RoomKeys, PUBLISH_SCRIPT, PUBLISH_SCRIPT_SHA1,
+    parse_batch, parse_event, url, Batch, PublishCall, RoomKeys, PUBLISH_SCRIPT,
+    PUBLISH_SCRIPT_SHA1,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -98,7 +99,7 @@ fn logs_in_pipelines_and_runs_the_publish_script() {
     // The script: EVALSHA before it is loaded is NOSCRIPT; SCRIPT LOAD
     // returns the SHA-1 the crate encodes; then EVALSHA runs it.
     let keys = RoomKeys::new("lobby");
-    let first = PublishCall::new(&keys, b"hello", 100, b"n1-1");
+    let first = PublishCall::new(&keys, &[b"hello"], 100, b"n1-1");
     assert!(call(&mut net, c, 10, &first.evalsha()).is_error_code("NOSCRIPT"));
     let sha = call(
         &mut net,
@@ -114,7 +115,7 @@ fn logs_in_pipelines_and_runs_the_publish_script() {
         sequenced(1, b"n1-1")
     );
     // The epoch stays the room's, whoever publishes next.
-    let second = PublishCall::new(&keys, b"world", 100, b"n2-9");
+    let second = PublishCall::new(&keys, &[b"world"], 100, b"n2-9");
     assert_eq!(
         call(&mut net, c, 13, &second.evalsha()),
         sequenced(2, b"n1-1")
@@ -172,7 +173,34 @@ fn logs_in_pipelines_and_runs_the_publish_script() {
     );
     assert_eq!(history, Reply::Array(Some(vec![entry(b"1-0", b"world")])));
     // MAXLEN bounds the stream (approximately: `~` trims whole nodes).
-    let small = PublishCall::new(&keys, b"x", 10, b"n2-9");
+    // A batch of three takes three numbers, each its own stream entry.
+    let three = PublishCall::new(&keys, &[b"a", b"b", b"c"], 100, b"n3-1");
+    assert_eq!(
+        call(&mut net, c, 24, &three.evalsha()),
+        sequenced(2, b"n2-9")
+    );
+    let since = call(
+        &mut net,
+        c,
+        25,
+        &[b"XRANGE", keys.history.as_bytes(), b"(2-0", b"+"],
+    );
+    assert_eq!(
+        since,
+        Reply::Array(Some(vec![entry(b"3-0", b"b"), entry(b"4-0", b"c")]))
+    );
+    assert_eq!(
+        call(&mut net, c, 26, &[b"GET", keys.seq.as_bytes()]),
+        bulk(b"4")
+    );
+    // No message: refused, nothing numbered.
+    let none = PublishCall::new(&keys, &[], 100, b"n3-1");
+    assert!(call(&mut net, c, 27, &none.evalsha()).as_error().is_some());
+    assert_eq!(
+        call(&mut net, c, 28, &[b"GET", keys.seq.as_bytes()]),
+        bulk(b"4")
+    );
+    let small = PublishCall::new(&keys, &[b"x"], 10, b"n2-9");
     for i in 0..300 {
         net.link(c)
             .send(std::time::Instant::now(), 100 + i, &small.evalsha())
@@ -233,7 +261,8 @@ fn subscriber_gets_what_another_link_publishes() {
         1,
         &[b"SCRIPT", b"LOAD", PUBLISH_SCRIPT.as_bytes()],
     );
-    let publish = PublishCall::new(&lobby, b"{\"text\":\"hi all\"}", 100, b"n1-5");
+    let messages: [&[u8]; 3] = [b"{\"text\":\"hi all\"}", b"", b"line\nfeed"];
+    let publish = PublishCall::new(&lobby, &messages, 100, b"n1-5");
     // The reply and the message may come in either order: run until the
     // message, keeping everything.
     net.link(cmd)
@@ -247,9 +276,14 @@ fn subscriber_gets_what_another_link_publishes() {
         panic!("{seen:?}");
     };
     assert_eq!(channel, lobby.events.as_bytes());
+    // One push for the batch, numbered from 1.
     assert_eq!(
-        parse_event(payload),
-        Some((1, &b"n1-5"[..], &b"{\"text\":\"hi all\"}"[..]))
+        parse_batch(payload),
+        Some(Batch {
+            first: 1,
+            epoch: b"n1-5",
+            messages: messages.to_vec(),
+        })
     );
 
     // Unsubscribed from rust: its messages stop; lobby's go on.
@@ -290,6 +324,10 @@ fn subscriber_gets_what_another_link_publishes() {
         })
         .collect();
     assert_eq!(messages, [b"0 - still here".as_slice()]);
+    assert_eq!(
+        parse_event(messages[0]),
+        Some((0, &b"-"[..], &b"still here"[..]))
+    );
 }
 
 fn wait_ready_or_already(net: &mut Net<u32>, i: usize) {

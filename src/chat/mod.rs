@@ -2348,6 +2348,11 @@ impl Service for Chat {
         self.on_bus(cx);
     }
 
+    /// The pass's messages go to other nodes: one publish per room.
+    fn on_batch_end(&mut self, cx: &mut impl Context) {
+        self.bus.flush(cx.clock().now);
+    }
+
     fn degraded(&self) -> Option<String> {
         self.bus.degraded()
     }

@@ -162,6 +162,14 @@ pub trait Bus: fmt::Debug {
     /// leaves and nick changes are not sequenced.
     fn publish(&mut self, now: Instant, room: &str, event: &[u8], sequenced: bool) -> Publish;
 
+    /// Sends what [`Bus::publish`] gathered since the last call (the
+    /// Redis bus: one script call per room, carrying that room's
+    /// messages). The chat calls it whenever the loop is about to write
+    /// ([`crate::service::Service::on_batch_end`]); a message is
+    /// [`Publish::Queued`] from the start, and its outcome comes as for
+    /// any other.
+    fn flush(&mut self, _now: Instant) {}
+
     /// This node has users in `room`: bring other nodes' events for it.
     fn subscribe(&mut self, now: Instant, room: &str);
 

@@ -330,6 +330,15 @@ impl<T> Link<T> {
         self.stats
     }
 
+    /// Whether `commands` more commands of `bytes` in all would be taken
+    /// now by [`Link::send_raw`] (ready, and within both bounds): for a
+    /// caller that gathers commands before it sends them.
+    pub fn has_room(&self, commands: usize, bytes: usize) -> bool {
+        self.is_ready()
+            && self.pending.len() + commands <= self.config.max_pending
+            && self.output().len() + bytes <= self.config.max_output_bytes
+    }
+
     /// Commands (or subscription requests) awaiting their replies.
     pub fn pending(&self) -> usize {
         self.pending.len()
@@ -518,8 +527,9 @@ impl<T> Link<T> {
 
     /// [`Link::send`] of a command already encoded (one RESP array, e.g.
     /// by [`resp::encode_command`]), for a caller whose tag owns the bytes
-    /// the command was made of.
-    pub fn send_raw(&mut self, now: Instant, tag: T, command: &[u8]) -> Result<(), SendError> {
+    /// the command was made of: refused, the tag comes back with the
+    /// reason, so that what it owns is not lost.
+    pub fn send_raw(&mut self, now: Instant, tag: T, command: &[u8]) -> Result<(), (SendError, T)> {
         let check = if self.config.role != Role::Commands {
             Err(SendError::WrongRole)
         } else if !self.is_ready() {
@@ -533,7 +543,7 @@ impl<T> Link<T> {
         };
         if let Err(e) = check {
             self.stats.refused += 1;
-            return Err(e);
+            return Err((e, tag));
         }
         self.out.extend_from_slice(command);
         self.pending.push_back(Pending {

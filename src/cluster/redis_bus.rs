@@ -67,8 +67,8 @@ use super::resp::Reply;
 use super::room_read;
 use super::url::RedisUrl;
 use super::{
-    parse_event, PublishCall, RoomKeys, DIRECTORY_COUNTS, DIRECTORY_ROOMS, KEY_PREFIX,
-    PUBLISH_SCRIPT,
+    parse_batch, parse_event, PublishCall, RoomKeys, DIRECTORY_COUNTS, DIRECTORY_ROOMS, KEY_PREFIX,
+    MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, PUBLISH_SCRIPT,
 };
 use crate::service::{Gauge, Upstream};
 
@@ -333,10 +333,11 @@ enum Tag {
     Rooms { ticket: Ticket },
     /// One room's state read ([`room_read::ROOM_SCRIPT`]).
     Room { ticket: Ticket },
+    /// A batch of `room`'s messages ([`PUBLISH_SCRIPT`]), oldest first,
+    /// each with its ticket.
     Publish {
-        ticket: Ticket,
         room: String,
-        message: Vec<u8>,
+        items: Vec<(Ticket, Vec<u8>)>,
         /// Sent again with `EVAL` after `NOSCRIPT` already.
         retried: bool,
         sent: Instant,
@@ -372,6 +373,20 @@ struct Awaiting {
     room: String,
     message: Vec<u8>,
 }
+
+/// A room's messages published in this pass, sent at its end
+/// ([`Bus::flush`]) as one script call, or sooner when full.
+#[derive(Debug, Default)]
+struct Gathered {
+    items: Vec<(Ticket, Vec<u8>)>,
+    bytes: usize,
+}
+
+/// What one batch's command takes beyond its messages' bytes (the
+/// script's hash, the keys, the numbers, the RESP framing), about.
+const BATCH_OVERHEAD: usize = 512;
+/// What each message adds to it (its RESP header).
+const MESSAGE_OVERHEAD: usize = 16;
 
 /// A link and where it connects: what the loop carries.
 struct Conn<T> {
@@ -446,9 +461,16 @@ pub struct BusStats {
     /// Numbered messages of ours forgotten while their push was awaited
     /// (too many awaited).
     pub unheard_forgotten: u64,
-    /// Sum and count of publish round trips, in microseconds.
+    /// Sum and count of publish round trips, in microseconds (one per
+    /// script call).
     pub publish_us_sum: u64,
     pub publish_count: u64,
+    /// Publish script calls sent (each carries a batch of a room's
+    /// messages).
+    pub publish_calls: u64,
+    /// Pushes whose event or batch was not of the published form
+    /// (dropped, and logged).
+    pub malformed: u64,
 }
 
 /// The Redis bus.
@@ -464,6 +486,10 @@ pub struct RedisBus {
     next_ticket: u64,
     events: VecDeque<BusEvent>,
     awaiting: VecDeque<Awaiting>,
+    /// Each room's messages of this pass, not sent yet.
+    gathered: BTreeMap<String, Gathered>,
+    /// The bytes they hold (with [`MESSAGE_OVERHEAD`] each).
+    gathered_bytes: usize,
     /// Rooms subscribed, by their channel.
     channels: BTreeMap<Vec<u8>, String>,
     /// This node's id, as in presence entries.
@@ -531,6 +557,8 @@ impl RedisBus {
             next_ticket: 0,
             events: VecDeque::new(),
             awaiting: VecDeque::new(),
+            gathered: BTreeMap::new(),
+            gathered_bytes: 0,
             channels: BTreeMap::new(),
             node: node.as_bytes().to_vec(),
             members: BTreeMap::new(),
@@ -573,23 +601,85 @@ impl RedisBus {
                 "Redis out of reach ({}): chat stays on this node",
                 self.why.as_deref().unwrap_or_default()
             );
-            // What waited for a subscription was never sent.
+            // What waited for a subscription or the pass's end was never
+            // sent.
             while let Some(a) = self.awaiting.pop_front() {
                 self.unconfirmed(a.ticket, a.room, a.message);
+            }
+            self.gathered_bytes = 0;
+            for (room, gathered) in std::mem::take(&mut self.gathered) {
+                for (ticket, message) in gathered.items {
+                    self.unconfirmed(ticket, room.clone(), message);
+                }
             }
         }
         self.events.push_back(BusEvent::Reachable(now_reachable));
     }
 
-    /// Runs the publish script for `message` in `room`.
-    fn send_publish(
+    /// Whether a message of `len` bytes may be gathered: the command link
+    /// will take it with everything gathered so far (each room's batch one
+    /// command more), so that what is gathered is bounded as the link is.
+    fn has_room_for(&self, room: &str, len: usize) -> bool {
+        let new_batch = usize::from(!self.gathered.contains_key(room));
+        let batches = self.gathered.len() + new_batch;
+        let bytes = self.gathered_bytes + len + MESSAGE_OVERHEAD + batches * BATCH_OVERHEAD;
+        self.commands.link.has_room(batches, bytes)
+    }
+
+    /// Adds `message` to `room`'s batch of this pass; a batch that would
+    /// pass [`MAX_BATCH_BYTES`] is sent first, one that reaches
+    /// [`MAX_BATCH_MESSAGES`] is sent at once.
+    fn gather(&mut self, now: Instant, ticket: Ticket, room: &str, message: Vec<u8>) {
+        let full = self
+            .gathered
+            .get(room)
+            .is_some_and(|g| !g.items.is_empty() && g.bytes + message.len() > MAX_BATCH_BYTES);
+        if full {
+            self.seal(now, room);
+        }
+        let len = message.len() + MESSAGE_OVERHEAD;
+        let gathered = match self.gathered.get_mut(room) {
+            Some(g) => g,
+            None => self.gathered.entry(room.to_owned()).or_default(),
+        };
+        gathered.items.push((ticket, message));
+        gathered.bytes += len;
+        self.gathered_bytes += len;
+        if gathered.items.len() >= MAX_BATCH_MESSAGES {
+            self.seal(now, room);
+        }
+    }
+
+    /// Sends `room`'s gathered batch, if any; what the link refuses goes
+    /// back to the chat as [`BusEvent::Unconfirmed`].
+    fn seal(&mut self, now: Instant, room: &str) {
+        let Some((room, gathered)) = self.gathered.remove_entry(room) else {
+            return;
+        };
+        self.gathered_bytes -= gathered.bytes;
+        self.send_gathered(now, room, gathered.items);
+    }
+
+    /// Sends a batch; what the link refuses goes back to the chat.
+    fn send_gathered(&mut self, now: Instant, room: String, items: Vec<(Ticket, Vec<u8>)>) {
+        if let Some(refused) = self.send_batch(now, room.clone(), items, false) {
+            for (ticket, message) in refused {
+                self.unconfirmed(ticket, room.clone(), message);
+            }
+        }
+    }
+
+    /// Runs the publish script for `items` (oldest first) in `room`; the
+    /// items back if the link refused the command.
+    fn send_batch(
         &mut self,
         now: Instant,
-        ticket: Ticket,
         room: String,
-        message: Vec<u8>,
+        items: Vec<(Ticket, Vec<u8>)>,
         retried: bool,
-    ) -> bool {
+    ) -> Option<Vec<(Ticket, Vec<u8>)>> {
+        // Nothing to send: nothing refused.
+        let &(first_ticket, _) = items.first()?;
         let keys = RoomKeys::new(&room);
         // A room (re)numbered by this publish gets an epoch no other
         // numbering had: this process's `NODE-STARTMS`, and the ticket.
@@ -597,27 +687,42 @@ impl RedisBus {
         epoch.extend_from_slice(&self.epoch);
         epoch.push(b'-');
         let mut digits = [0u8; 20];
-        epoch.extend_from_slice(super::resp::format_u64(ticket.0, &mut digits));
-        let call = PublishCall::new(&keys, &message, self.history_maxlen, &epoch);
+        epoch.extend_from_slice(super::resp::format_u64(first_ticket.0, &mut digits));
+        let messages: Vec<&[u8]> = items.iter().map(|(_, m)| m.as_slice()).collect();
+        let call = PublishCall::new(&keys, &messages, self.history_maxlen, &epoch);
         let args = if retried { call.eval() } else { call.evalsha() };
-        // The tag keeps the message for a retry after NOSCRIPT; the
-        // command is encoded first, so the message moves into it.
-        let mut out = Vec::with_capacity(message.len() + 256);
+        let bytes: usize = messages.iter().map(|m| m.len()).sum();
+        let mut out = Vec::with_capacity(bytes + MESSAGE_OVERHEAD * messages.len() + 256);
         super::resp::encode_command(&mut out, &args);
+        drop(args);
+        drop(messages);
+        // The tag keeps the messages for a retry after NOSCRIPT and for
+        // the chat if Redis does not confirm them.
         let tag = Tag::Publish {
-            ticket,
             room,
-            message,
+            items,
             retried,
             sent: now,
         };
-        self.send_encoded(now, tag, &out)
+        match self.commands.link.send_raw(now, tag, &out) {
+            Ok(()) => {
+                self.stats.publish_calls += 1;
+                None
+            }
+            Err((e, tag)) => {
+                warn!("Redis: {e}");
+                match tag {
+                    Tag::Publish { items, .. } => Some(items),
+                    _ => None,
+                }
+            }
+        }
     }
 
     fn send_encoded(&mut self, now: Instant, tag: Tag, command: &[u8]) -> bool {
         match self.commands.link.send_raw(now, tag, command) {
             Ok(()) => true,
-            Err(e) => {
+            Err((e, _)) => {
                 warn!("Redis: {e}");
                 false
             }
@@ -673,16 +778,16 @@ impl RedisBus {
         self.unheard.push_back(unheard);
     }
 
-    /// A push numbered `seq` in `room`: our messages of the room numbered
-    /// before it and not heard will not be (handed over first, in order);
-    /// ours numbered `seq` is this one.
-    fn heard_push(&mut self, room: &str, seq: u64, epoch: &[u8]) {
+    /// Pushes numbered `first..=last` in `room`: our messages of the room
+    /// numbered before them and not heard will not be (handed over first,
+    /// in order); ours numbered among them are these.
+    fn heard_push(&mut self, room: &str, first: u64, last: u64, epoch: &[u8]) {
         match self.heard.get_mut(room) {
-            Some((e, s)) if e.as_bytes() == epoch => *s = (*s).max(seq),
-            Some(held) => *held = (String::from_utf8_lossy(epoch).into_owned(), seq),
+            Some((e, s)) if e.as_bytes() == epoch => *s = (*s).max(last),
+            Some(held) => *held = (String::from_utf8_lossy(epoch).into_owned(), last),
             None => {
                 let epoch = String::from_utf8_lossy(epoch).into_owned();
-                self.heard.insert(room.to_owned(), (epoch, seq));
+                self.heard.insert(room.to_owned(), (epoch, last));
             }
         }
         if self.unheard.is_empty() {
@@ -690,12 +795,12 @@ impl RedisBus {
         }
         let mut keep = VecDeque::with_capacity(self.unheard.len());
         while let Some(u) = self.unheard.pop_front() {
-            if u.room != room || u.seq > seq {
+            if u.room != room || u.seq > last {
                 keep.push_back(u);
                 continue;
             }
             self.unheard_bytes -= u.event.len();
-            if u.seq < seq {
+            if u.seq < first {
                 self.stats.unheard += 1;
                 self.events.push_back(u.into_event());
             }
@@ -817,14 +922,9 @@ impl RedisBus {
                 keep.push_back(a);
                 continue;
             }
-            let ticket = a.ticket;
-            // Kept for the chat if the link refuses it.
-            let (room, message) = (a.room.clone(), a.message.clone());
-            if self.send_publish(now, ticket, a.room, a.message, false) {
-                self.stats.published += 1;
-            } else {
-                self.unconfirmed(ticket, room, message);
-            }
+            // Sent with the pass's batch of the room (or sooner, if full).
+            self.gather(now, a.ticket, &a.room, a.message);
+            self.stats.published += 1;
         }
         self.awaiting = keep;
     }
@@ -905,18 +1005,18 @@ impl RedisBus {
             Event::Reply {
                 tag:
                     Tag::Publish {
-                        ticket,
                         room,
-                        message,
+                        items,
                         retried,
                         sent,
                     },
                 reply,
             } => {
                 if reply.is_error_code("NOSCRIPT") && !retried {
-                    let kept = (room.clone(), message.clone());
-                    if !self.send_publish(now, ticket, room, message, true) {
-                        self.unconfirmed(ticket, kept.0, kept.1);
+                    if let Some(refused) = self.send_batch(now, room.clone(), items, true) {
+                        for (ticket, message) in refused {
+                            self.unconfirmed(ticket, room.clone(), message);
+                        }
                     }
                     return;
                 }
@@ -924,18 +1024,22 @@ impl RedisBus {
                 self.stats.publish_us_sum += u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
                 self.stats.publish_count += 1;
                 match sequenced(&reply) {
-                    Some((seq, epoch)) => {
-                        self.events.push_back(BusEvent::Sequenced {
-                            ticket,
-                            room: room.clone(),
-                            seq,
-                            epoch: epoch.clone(),
-                        });
-                        self.expect_push(room, seq, epoch, message);
+                    Some((first, epoch)) => {
+                        for ((ticket, message), seq) in items.into_iter().zip(first..) {
+                            self.events.push_back(BusEvent::Sequenced {
+                                ticket,
+                                room: room.clone(),
+                                seq,
+                                epoch: epoch.clone(),
+                            });
+                            self.expect_push(room.clone(), seq, epoch.clone(), message);
+                        }
                     }
                     None => {
                         warn!("Redis: the publish script answered {reply:?}");
-                        self.unconfirmed(ticket, room, message);
+                        for (ticket, message) in items {
+                            self.unconfirmed(ticket, room.clone(), message);
+                        }
                     }
                 }
             }
@@ -1028,14 +1132,12 @@ impl RedisBus {
                     | Tag::Room { ticket },
             } => self.events.push_back(BusEvent::Lost { ticket }),
             Event::Failed {
-                tag:
-                    Tag::Publish {
-                        ticket,
-                        room,
-                        message,
-                        ..
-                    },
-            } => self.unconfirmed(ticket, room, message),
+                tag: Tag::Publish { room, items, .. },
+            } => {
+                for (ticket, message) in items {
+                    self.unconfirmed(ticket, room.clone(), message);
+                }
+            }
             Event::Reply {
                 tag: Tag::Quiet,
                 reply,
@@ -1071,37 +1173,84 @@ impl RedisBus {
                 }
             }
             Event::Message { channel, payload } => {
-                self.stats.received += 1;
                 let Some(room) = room_of(&channel) else {
                     return;
                 };
+                let room = room.to_owned();
+                if payload.first() == Some(&b'*') {
+                    self.on_batch(&room, &payload);
+                    return;
+                }
+                self.stats.received += 1;
                 let Some((seq, epoch, event)) = parse_event(&payload) else {
-                    warn!(
-                        "Redis: a malformed event on {}",
-                        String::from_utf8_lossy(&channel)
-                    );
+                    self.malformed(&room);
                     return;
                 };
                 if seq > 0 {
-                    self.heard_push(room, seq, epoch);
-                }
-                if seq > 0 && !self.returned.is_empty() {
-                    let hash = event_hash(room, event);
-                    if let Some(at) = self.returned.iter().position(|&h| h == hash) {
-                        self.returned.remove(at);
-                        self.stats.heard_late += 1;
-                        info!("Redis ran a message of {room} it had not confirmed: delivered here already, not again");
+                    self.heard_push(&room, seq, seq, epoch);
+                    if self.heard_late(&room, event) {
                         return;
                     }
                 }
                 self.events.push_back(BusEvent::Remote {
-                    room: room.to_owned(),
+                    room,
                     seq,
                     epoch: String::from_utf8_lossy(epoch).into_owned(),
                     event: event.to_vec(),
                 });
             }
             _ => {}
+        }
+    }
+
+    /// A push of `room` neither a batch nor an event: dropped, said and
+    /// counted.
+    fn malformed(&mut self, room: &str) {
+        self.stats.malformed += 1;
+        warn!("Redis: a malformed event in {room}, dropped");
+    }
+
+    /// Whether our `event` in `room`, handed to the chat unconfirmed,
+    /// has come back after all (then not delivered again).
+    fn heard_late(&mut self, room: &str, event: &[u8]) -> bool {
+        if self.returned.is_empty() {
+            return false;
+        }
+        let hash = event_hash(room, event);
+        let Some(at) = self.returned.iter().position(|&h| h == hash) else {
+            return false;
+        };
+        self.returned.remove(at);
+        self.stats.heard_late += 1;
+        info!(
+            "Redis ran a message of {room} it had not confirmed: delivered here already, not again"
+        );
+        true
+    }
+
+    /// A batch of `room`'s messages ([`parse_batch`]): each becomes a
+    /// [`BusEvent::Remote`] with its own number, in order.
+    fn on_batch(&mut self, room: &str, payload: &[u8]) {
+        let Some(batch) = parse_batch(payload) else {
+            self.malformed(room);
+            return;
+        };
+        let count = batch.messages.len() as u64;
+        self.stats.received += count;
+        // parse_batch checked that first + count - 1 fits.
+        let last = batch.first + (count - 1);
+        self.heard_push(room, batch.first, last, batch.epoch);
+        let epoch = String::from_utf8_lossy(batch.epoch).into_owned();
+        for (event, seq) in batch.messages.into_iter().zip(batch.first..) {
+            if self.heard_late(room, event) {
+                continue;
+            }
+            self.events.push_back(BusEvent::Remote {
+                room: room.to_owned(),
+                seq,
+                epoch: epoch.clone(),
+                event: event.to_vec(),
+            });
         }
     }
 }
@@ -1194,6 +1343,8 @@ impl Bus for RedisBus {
             return Publish::Dropped;
         }
         if !sequenced {
+            // After the room's messages gathered before it, as published.
+            self.seal(now, room);
             let channel = events_channel(room);
             let mut payload = Vec::with_capacity(event.len() + 4);
             payload.extend_from_slice(b"0 - ");
@@ -1223,12 +1374,22 @@ impl Bus for RedisBus {
             });
             return Publish::Queued(ticket);
         }
-        if self.send_publish(now, ticket, room.to_owned(), event.to_vec(), false) {
-            self.stats.published += 1;
-            Publish::Queued(ticket)
-        } else {
+        if !self.has_room_for(room, event.len()) {
             self.stats.dropped += 1;
-            Publish::Dropped
+            return Publish::Dropped;
+        }
+        self.gather(now, ticket, room, event.to_vec());
+        self.stats.published += 1;
+        Publish::Queued(ticket)
+    }
+
+    fn flush(&mut self, now: Instant) {
+        if self.gathered.is_empty() {
+            return;
+        }
+        self.gathered_bytes = 0;
+        for (room, gathered) in std::mem::take(&mut self.gathered) {
+            self.send_gathered(now, room, gathered.items);
         }
     }
 
@@ -1593,6 +1754,16 @@ impl Bus for RedisBus {
                 value: to(self.stats.published),
             },
             Gauge {
+                name: "wschat_redis_publish_calls",
+                help: "Publish script calls: each carries a room's messages of one pass of the loop.",
+                value: to(self.stats.publish_calls),
+            },
+            Gauge {
+                name: "wschat_redis_malformed",
+                help: "Pushes from Redis not of the published form, dropped.",
+                value: to(self.stats.malformed),
+            },
+            Gauge {
                 name: "wschat_redis_received",
                 help: "Events received from Redis (our own included).",
                 value: to(self.stats.received),
@@ -1797,8 +1968,8 @@ mod tests {
         assert_eq!(bus.stats().lost, 1);
 
         let sub = bus.upstream(1).expect("subscriber");
-        sub.on_input(now, &push(b"5 e1 ev"));
-        sub.on_input(now, &push(b"6 e1 other"));
+        sub.on_input(now, &push(&batch(5, &[b"ev"])));
+        sub.on_input(now, &push(&batch(6, &[b"other"])));
         let heard: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
         assert_eq!(
             heard,
@@ -1813,7 +1984,7 @@ mod tests {
         // Once only: the same bytes again are delivered.
         bus.upstream(1)
             .expect("subscriber")
-            .on_input(now, &push(b"7 e1 ev"));
+            .on_input(now, &push(&batch(7, &[b"ev"])));
         assert!(matches!(
             bus.poll_event(now),
             Some(BusEvent::Remote { seq: 7, .. })
@@ -1828,6 +1999,7 @@ mod tests {
             bus.publish(now, "lobby", b"ev", true),
             Publish::Queued(_)
         ));
+        bus.flush(now);
         let replies = b"+sha\r\n*2\r\n$-1\r\n*0\r\n*2\r\n:5\r\n$2\r\ne1\r\n";
         bus.upstream(0).expect("commands").on_input(now, replies);
         std::iter::from_fn(|| bus.poll_event(now)).collect()
@@ -1870,7 +2042,7 @@ mod tests {
         publish_numbered(&mut bus, now);
         bus.upstream(1)
             .expect("subscriber")
-            .on_input(now, &push(b"6 e1 other"));
+            .on_input(now, &push(&batch(6, &[b"other"])));
         let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
         assert_eq!(events, [remote(5, b"ev"), remote(6, b"other")]);
 
@@ -1892,6 +2064,199 @@ mod tests {
         let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
         assert_eq!(remotes(&events), [remote(5, b"ev")]);
         assert_eq!(bus.stats().unheard, 0);
+    }
+
+    /// A batch as the publish script publishes it, in epoch `e1`.
+    fn batch(first: u64, messages: &[&[u8]]) -> Vec<u8> {
+        let mut out = format!("*{first} e1 {}\n", messages.len()).into_bytes();
+        for m in messages {
+            out.extend_from_slice(format!("{}\n", m.len()).as_bytes());
+            out.extend_from_slice(m);
+        }
+        out
+    }
+
+    /// The publish script calls in the command link's output, and the
+    /// messages each carries (what follows the epoch argument).
+    fn calls(bus: &mut RedisBus) -> Vec<Vec<Vec<u8>>> {
+        let out = bus.upstream(0).expect("commands").output().to_vec();
+        let config = super::super::resp::Limits::default();
+        let mut at = 0;
+        let mut found = Vec::new();
+        while at < out.len() {
+            let super::super::resp::Status::Complete((reply, used)) =
+                super::super::resp::decode(&out[at..], &config).expect("RESP")
+            else {
+                panic!("a partial command");
+            };
+            at += used;
+            let args: Vec<Vec<u8>> = reply
+                .as_array()
+                .expect("a command")
+                .iter()
+                .map(|a| a.as_bytes().expect("a bulk").to_vec())
+                .collect();
+            if args[0] == b"EVALSHA" || args[0] == b"EVAL" && args[1] == PUBLISH_SCRIPT.as_bytes() {
+                found.push(args[9..].to_vec());
+            }
+        }
+        found
+    }
+
+    /// A pass's messages of a room go in one script call, numbered in
+    /// order from the reply's first, and come back in one push.
+    #[test]
+    fn a_rooms_messages_of_one_pass_are_one_call() {
+        let now = Instant::now();
+        let mut bus = ready_bus(now);
+        let tickets: Vec<Ticket> = [&b"a"[..], b"bb", b"c"]
+            .iter()
+            .map(|m| match bus.publish(now, "lobby", m, true) {
+                Publish::Queued(t) => t,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(calls(&mut bus).is_empty(), "sent before the pass ended");
+        bus.flush(now);
+        assert_eq!(
+            calls(&mut bus),
+            [vec![b"a".to_vec(), b"bb".to_vec(), b"c".to_vec()]]
+        );
+        assert_eq!(bus.stats().publish_calls, 1);
+        let replies = b"+sha\r\n*2\r\n$-1\r\n*0\r\n*2\r\n:7\r\n$2\r\ne1\r\n";
+        bus.upstream(0).expect("commands").on_input(now, replies);
+        let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        let sequenced: Vec<(Ticket, u64)> = events
+            .iter()
+            .filter_map(|e| match e {
+                BusEvent::Sequenced { ticket, seq, .. } => Some((*ticket, *seq)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sequenced,
+            [(tickets[0], 7), (tickets[1], 8), (tickets[2], 9)]
+        );
+        bus.upstream(1)
+            .expect("subscriber")
+            .on_input(now, &push(&batch(7, &[b"a", b"bb", b"c"])));
+        let heard: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        assert_eq!(heard, [remote(7, b"a"), remote(8, b"bb"), remote(9, b"c")]);
+        bus.upstream(1).expect("subscriber").on_eof(now);
+        let after: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        assert!(
+            !after.iter().any(|e| matches!(e, BusEvent::Remote { .. })),
+            "{after:?}"
+        );
+        assert_eq!(bus.stats().unheard, 0);
+        assert_eq!(bus.stats().received, 3);
+    }
+
+    /// Past [`MAX_BATCH_MESSAGES`] or [`MAX_BATCH_BYTES`] a room makes
+    /// more calls, in order; rooms never share one.
+    #[test]
+    fn batches_are_bounded_and_of_one_room() {
+        let now = Instant::now();
+        let mut bus = ready_bus(now);
+        bus.subscribe(now, "rust");
+        let confirm = b"*3\r\n$9\r\nsubscribe\r\n$20\r\nwschat:{rust}:events\r\n:2\r\n";
+        bus.upstream(1).expect("subscriber").on_input(now, confirm);
+        while bus.poll_event(now).is_some() {}
+        for i in 0..130u32 {
+            bus.publish(now, "lobby", i.to_string().as_bytes(), true);
+        }
+        bus.publish(now, "rust", b"r", true);
+        let big = vec![b'x'; MAX_BATCH_BYTES];
+        bus.publish(now, "rust", &big, true);
+        bus.flush(now);
+        let sizes: Vec<usize> = calls(&mut bus).iter().map(Vec::len).collect();
+        // Lobby: 64 sent as soon as full, 64 more, then 2 at the pass's
+        // end; rust: the big one alone after "r".
+        assert_eq!(sizes, [64, 64, 1, 2, 1], "{sizes:?}");
+        let lobby: Vec<Vec<u8>> = calls(&mut bus)
+            .into_iter()
+            .filter(|c| c.len() != 1)
+            .flatten()
+            .collect();
+        let want: Vec<Vec<u8>> = (0..130u32).map(|i| i.to_string().into_bytes()).collect();
+        assert_eq!(lobby, want);
+        assert_eq!(bus.stats().publish_calls, 5);
+    }
+
+    /// A join published after messages of the same pass goes after them.
+    #[test]
+    fn an_unsequenced_event_follows_the_messages_before_it() {
+        let now = Instant::now();
+        let mut bus = ready_bus(now);
+        bus.publish(now, "lobby", b"m", true);
+        bus.publish(now, "lobby", b"joined", false);
+        let out = bus.upstream(0).expect("commands").output().to_vec();
+        let text = String::from_utf8_lossy(&out);
+        let script = text.find("EVALSHA").expect("the batch");
+        let join = text.find("0 - joined").expect("the join");
+        assert!(script < join, "{text}");
+    }
+
+    /// NOSCRIPT sends the whole batch again with EVAL; a failed call
+    /// gives every message of it back to the chat.
+    #[test]
+    fn a_batch_is_retried_and_lost_whole() {
+        let now = Instant::now();
+        let mut bus = ready_bus(now);
+        bus.publish(now, "lobby", b"a", true);
+        bus.publish(now, "lobby", b"b", true);
+        bus.flush(now);
+        let replies = b"+sha\r\n*2\r\n$-1\r\n*0\r\n-NOSCRIPT No matching script\r\n";
+        bus.upstream(0).expect("commands").on_input(now, replies);
+        while bus.poll_event(now).is_some() {}
+        let sent = calls(&mut bus);
+        assert_eq!(sent.len(), 2, "the EVALSHA and its EVAL");
+        assert_eq!(sent[0], sent[1]);
+        bus.upstream(0).expect("commands").on_eof(now);
+        let events: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+        let back: Vec<&[u8]> = events
+            .iter()
+            .filter_map(|e| match e {
+                BusEvent::Unconfirmed { event, .. } => Some(event.as_slice()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(back, [&b"a"[..], b"b"]);
+        assert_eq!(bus.stats().lost, 2);
+    }
+
+    /// A batch split at every byte on the subscriber link gives the same
+    /// events; a malformed one is dropped and counted, never a panic.
+    #[test]
+    fn batches_are_heard_at_any_split_and_malformed_ones_counted() {
+        let now = Instant::now();
+        let wire = push(&batch(3, &[b"x\ny", b"", b"z"]));
+        for at in 0..=wire.len() {
+            let mut bus = ready_bus(now);
+            let sub = bus.upstream(1).expect("subscriber");
+            sub.on_input(now, &wire[..at]);
+            sub.on_input(now, &wire[at..]);
+            let heard: Vec<BusEvent> = std::iter::from_fn(|| bus.poll_event(now)).collect();
+            assert_eq!(
+                heard,
+                [remote(3, b"x\ny"), remote(4, b""), remote(5, b"z")],
+                "split at {at}"
+            );
+        }
+        let mut bus = ready_bus(now);
+        for bad in [&b"*3 e1 2\n1\nx"[..], b"*3 e1 1\n5\nx", b"*", b"garbage"] {
+            bus.upstream(1)
+                .expect("subscriber")
+                .on_input(now, &push(bad));
+        }
+        assert_eq!(bus.poll_event(now), None);
+        assert_eq!(bus.stats().malformed, 4);
+        assert!(bus.reachable());
+        // The link lives on: the next batch is heard.
+        bus.upstream(1)
+            .expect("subscriber")
+            .on_input(now, &push(&batch(9, &[b"ok"])));
+        assert_eq!(bus.poll_event(now), Some(remote(9, b"ok")));
     }
 
     #[test]

@@ -303,17 +303,31 @@ impl<S: Service> Server<S> {
             self.settle_closes();
             self.flush();
         }
+        // What the sweep and the writes gathered (e.g. departures told to
+        // other nodes) goes out.
+        if self.upstreams.is_active() {
+            self.send_upstream();
+        }
         self.peers.remove_gone(self.poll.registry());
     }
 
     /// The upstreams' timeouts and sockets, then the service acts on what
     /// they said (which may deliver to peers and queue more toward them),
-    /// then what it queued is written.
+    /// then what it gathered is sent.
     fn drive_upstreams(&mut self) {
         let now = self.peers.clock.now;
         self.upstreams
             .sync(&mut self.service, self.poll.registry(), now);
         self.service.on_upstream(&mut self.peers);
+        self.send_upstream();
+    }
+
+    /// What the service gathered since the last time (e.g. a room's
+    /// messages toward Redis, one script call per room) goes out, and the
+    /// upstreams are written.
+    fn send_upstream(&mut self) {
+        let now = self.peers.clock.now;
+        self.service.on_batch_end(&mut self.peers);
         self.upstreams
             .sync(&mut self.service, self.poll.registry(), now);
     }
