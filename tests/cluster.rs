@@ -66,6 +66,20 @@ fn two_nodes_three_users(redis: &RedisServer) -> ([Server; 2], [Client; 3]) {
     ([n1, n2], [a, b, a2])
 }
 
+/// Nodes `n1` and `n2` on `redis` (with `extra` flags), their links up,
+/// and a JSON client in `/rust` on each, its node hearing the room.
+fn two_nodes_json_in_rust(redis: &RedisServer, extra: &[&str]) -> ([Server; 2], [Client; 2]) {
+    let n1 = node(redis, "n1", extra);
+    let n2 = node(redis, "n2", extra);
+    wait_up(&n1);
+    wait_up(&n2);
+    let a = Client::json(n1.addr, "/rust");
+    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
+    let b = Client::json(n2.addr, "/rust");
+    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    ([n1, n2], [a, b])
+}
+
 /// Waits until `series` on `server`'s /metrics is `want`.
 fn wait_metric(server: &Server, series: &str, want: f64) {
     let deadline = Instant::now() + WAIT;
@@ -189,14 +203,7 @@ fn a_message_on_one_node_reaches_every_other_node_once() {
 #[ignore = "needs redis-server; run with --include-ignored"]
 fn json_clients_see_one_numbering_across_nodes() {
     let redis = RedisServer::start(&[]);
-    let n1 = node(&redis, "n1", &[]);
-    let n2 = node(&redis, "n2", &[]);
-    wait_up(&n1);
-    wait_up(&n2);
-    let mut a = Client::json(n1.addr, "/rust");
-    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
-    let mut b = Client::json(n2.addr, "/rust");
-    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    let (_nodes, [mut a, mut b]) = two_nodes_json_in_rust(&redis, &[]);
     let mut seqs = Vec::new();
     for i in 0..6 {
         let (sender, name) = if i % 2 == 0 {
@@ -236,15 +243,7 @@ fn burst(client: &mut Client, name: &str, n: usize) {
 fn bursts_on_two_nodes_are_batched_in_one_numbering() {
     const N: usize = 150;
     let redis = RedisServer::start(&[]);
-    let unlimited = ["--max-message-rate", "0"];
-    let n1 = node(&redis, "n1", &unlimited);
-    let n2 = node(&redis, "n2", &unlimited);
-    wait_up(&n1);
-    wait_up(&n2);
-    let mut a = Client::json(n1.addr, "/rust");
-    wait_metric(&n1, "wschat_redis_rooms_heard", 1.0);
-    let mut b = Client::json(n2.addr, "/rust");
-    wait_metric(&n2, "wschat_redis_rooms_heard", 1.0);
+    let ([n1, n2], [mut a, mut b]) = two_nodes_json_in_rust(&redis, &["--max-message-rate", "0"]);
     burst(&mut a, "a", N);
     burst(&mut b, "b", N);
     let heard = |c: &mut Client| -> Vec<(u64, String)> {
