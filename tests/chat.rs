@@ -93,7 +93,14 @@ fn replayed_history_keeps_the_time_it_was_said() {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
     let server = Server::start(&[]);
     let mut a = server.client();
+    let mut b = server.client();
+    assert_eq!(a.next_text(), format!("User {} joined", b.port));
     a.send_text("said before you came");
+    // Once b has it, the server has handled it: it was said by now.
+    assert_eq!(
+        b.next_text(),
+        format!("User {}: said before you came", a.port)
+    );
     let said_by = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
