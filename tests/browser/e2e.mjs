@@ -349,6 +349,9 @@ try {
     await say(page2, "/me waves");
     const action = await expectLine(page1, { type: "message", from: p2, text: "waves" });
     check(action.cls.split(" ").includes("me"), `the /me line is not marked as an action: ${JSON.stringify(action)}`);
+    // Its own action comes back to page 2 too (a JSON sender learns its
+    // number), maybe after page 1 has it.
+    await expectLine(page2, { type: "message", from: p2, text: "waves" });
     const actor = await page2.$eval("#log li.me .actor", (el) => el.textContent);
     check(actor === `* ${p2}(you) `, `page 2's own action reads ${JSON.stringify(actor)}`);
     await plain.expect(`* ${p2} waves`);
