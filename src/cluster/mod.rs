@@ -103,17 +103,18 @@ end
 local out = {string.format('*%d %s %d\\n', first, epoch, n)}
 for i = 1, n do
   local m = ARGV[i + 2]
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], string.format('%d-0', first + i - 1), 'm', m)
+  redis.call('XADD', KEYS[2], string.format('%d-0', first + i - 1), 'm', m)
   out[2 * i] = string.format('%d\\n', #m)
   out[2 * i + 1] = m
 end
+redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[1])
 redis.call('PUBLISH', KEYS[4], table.concat(out))
 return {first, epoch}
 ";
 
 /// The SHA-1 of [`PUBLISH_SCRIPT`] in hex, as `SCRIPT LOAD` returns it and
 /// `EVALSHA` takes it (a unit test checks it is the script's).
-pub const PUBLISH_SCRIPT_SHA1: &str = "ada0a746f9b67e6c62090896fb21f0ed88c89ba1";
+pub const PUBLISH_SCRIPT_SHA1: &str = "e46db3e33b4822a7d3ed4017af75505422d5ec26";
 
 /// Most messages one [`PUBLISH_SCRIPT`] call carries; a pass that read
 /// more for one room makes more calls.
