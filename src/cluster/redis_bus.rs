@@ -719,6 +719,19 @@ impl RedisBus {
         }
     }
 
+    /// Sends a command whose answer comes back as an event keyed by a
+    /// new ticket (`tag` made from it): queued under that ticket, or
+    /// dropped if the link refused it.
+    fn send_ticketed(&mut self, now: Instant, tag: fn(Ticket) -> Tag, command: &[u8]) -> Publish {
+        self.next_ticket += 1;
+        let ticket = Ticket(self.next_ticket);
+        if self.send_encoded(now, tag(ticket), command) {
+            Publish::Queued(ticket)
+        } else {
+            Publish::Dropped
+        }
+    }
+
     fn send_encoded(&mut self, now: Instant, tag: Tag, command: &[u8]) -> bool {
         match self.commands.link.send_raw(now, tag, command) {
             Ok(()) => true,
@@ -1495,14 +1508,11 @@ impl Bus for RedisBus {
         }
         let mut out = Vec::new();
         super::resp::encode_command(&mut out, &args);
-        self.next_ticket += 1;
-        let ticket = Ticket(self.next_ticket);
-        if self.send_encoded(now, Tag::Claim { ticket }, &out) {
-            Publish::Queued(ticket)
-        } else {
+        let sent = self.send_ticketed(now, |ticket| Tag::Claim { ticket }, &out);
+        if sent == Publish::Dropped {
             self.stats.dropped += 1;
-            Publish::Dropped
         }
+        sent
     }
 
     fn take_name(&mut self, now: Instant, room: &str, keys: &[String], name: &str) {
@@ -1578,13 +1588,7 @@ impl Bus for RedisBus {
         ];
         let mut out = Vec::new();
         super::resp::encode_command(&mut out, &args);
-        self.next_ticket += 1;
-        let ticket = Ticket(self.next_ticket);
-        if self.send_encoded(now, Tag::Resume { ticket }, &out) {
-            Publish::Queued(ticket)
-        } else {
-            Publish::Dropped
-        }
+        self.send_ticketed(now, |ticket| Tag::Resume { ticket }, &out)
     }
 
     fn release_name(&mut self, now: Instant, room: &str, keys: &[String], name: &str) {
@@ -1646,13 +1650,7 @@ impl Bus for RedisBus {
         ];
         let mut out = Vec::new();
         super::resp::encode_command(&mut out, &args);
-        self.next_ticket += 1;
-        let ticket = Ticket(self.next_ticket);
-        if self.send_encoded(now, Tag::Rooms { ticket }, &out) {
-            Publish::Queued(ticket)
-        } else {
-            Publish::Dropped
-        }
+        self.send_ticketed(now, |ticket| Tag::Rooms { ticket }, &out)
     }
 
     fn read_room(
@@ -1679,13 +1677,7 @@ impl Bus for RedisBus {
         args.extend(numbers);
         let mut out = Vec::new();
         super::resp::encode_command(&mut out, &args);
-        self.next_ticket += 1;
-        let ticket = Ticket(self.next_ticket);
-        if self.send_encoded(now, Tag::Room { ticket }, &out) {
-            Publish::Queued(ticket)
-        } else {
-            Publish::Dropped
-        }
+        self.send_ticketed(now, |ticket| Tag::Room { ticket }, &out)
     }
 
     fn remote_members(&self, _room: &str) -> Vec<String> {
