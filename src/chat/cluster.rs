@@ -103,12 +103,10 @@ impl Chat {
                     self.post_answered(ticket, None, cx);
                     self.read_lost(ticket, cx);
                     self.resume_answered(ticket, None, cx);
-                    if let Some(at) = self.listings.iter().position(|l| l.0 == ticket) {
-                        let (_, id) = self.listings.swap_remove(at);
+                    if let Some((_, id)) = take_first(&mut self.listings, |l| l.0 == ticket) {
                         self.local_rooms(id, Some(listing::NOT_ANSWERED), cx);
                     }
-                    if let Some(at) = self.claims.iter().position(|c| c.ticket == ticket) {
-                        let claim = self.claims.swap_remove(at);
+                    if let Some(claim) = take_first(&mut self.claims, |c| c.ticket == ticket) {
                         let text = "your name change could not be checked across nodes; try again";
                         self.error(claim.id, text, cx);
                     }

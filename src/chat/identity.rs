@@ -72,10 +72,9 @@ impl Chat {
         record: Option<Record>,
         cx: &mut impl Context,
     ) {
-        let Some(at) = self.resuming.iter().position(|r| r.ticket == ticket) else {
+        let Some(waiting) = take_first(&mut self.resuming, |r| r.ticket == ticket) else {
             return;
         };
-        let waiting = self.resuming.swap_remove(at);
         let Resuming {
             id,
             target,

@@ -9,7 +9,7 @@
 //! rest and is charged to the asker.
 
 use super::render::Extra;
-use super::Chat;
+use super::{take_first, Chat};
 use crate::cluster::bus::{Publish, Ticket};
 use crate::service::{Context, PeerId};
 
@@ -71,10 +71,9 @@ impl Chat {
         complete: bool,
         cx: &mut impl Context,
     ) {
-        let Some(at) = self.listings.iter().position(|l| l.0 == ticket) else {
+        let Some((_, id)) = take_first(&mut self.listings, |l| l.0 == ticket) else {
             return;
         };
-        let (_, id) = self.listings.swap_remove(at);
         if self.users.get(id).is_none() {
             return;
         }

@@ -318,6 +318,14 @@ fn not_confirmed(text: &str) -> String {
 /// Whether `name` is `wanted`, as a user would type it: a nickname by its
 /// keys (case and look-alikes do not matter), a default name exactly but
 /// for the case of `User`.
+/// Takes out the first of `pending` that `is` picks: what waits for an
+/// answer from the bus (a post, a read, a resume, a claim, a listing) is
+/// kept in a small vector and found again by its ticket.
+fn take_first<T>(pending: &mut Vec<T>, is: impl Fn(&T) -> bool) -> Option<T> {
+    let at = pending.iter().position(is)?;
+    Some(pending.swap_remove(at))
+}
+
 fn same_name(name: &str, wanted: &str) -> bool {
     name.eq_ignore_ascii_case(wanted) || names::keys(name) == names::keys(&names::normalise(wanted))
 }

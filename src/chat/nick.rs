@@ -95,10 +95,9 @@ impl Chat {
         holder: Option<String>,
         cx: &mut impl Context,
     ) {
-        let Some(at) = self.claims.iter().position(|c| c.ticket == ticket) else {
+        let Some(claim) = take_first(&mut self.claims, |c| c.ticket == ticket) else {
             return;
         };
-        let claim = self.claims.swap_remove(at);
         if self
             .users
             .get(claim.id)
