@@ -33,13 +33,13 @@
 //! rules, and no nickname may hold a space or a parenthesis, so no user
 //! can pose as a bot and no bot as a user.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
 use std::time::{Duration, Instant};
 
-use super::{names, relay, target, Audience, Chat, Spoken};
+use super::{names, relay, take_first, target, Audience, Chat, Spoken};
 use crate::cluster::bus::{Publish, Ticket};
 use crate::cluster::room_read::RoomState;
 use crate::service::{Context, HttpGet, HttpReply, HttpTicket, PeerId};
@@ -214,10 +214,9 @@ impl Chat {
         seq: Option<u64>,
         cx: &mut impl Context,
     ) {
-        let Some(at) = self.posts.iter().position(|p| p.bus == ticket) else {
+        let Some(post) = take_first(&mut self.posts, |p| p.bus == ticket) else {
             return;
         };
-        let post = self.posts.swap_remove(at);
         let answer = match seq {
             // As one node answers.
             Some(seq) => reply(201, &json!({ "room": post.room, "seq": seq })),
@@ -250,11 +249,11 @@ impl Chat {
             .filter_map(|i| {
                 let r = self.rooms.get(i)?;
                 let (users, count) = self.names(i);
-                Some(json!({
-                    "name": r.name,
-                    "count": count,
-                    "users": users,
-                    "last_seq": r.last_seq,
+                Some(json!(ApiRoom {
+                    name: &r.name,
+                    count: count as u64,
+                    users,
+                    last_seq: r.last_seq,
                 }))
             })
             .collect();
@@ -281,13 +280,13 @@ impl Chat {
             .all()
             .filter(|e| e.seq > since)
             .map(|e| {
-                json!({
-                    "seq": e.seq,
-                    "ts": e.ts,
-                    "from": &*e.from,
-                    "text": &*e.text,
-                    "me": e.me,
-                    "verified": e.verified,
+                json!(ApiMessage {
+                    seq: e.seq,
+                    ts: e.ts,
+                    from: &e.from,
+                    text: &e.text,
+                    me: e.me,
+                    verified: e.verified,
                 })
             })
             .collect();
@@ -407,18 +406,39 @@ fn since_of(query: &str) -> Result<u64, HttpReply> {
     Ok(since)
 }
 
+/// A message as the API shows it, from this node's history or the
+/// shared one.
+#[derive(Serialize)]
+struct ApiMessage<'a> {
+    seq: u64,
+    ts: u64,
+    from: &'a str,
+    text: &'a str,
+    me: bool,
+    verified: bool,
+}
+
+/// A room as `GET /api/rooms` lists it, from this node or the cluster.
+#[derive(Serialize)]
+struct ApiRoom<'a, U> {
+    name: &'a str,
+    count: u64,
+    users: Vec<U>,
+    last_seq: u64,
+}
+
 /// A history entry as the API shows it: a shared history entry (the
 /// event as published) that is a message, decoded whole or left out.
 fn shared_message(seq: u64, event: &[u8]) -> Option<Value> {
     let event = relay::decode(event).filter(|e| e.kind == relay::Kind::Message)?;
     let text = std::str::from_utf8(event.body).ok()?;
-    Some(json!({
-        "seq": seq,
-        "ts": event.ts,
-        "from": event.from,
-        "text": text,
-        "me": event.me,
-        "verified": event.verified,
+    Some(json!(ApiMessage {
+        seq,
+        ts: event.ts,
+        from: event.from,
+        text,
+        me: event.me,
+        verified: event.verified,
     }))
 }
 
@@ -430,11 +450,11 @@ fn shared_room(name: &str, state: &RoomState, list_limit: usize) -> Value {
         .take(list_limit)
         .map(|((_, name), _)| name.as_str())
         .collect();
-    json!({
-        "name": name,
-        "count": state.count,
-        "users": users,
-        "last_seq": state.last_seq,
+    json!(ApiRoom {
+        name,
+        count: state.count,
+        users,
+        last_seq: state.last_seq,
     })
 }
 
@@ -603,8 +623,7 @@ impl Chat {
 
     /// A command an API read waited for failed.
     pub(super) fn read_lost(&mut self, ticket: Ticket, cx: &mut impl Context) {
-        if let Some(at) = self.reads.iter().position(|r| r.waits_for(ticket)) {
-            let read = self.reads.swap_remove(at);
+        if let Some(read) = take_first(&mut self.reads, |r| r.waits_for(ticket)) {
             cx.answer_http(read.http, error(503, "Redis did not answer; try again"));
         }
     }
