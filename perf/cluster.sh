@@ -8,6 +8,7 @@
 #   perf/cluster.sh [SECONDS] [wschat-load options...]
 #   # default load: -c 300 -s 10 --rate 1000 (issue 11's latency target)
 #   WSCHAT_BIN=/tmp/wschat-main perf/cluster.sh ...   # another wschat build (A/B)
+#   PIN=1 perf/cluster.sh ...   # every server process on CPU 0, the load tool on CPU 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
@@ -16,6 +17,15 @@ load=("$@")
 [ ${#load[@]} -eq 0 ] && load=(-c 300 -s 10 --rate 1000)
 bin=${WSCHAT_BIN:-target/release/wschat}
 tool=target/release/wschat-load
+# With PIN=1 the servers (nodes, redis-server, the Node peers) share CPU 0
+# and the load tool has CPU 1, as perf/compare.sh pins one server and the
+# tool: the tool's clock readings are then not delayed by the servers.
+server_cpu=()
+tool_cpu=()
+if [ "${PIN:-0}" = 1 ]; then
+  server_cpu=(taskset -c 0)
+  tool_cpu=(taskset -c 1)
+fi
 dir=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
@@ -27,7 +37,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # shell, so cleanup sees every node).
 start_node() {
   local log=$dir/node-$RANDOM
-  "$bin" --listen 127.0.0.1:0 --max-message-rate 0 "$@" >"$log.out" 2>"$log.err" &
+  "${server_cpu[@]}" "$bin" --listen 127.0.0.1:0 --max-message-rate 0 "$@" >"$log.out" 2>"$log.err" &
   NODE_PID=$!
   pids+=("$NODE_PID")
   for _ in $(seq 100); do
@@ -53,7 +63,7 @@ wait_up() {
 run() {
   local label=$1
   shift
-  "$tool" --duration "$secs" --label "$label" "${load[@]}" "$@" 2>&1 | sed -n '1,40p'
+  "${tool_cpu[@]}" "$tool" --duration "$secs" --label "$label" "${load[@]}" "$@" 2>&1 | sed -n '1,40p'
   echo
 }
 
@@ -63,7 +73,7 @@ run "1 node, no Redis" --url "ws://127.0.0.1:$NODE_PORT/" --server-pid "$NODE_PI
 kill "$NODE_PID"
 
 rport=$(free_port)
-redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+"${server_cpu[@]}" redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
   --loglevel warning >"$dir/redis.out" 2>&1 &
 rpid=$!
 pids+=("$rpid")
@@ -99,7 +109,7 @@ if [ "${NODE_PEER:-0}" = 1 ]; then
   spids=()
   for i in 1 2 3; do
     log=$dir/peer-$i
-    REDIS_URL="$url" NODE_ID="p$i" node perf/peers/node-ws-redis/server.js 0 >"$log.out" 2>"$log.err" &
+    REDIS_URL="$url" NODE_ID="p$i" "${server_cpu[@]}" node perf/peers/node-ws-redis/server.js 0 >"$log.out" 2>"$log.err" &
     pid=$!
     pids+=("$pid")
     for _ in $(seq 200); do grep -q "listening on" "$log.out" 2>/dev/null && break; sleep 0.05; done
