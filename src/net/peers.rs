@@ -22,6 +22,7 @@
 //! delivers them to peers' outboxes.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use log::{debug, info, warn};
 use mio::{Registry, Token};
@@ -45,23 +46,28 @@ const EARLY_FLUSH_FRAMES: usize = 256;
 /// Bytes a peer may collect during one pass before they are written early.
 const EARLY_FLUSH_BYTES: usize = 256 * 1024;
 
-/// The watermarks of backpressure, from `--max-outbox`.
+/// The watermarks of backpressure, from `--max-outbox`, and how long a
+/// reader may hold senders back (`--slow-consumer-grace`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pressure {
     /// Queued bytes at a recipient that pause the sender being read.
     pub high: usize,
     /// Queued bytes at or below which the senders it paused resume.
     pub low: usize,
+    /// A recipient whose socket has taken none of our bytes for this long
+    /// holds no sender back: it is closed as a slow consumer.
+    pub grace: Duration,
 }
 
 impl Pressure {
     /// Pause at half the slow-consumer limit, resume at a quarter: a
     /// healthy reader's queue stays well under the limit, with one
     /// message per sender of overshoot.
-    pub fn for_outbox(max_outbox_bytes: usize) -> Pressure {
+    pub fn for_outbox(max_outbox_bytes: usize, grace: Duration) -> Pressure {
         Pressure {
             high: max_outbox_bytes / 2,
             low: max_outbox_bytes / 4,
+            grace,
         }
     }
 }
@@ -236,10 +242,10 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn new(settings: Settings, clock: Clock) -> Peers {
+    pub fn new(settings: Settings, slow_consumer_grace: Duration, clock: Clock) -> Peers {
         Peers {
             slab: Slab::new(),
-            pressure: Pressure::for_outbox(settings.max_outbox_bytes),
+            pressure: Pressure::for_outbox(settings.max_outbox_bytes, slow_consumer_grace),
             settings,
             metrics: Metrics::default(),
             sender: None,
@@ -276,6 +282,33 @@ impl Peers {
     /// The senders backpressure let go since the last call.
     pub fn take_resumed(&mut self) -> Vec<PeerId> {
         std::mem::take(&mut self.resumed)
+    }
+
+    /// `to`'s queue is high and its socket full: it holds the sender
+    /// back, unless its socket has taken nothing for the whole grace.
+    ///
+    /// Its grace counts from when its socket last took a byte, which for
+    /// a reader that stopped is before its queue grew high. Otherwise
+    /// stopped readers whose queues grow high one after another (each
+    /// only once the last one's close let the sender go) would each hold
+    /// the room for a whole grace in turn: 500 stopped readers held a
+    /// healthy pair's 10 s of messages for 33 s.
+    fn backlogged(&mut self, to: PeerId) {
+        let Some(peer) = self.slab.get_mut(to) else {
+            return;
+        };
+        let first = peer.times.backlogged_since.is_none();
+        let stalled = peer.times.stalled_since.unwrap_or(self.tick);
+        let since = *peer.times.backlogged_since.get_or_insert(stalled);
+        if self.tick.since(since) < self.pressure.grace {
+            self.hold_sender(to);
+        } else if first {
+            // It stopped reading a grace ago: closed now (1008), as one
+            // past the memory bound is, and nobody waits for it.
+            self.overflowed.push(to);
+        }
+        // Otherwise the sweep closes it within a second; meanwhile it
+        // holds no new sender back.
     }
 
     /// `to` is over the high watermark: the sender being read waits for
@@ -569,10 +602,7 @@ impl Context for Peers {
                 // queue that grew within this pass toward a socket that
                 // takes everything is written at its end.
                 if peer.stream.is_blocked() && peer.queued_bytes() >= self.pressure.high {
-                    if peer.times.backlogged_since.is_none() {
-                        peer.times.backlogged_since = Some(self.tick);
-                    }
-                    self.hold_sender(to);
+                    self.backlogged(to);
                 }
             }
             Err(SendError::NotOpen) => {}

@@ -151,7 +151,7 @@ impl<S: Service> Server<S> {
             poll,
             listeners,
             signals,
-            peers: Peers::new(settings, clock),
+            peers: Peers::new(settings, config.timing.slow_consumer_grace, clock),
             tls,
             service,
             timing: config.timing,

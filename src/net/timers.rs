@@ -11,7 +11,7 @@
 //! | handshake | `handshake_timeout` after accept (the TLS handshake's time included) | [`Expiry::Handshake`]: `408` |
 //! | open | `ping_interval` of silence | [`Expiry::Idle`]: send a Ping |
 //! | open, pinged | `pong_timeout` after the ping with nothing read | [`Expiry::Silent`]: drop |
-//! | open, queue over half of `--max-outbox` | `slow_consumer_grace` without draining to a quarter | [`Expiry::SlowConsumer`]: close 1008 |
+//! | open, queue over half of `--max-outbox` | `slow_consumer_grace` without draining to a quarter, counted from when its socket last took a byte | [`Expiry::SlowConsumer`]: close 1008 |
 //! | open, mid-frame or mid-message | `message_timeout` since it began | [`Expiry::MessageTimeout`]: close 1008 |
 //! | any, socket refusing our bytes | `write_timeout` without a byte taken | [`Expiry::WriteStalled`]: drop |
 //! | closing | `close_timeout` after our Close | [`Expiry::Closing`]: drop |
@@ -111,7 +111,8 @@ pub struct Times {
     /// When our heartbeat ping went out, while it is unanswered.
     pub ping_sent: Option<Tick>,
     /// Since when its queue has been high enough to hold senders back
-    /// (and not yet drained).
+    /// (and not yet drained), or, if its socket had stopped taking bytes
+    /// before, since then.
     pub backlogged_since: Option<Tick>,
     /// Since when a frame or fragmented message has been in progress.
     pub partial_since: Option<Tick>,

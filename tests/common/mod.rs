@@ -582,10 +582,17 @@ impl RawClient {
     /// upgrade and then never reads: the kernel's buffers fill soon and the
     /// server's queue for it grows.
     pub fn non_reader(addr: SocketAddr) -> RawClient {
+        RawClient::non_reader_with_buffer(addr, 4096)
+    }
+
+    /// A [`RawClient::non_reader`] whose receive buffer is `bytes` (the
+    /// kernel doubles it, within `net.core.rmem_max`): stopped readers of
+    /// several sizes fill up at different times.
+    pub fn non_reader_with_buffer(addr: SocketAddr, bytes: usize) -> RawClient {
         use socket2::{Domain, Protocol, Socket, Type};
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
             .expect("socket");
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
         socket
             .connect_timeout(&addr.into(), TIMEOUT)
             .expect("connect");
