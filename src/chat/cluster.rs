@@ -318,7 +318,7 @@ impl Chat {
         }
         r.history.merge(merged, bounds);
         for w in waiting.unwrap_or_default() {
-            if self.users.get(w.id).is_some_and(|u| u.room == room) {
+            if self.users.get(w.id).is_some_and(|u| u.room() == room) {
                 // Delivered live after it joined: not again.
                 let skip = |seq: u64| seq > w.upto && live.binary_search(&seq).is_ok();
                 self.replay(w.id, room, w.since, &skip, cx);
@@ -338,7 +338,7 @@ impl Chat {
                 continue;
             };
             for w in waiting {
-                if self.users.get(w.id).is_some_and(|u| u.room == room) {
+                if self.users.get(w.id).is_some_and(|u| u.room() == room) {
                     self.replay(w.id, room, w.since, &|seq| seq > w.upto, cx);
                 }
             }
@@ -375,7 +375,7 @@ impl Chat {
                 }
                 // Our own: its sender still here does not hear it back.
                 let audience = match self.users.get(event.peer) {
-                    Some(user) if ours && user.room == room => {
+                    Some(user) if ours && user.room() == room => {
                         Audience::OthersUnlessJson(event.peer)
                     }
                     _ => Audience::All,
@@ -504,7 +504,7 @@ impl Chat {
         let sender = self
             .users
             .get(event.peer)
-            .filter(|u| u.room == room)
+            .filter(|u| u.room() == room)
             .map(|_| event.peer);
         let audience = match sender {
             Some(peer) => Audience::OthersUnlessJson(peer),

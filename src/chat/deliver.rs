@@ -78,7 +78,7 @@ impl Chat {
         let Some(user) = self.users.get(id) else {
             return 0;
         };
-        let room = self.rooms.get(user.room).map_or("", |r| r.name.as_str());
+        let room = self.rooms.get(user.room()).map_or("", |r| r.name.as_str());
         let message = encode(line, room, user.json, ts, cx);
         cx.deliver(id, &message);
         message.wire_len()

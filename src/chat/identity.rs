@@ -15,7 +15,7 @@ impl Chat {
         if user.token.is_none() {
             let token = resume::fresh()?;
             user.token = Some(token);
-            self.tokens.issue(token, id, user.room);
+            self.tokens.issue(token, id, user.room());
             self.store_record(id);
         }
         self.users.get(id)?.token.as_ref().map(resume::hex)
@@ -27,7 +27,7 @@ impl Chat {
         let (Some(node), Some(user)) = (&self.node, self.users.get(id)) else {
             return;
         };
-        let (Some(token), Some(r)) = (&user.token, self.rooms.get(user.room)) else {
+        let (Some(token), Some(r)) = (&user.token, self.rooms.get(user.room())) else {
             return;
         };
         let record = encode_record(node, &user.name(), user.nick);
@@ -139,7 +139,7 @@ impl Chat {
         let Some(user) = self.users.get(id) else {
             return;
         };
-        let Some(r) = self.rooms.get(user.room) else {
+        let Some(r) = self.rooms.get(user.room()) else {
             return;
         };
         let name = user.name();
@@ -178,14 +178,14 @@ impl Chat {
         let same = user.is_verified() && user.name.as_deref() == Some(identity.name.as_str());
         let room_ok = self
             .rooms
-            .get(user.room)
+            .get(user.room())
             .is_some_and(|r| identity.may_join(&r.name));
         if !same || !room_ok {
             let text = "token refused: it is for another user or does not allow this room";
             return self.error(id, text, cx);
         }
         if let Some(user) = self.users.get_mut(id) {
-            user.verified_until = Some(identity.expires_ms);
+            user.set_verified_until(Some(identity.expires_ms));
         }
         let text = format!(
             "token accepted: you stay verified until {} (Unix ms)",
@@ -248,10 +248,10 @@ impl Chat {
         }
         let now = cx.clock().unix_ms;
         for (id, user) in self.users.iter_mut() {
-            if user.verified_until.is_some_and(|until| until <= now) {
+            if user.verified_until().is_some_and(|until| until <= now) {
                 info!("{}: token expired, closing", user.name());
                 // Once: it is no longer verified while it closes.
-                user.verified_until = None;
+                user.set_verified_until(None);
                 cx.close(id, auth::EXPIRED_CLOSE_CODE, "token expired");
             }
         }

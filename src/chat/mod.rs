@@ -58,7 +58,6 @@ use std::borrow::Cow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use budget::ReplyBudget;
 use command::Request;
 use history::{Bounds, Entry};
 use names::Holder;
@@ -413,7 +412,7 @@ impl Chat {
         let Some(user) = self.users.get_mut(id) else {
             return;
         };
-        let (room, from, verified) = (user.room, user.shared_name(), user.is_verified());
+        let (room, from, verified) = (user.room(), user.shared_name(), user.is_verified());
         let audience = Audience::OthersUnlessJson(id);
         self.speak(room, id, from, text, (me, verified), audience, cx);
     }
@@ -546,10 +545,10 @@ impl Chat {
         let Some(user) = self.users.get(id) else {
             return;
         };
-        let Some(r) = self.rooms.get(user.room) else {
+        let Some(r) = self.rooms.get(user.room()) else {
             return;
         };
-        let recipient = match self.find(user.room, to) {
+        let recipient = match self.find(user.room(), to) {
             Ok(recipient) => recipient,
             Err(why) => {
                 let remote = r.remote.names().find(|n| same_name(n, to));
@@ -557,7 +556,7 @@ impl Chat {
                     return self.error(id, &why, cx);
                 };
                 // On another node: its node delivers it.
-                let (from, room) = (user.name().into_owned(), user.room);
+                let (from, room) = (user.name().into_owned(), user.room());
                 let body = relay::private_body(&remote, text);
                 self.relay(room, relay::Kind::Private, id, false, &from, &body, cx);
                 let line = Line::Private {
@@ -687,7 +686,7 @@ impl Chat {
         let spent = self
             .users
             .get(id)
-            .is_some_and(|u| !u.replies.allows(cx.clock().now, rate));
+            .is_some_and(|u| !u.replies().allows(cx.clock().now, rate));
         if spent {
             let text = format!(
                 "replies to /who, /rooms and /help are limited to {rate} bytes a second; try again shortly"
@@ -701,12 +700,12 @@ impl Chat {
     fn charge(&mut self, id: PeerId, bytes: usize, cx: &mut impl Context) {
         let (now, rate) = (cx.clock().now, self.config.reply_rate);
         if let Some(user) = self.users.get_mut(id) {
-            user.replies.charge(bytes, now, rate);
+            user.charge_replies(bytes, now, rate);
         }
     }
 
     fn who(&mut self, id: PeerId, cx: &mut impl Context) {
-        let Some(room) = self.users.get(id).map(|u| u.room) else {
+        let Some(room) = self.users.get(id).map(|u| u.room()) else {
             return;
         };
         let Some(r) = self.rooms.get(room) else {
@@ -763,17 +762,17 @@ impl Chat {
 
     /// Takes `user` (just removed) out of its room's member list.
     fn detach(&mut self, id: PeerId, user: &User) {
-        let Some(r) = self.rooms.get_mut(user.room) else {
+        let Some(r) = self.rooms.get_mut(user.room()) else {
             return;
         };
         let list = r.list_mut(user.json);
-        if list.get(user.slot) != Some(&id) {
+        if list.get(user.slot()) != Some(&id) {
             return;
         }
-        list.swap_remove(user.slot);
-        if let Some(&moved) = list.get(user.slot) {
+        list.swap_remove(user.slot());
+        if let Some(&moved) = list.get(user.slot()) {
             if let Some(other) = self.users.get_mut(moved) {
-                other.slot = user.slot;
+                other.set_slot(user.slot());
             }
         }
     }
@@ -922,17 +921,8 @@ impl Chat {
             }
         }
         let list = r.list_mut(json);
-        let user = User {
-            port: opening.port,
-            name,
-            nick,
-            room,
-            slot: list.len(),
-            json,
-            token: None,
-            replies: ReplyBudget::default(),
-            verified_until,
-        };
+        let mut user = User::new(opening.port, name, nick, json, room, list.len());
+        user.set_verified_until(verified_until);
         list.push(id);
         r.empty_since = None;
         if let Some(name) = user.name.as_ref().filter(|_| nick) {
@@ -1099,7 +1089,7 @@ impl Service for Chat {
         let Some(user) = self.users.get(id) else {
             return;
         };
-        let (room, json) = (user.room, user.json);
+        let (room, json) = (user.room(), user.json);
         match message {
             Message::Binary(bytes) => {
                 let Some(r) = self.rooms.get(room) else {
@@ -1148,7 +1138,7 @@ impl Service for Chat {
                     &token,
                     Rc::clone(&name),
                     user.nick,
-                    user.room,
+                    user.room(),
                     now + self.config.resume_grace + margin,
                 ),
                 true => {
@@ -1158,8 +1148,8 @@ impl Service for Chat {
             };
             let grace_ms = u64::try_from(self.config.resume_grace.as_millis()).unwrap_or(u64::MAX);
             let ttl = departure.map(|_| grace_ms);
-            self.forget_record(&token, user.room, ttl);
-            if let (Some(departure), Some(r)) = (departure, self.rooms.get_mut(user.room)) {
+            self.forget_record(&token, user.room(), ttl);
+            if let (Some(departure), Some(r)) = (departure, self.rooms.get_mut(user.room())) {
                 r.away += 1;
                 if user.nick {
                     r.names.insert(&names::keys(&name), Holder::Away(departure));
@@ -1173,9 +1163,9 @@ impl Service for Chat {
         }
         if self.node.is_some() {
             let name = user.name();
-            self.relay(user.room, relay::Kind::Leave, id, false, &name, b"", cx);
+            self.relay(user.room(), relay::Kind::Leave, id, false, &name, b"", cx);
         }
-        let Some(r) = self.rooms.get_mut(user.room) else {
+        let Some(r) = self.rooms.get_mut(user.room()) else {
             return;
         };
         if let Some(name) = user.name.as_ref().filter(|_| user.nick) {
@@ -1185,14 +1175,14 @@ impl Service for Chat {
             // Nobody is left to be told.
             r.presence.clear();
             if r.history.is_empty() && r.away == 0 {
-                self.rooms.forget(user.room);
+                self.rooms.forget(user.room());
             } else {
                 r.empty_since = Some(now);
             }
             return;
         }
         let size = r.len() + 1;
-        self.announce(user.room, Change::Leave, &user.name(), id, size, cx);
+        self.announce(user.room(), Change::Leave, &user.name(), id, size, cx);
     }
 
     fn on_throttled(&mut self, id: PeerId, cx: &mut impl Context) {
@@ -1667,7 +1657,7 @@ mod tests {
         assert_eq!(out.lines_for(0), ["error: that is you"]);
         assert_eq!(
             chat.rooms
-                .get(chat.users.get(0).unwrap().room)
+                .get(chat.users.get(0).unwrap().room())
                 .unwrap()
                 .last_seq,
             1

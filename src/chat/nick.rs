@@ -17,7 +17,7 @@ impl Chat {
             let text = "your name comes from your token; it cannot be changed here";
             return self.error(id, text, cx);
         }
-        let room = user.room;
+        let room = user.room();
         if *user.name() == *nick.name {
             return self.error(id, &format!("you are already {}", nick.name), cx);
         }
@@ -101,7 +101,7 @@ impl Chat {
         if self
             .users
             .get(claim.id)
-            .is_none_or(|u| u.room != claim.room)
+            .is_none_or(|u| u.room() != claim.room)
         {
             // Gone meanwhile: the claim is held by no presence entry, so
             // the name is free again.
@@ -169,7 +169,7 @@ impl Chat {
             .as_ref()
             .map(|node| Rc::from(format!("User {}@{node}", user.port)));
         user.nick = false;
-        user.verified_until = None;
+        user.set_verified_until(None);
         let new = user.name().into_owned();
         let text =
             format!("the name {name} belongs to a verified user who just arrived: you are {new}");
