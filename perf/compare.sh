@@ -7,6 +7,8 @@
 #
 # Usage: perf/compare.sh [RUNS]        (default 3 runs of every cell)
 # Env:   SERVERS="wschat uws tokio-tungstenite node-ws node-websocket"
+#             (also "floor": examples/send_floor.rs, one write per delivery
+#             and nothing else, the kernel's share of a scenario)
 #        SCENARIOS="S1 S2W S3 S4-2k S4-10k S5 S5-open S2W-TLS S5-TLS C1 C1-plain"
 #             (S2W-TLS, S5-TLS: S2W and S5 over wss; C1: 1 KiB chat text with
 #             permessage-deflate on every client; C1-plain: the same without)
@@ -54,6 +56,9 @@ fi
 
 echo "== building"
 cargo build --release --locked -p wschat -p wschat-load
+if [[ " $SERVERS " == *" floor "* ]]; then
+    cargo build --release --locked --example send_floor
+fi
 LOAD=target/release/wschat-load
 if [[ " $SERVERS " == *" tokio-tungstenite "* || " $SERVERS " == *" node-"* ]]; then
     bash perf/peers/setup.sh >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log"; exit 1; }
@@ -88,6 +93,7 @@ is_tls() { [[ $1 == *-TLS ]]; }
 unsupported() { # server scenario
     case $1:$2 in
         node-ws:*-TLS | node-websocket:*-TLS) echo "perf/peers/$1 has no TLS mode" ;;
+        floor:*-TLS | floor:C1) echo "the send floor speaks plain WebSocket only" ;;
         tokio-tungstenite:C1) echo "tungstenite has no permessage-deflate" ;;
         node-ws:C1 | node-websocket:C1) echo "perf/peers/$1 has no permessage-deflate mode" ;;
     esac
@@ -108,6 +114,7 @@ server_cmd() { # server scenario
     [[ $2 == C1 ]] && deflate=1
     case $1 in
         wschat) echo "target/release/wschat $listen --max-message-rate 0${deflate:+ --compression}" ;;
+        floor) echo "target/release/examples/send_floor 0" ;;
         uws) echo "$UWS $(free_port)${deflate:+ --compress}$tls" ;;
         tokio-tungstenite) echo "perf/peers/tokio-tungstenite/target/release/peer-tokio-tungstenite 0$tls" ;;
         node-ws) echo "node perf/peers/node-ws/server.js 0" ;;

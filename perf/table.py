@@ -9,7 +9,7 @@ import sys
 from collections import defaultdict
 
 BASELINE = "tokio-tungstenite"
-ORDER = ["wschat", "uws", "tokio-tungstenite", "node-ws", "node-websocket"]
+ORDER = ["wschat", "uws", "tokio-tungstenite", "node-ws", "node-websocket", "floor"]
 
 # scenario -> (title, [(field, header, format, better)], [(field, comparator, target, against)])
 # `against` is a server in the same scenario, a (scenario, server) cell of
