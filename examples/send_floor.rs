@@ -28,7 +28,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use wschat::protocol::frame::{apply_mask, decode_header, encode_frame, OpCode};
-use wschat::protocol::handshake::accept_key;
+use wschat::protocol::handshake::{accept_response, parse_request, Policy, Request};
 
 const LISTENER: Token = Token(usize::MAX);
 
@@ -90,24 +90,20 @@ enum Input {
     Bad,
 }
 
-/// The handshake's answer for a complete request head, if it is one.
+/// The handshake's answer for a complete request head, if it is a valid
+/// upgrade: wschat's own sans-IO handshake (RFC 6455 §4.2), with any
+/// origin accepted and no subprotocols or extensions offered.
 fn handshake(head: &[u8]) -> Option<Vec<u8>> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    req.parse(head).ok()?;
-    let key = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))?
-        .value;
-    Some(
-        format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            accept_key(key)
-        )
-        .into_bytes(),
-    )
+    let policy = Policy {
+        allowed_origins: vec!["*".to_owned()],
+        max_head_bytes: 8 * 1024,
+        max_headers: 32,
+        ..Policy::default()
+    };
+    match parse_request(head, &policy) {
+        Ok(Request::Upgrade(upgrade)) => Some(accept_response(&upgrade)),
+        _ => None,
+    }
 }
 
 /// Takes the next whole frame from `input` (single-frame messages only:
