@@ -1430,3 +1430,26 @@ fn a_stall_that_fills_the_queue_toward_redis_shows_the_rest_here_and_says_so() {
     assert_eq!(n1.metrics().value("wschat_redis_up"), Some(1.0));
     redis.signal(libc::SIGCONT);
 }
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn another_publisher_s_garbage_is_counted_said_once_and_harms_nobody() {
+    let redis = RedisServer::start(&[]);
+    let ([n1, _n2], [mut a, mut b, _a2]) = two_nodes_three_users(&redis);
+
+    // Some other program on the same Redis publishes 500 pushes of no
+    // form wschat knows on the lobby's channel, pipelined on one socket.
+    let mut stranger = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    let garbage = "PUBLISH wschat:{lobby}:events not-a-wschat-event\r\n".repeat(500);
+    std::io::Write::write_all(&mut stranger, garbage.as_bytes()).unwrap();
+    wait_metric(&n1, "wschat_redis_malformed", 500.0);
+
+    // Every one is counted, but the log says it once, not 500 times.
+    let warnings = n1.log().matches("a malformed event in lobby").count();
+    assert_eq!(warnings, 1, "log:\n{}", n1.log());
+    a.send_text("still here");
+    assert_eq!(
+        b.next_text(),
+        format!("{}: still here", qualified(&a, "n1"))
+    );
+}

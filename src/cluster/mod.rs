@@ -12,6 +12,7 @@
 //! | [`url`] | `redis://[user:password@]HOST:PORT[/DB]` |
 //! | [`bus`] | the seam between the chat and other nodes; [`bus::LocalBus`] for one node |
 //! | [`redis_bus`] | [`bus::Bus`] over two links: publish script, pub/sub per room, reachability |
+//! | [`throttle`] | a warning said at most once per interval, for what other publishers cause |
 //! | this file | the key scheme and the publish script |
 //!
 //! # Keys and channels
@@ -50,6 +51,7 @@ pub mod link;
 pub mod redis_bus;
 pub mod resp;
 pub mod room_read;
+pub mod throttle;
 pub mod url;
 
 /// The prefix of every key and channel wschat uses.

@@ -57,7 +57,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
@@ -65,6 +65,7 @@ use super::bus::{Bus, BusEvent, Presence, Publish, Ticket};
 use super::link::{Event, Link, LinkConfig, LinkState, Role};
 use super::resp::Reply;
 use super::room_read;
+use super::throttle::Throttle;
 use super::url::RedisUrl;
 use super::{
     parse_batch, parse_event, PublishCall, RoomKeys, DIRECTORY_COUNTS, DIRECTORY_ROOMS, KEY_PREFIX,
@@ -88,6 +89,9 @@ pub const MAX_UNHEARD_BYTES: usize = 4 * 1024 * 1024;
 
 /// The history stream's `MAXLEN ~` by default.
 pub const DEFAULT_HISTORY_MAXLEN: u64 = 1000;
+
+/// At most one warning about malformed pushes per this long.
+pub const MALFORMED_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Reads a room's epoch and its last `ARGV[1]` history entries, newest
 /// first, at one instant: `KEYS[1]` `wschat:{ROOM}:epoch`, `KEYS[2]`
@@ -512,6 +516,8 @@ pub struct RedisBus {
     /// Why not reachable, for `/healthz`.
     why: Option<String>,
     stats: BusStats,
+    /// Malformed pushes are said at most once per [`MALFORMED_WARN_EVERY`].
+    malformed_warning: Throttle,
 }
 
 impl fmt::Debug for RedisBus {
@@ -570,6 +576,7 @@ impl RedisBus {
             reachable: false,
             why: Some("connecting to Redis".into()),
             stats: BusStats::default(),
+            malformed_warning: Throttle::default(),
         }
     }
 
@@ -1218,9 +1225,20 @@ impl RedisBus {
 
     /// A push of `room` neither a batch nor an event: dropped, said and
     /// counted.
+    /// Said at most once per [`MALFORMED_WARN_EVERY`]: others decide
+    /// how many arrive (see [`throttle`](super::throttle)).
     fn malformed(&mut self, room: &str) {
         self.stats.malformed += 1;
-        warn!("Redis: a malformed event in {room}, dropped");
+        if let Some(held) = self
+            .malformed_warning
+            .allow(Instant::now(), MALFORMED_WARN_EVERY)
+        {
+            if held == 0 {
+                warn!("Redis: a malformed event in {room}, dropped");
+            } else {
+                warn!("Redis: a malformed event in {room}, dropped ({held} more since the last warning)");
+            }
+        }
     }
 
     /// Whether our `event` in `room`, handed to the chat unconfirmed,
