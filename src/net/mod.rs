@@ -5,6 +5,7 @@
 //! | [`server`] | the loop: one pass per batch of readiness events |
 //! | [`accept`] | listeners, accepting, refusing at the door (limits, `EMFILE`) |
 //! | [`addresses`] | connections held per client address |
+//! | [`remote`] | a peer's address in 18 bytes |
 //! | [`peers`] | each peer's stream, connection and clocks; batched writes; the service's context |
 //! | [`stream`] | one peer's socket: read, vectored write, shutdown, interest |
 //! | [`tls`] | the TLS listener's certificate and key: loading, checking, reloading on SIGHUP |
@@ -20,6 +21,7 @@ pub mod flood;
 pub mod metrics;
 pub mod ops;
 pub mod peers;
+pub mod remote;
 pub mod server;
 pub mod stream;
 pub mod timers;

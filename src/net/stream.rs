@@ -18,14 +18,18 @@ mod tls;
 
 pub use tls::BUFFER_LIMIT as TLS_BUFFER_LIMIT;
 
+/// The socket, and the write state beside it in each variant: an enum's
+/// small fields fill the bytes after its tag, so a stream is two words,
+/// not three (idle connections are most of memory; `net::peers` keeps
+/// a test on a peer's size).
 enum Io {
-    Plain(TcpStream),
-    Tls(Box<tls::TlsIo>),
+    Plain(TcpStream, WriteState),
+    Tls(Box<tls::TlsIo>, WriteState),
 }
 
-/// One peer's socket and the readiness it is registered for.
-pub struct Stream {
-    io: Io,
+/// Where writing to the socket stands.
+#[derive(Clone, Copy, Default)]
+struct WriteState {
     /// The last write left bytes the socket would not take.
     blocked: bool,
     /// WRITABLE interest is registered: the loop waits for the socket to
@@ -33,12 +37,15 @@ pub struct Stream {
     writable_registered: bool,
 }
 
+/// One peer's socket and the readiness it is registered for.
+pub struct Stream {
+    io: Io,
+}
+
 impl Stream {
     pub fn plain(socket: TcpStream) -> Stream {
         Stream {
-            io: Io::Plain(socket),
-            blocked: false,
-            writable_registered: false,
+            io: Io::Plain(socket, WriteState::default()),
         }
     }
 
@@ -46,28 +53,41 @@ impl Stream {
     /// still to come.
     pub fn tls(socket: TcpStream, conn: rustls::ServerConnection) -> Stream {
         Stream {
-            io: Io::Tls(Box::new(tls::TlsIo::new(socket, conn))),
-            blocked: false,
-            writable_registered: false,
+            io: Io::Tls(
+                Box::new(tls::TlsIo::new(socket, conn)),
+                WriteState::default(),
+            ),
+        }
+    }
+
+    fn write_state(&self) -> WriteState {
+        match &self.io {
+            Io::Plain(_, write) | Io::Tls(_, write) => *write,
+        }
+    }
+
+    fn write_state_mut(&mut self) -> &mut WriteState {
+        match &mut self.io {
+            Io::Plain(_, write) | Io::Tls(_, write) => write,
         }
     }
 
     fn socket(&mut self) -> &mut TcpStream {
         match &mut self.io {
-            Io::Plain(socket) => socket,
-            Io::Tls(tls) => &mut tls.socket,
+            Io::Plain(socket, _) => socket,
+            Io::Tls(tls, _) => &mut tls.socket,
         }
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self.io, Io::Tls(_))
+        matches!(self.io, Io::Tls(..))
     }
 
     /// A TLS stream whose handshake has not finished (no keys yet).
     pub fn is_tls_handshaking(&self) -> bool {
         match &self.io {
-            Io::Plain(_) => false,
-            Io::Tls(tls) => tls.is_handshaking(),
+            Io::Plain(..) => false,
+            Io::Tls(tls, _) => tls.is_handshaking(),
         }
     }
 
@@ -88,12 +108,12 @@ impl Stream {
     /// error is `InvalidData`.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.io {
-            Io::Plain(socket) => socket.read(buf),
-            Io::Tls(tls) => {
+            Io::Plain(socket, _) => socket.read(buf),
+            Io::Tls(tls, write) => {
                 let result = tls.read(buf);
                 // Handshake records the socket would not take wait for
                 // WRITABLE like any other bytes.
-                self.blocked |= tls.buffered() > 0;
+                write.blocked |= tls.buffered() > 0;
                 result
             }
         }
@@ -106,8 +126,8 @@ impl Stream {
     /// close_notify or EOF, which the next read reports).
     pub fn drained_by(&self, n: usize, want: usize) -> bool {
         match &self.io {
-            Io::Plain(_) => n < want,
-            Io::Tls(tls) => tls.drained(),
+            Io::Plain(..) => n < want,
+            Io::Tls(tls, _) => tls.drained(),
         }
     }
 
@@ -115,11 +135,11 @@ impl Stream {
     /// (for TLS: encrypted in records of up to 16 KiB, see `tls`).
     pub fn write_from(&mut self, outbox: &mut Outbox) -> io::Result<Flush> {
         let result = match &mut self.io {
-            Io::Plain(socket) => outbox.write_to(socket),
-            Io::Tls(tls) => tls.write_from(outbox),
+            Io::Plain(socket, _) => outbox.write_to(socket),
+            Io::Tls(tls, _) => tls.write_from(outbox),
         };
         if let Ok(flush) = &result {
-            self.blocked = *flush == Flush::Blocked;
+            self.write_state_mut().blocked = *flush == Flush::Blocked;
         }
         result
     }
@@ -127,33 +147,34 @@ impl Stream {
     /// The last write found the socket full: writing again before it
     /// drains would only fail again.
     pub fn is_blocked(&self) -> bool {
-        self.blocked
+        self.write_state().blocked
     }
 
     /// Whether the loop is waiting for the socket to become writable.
     pub fn awaiting_writable(&self) -> bool {
-        self.writable_registered
+        self.write_state().writable_registered
     }
 
     /// Asks for WRITABLE readiness while the socket is blocked, and stops
     /// asking once it is not (re-registering only on a change).
     pub fn sync_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        if self.blocked == self.writable_registered {
+        let write = self.write_state_mut();
+        if write.blocked == write.writable_registered {
             return Ok(());
         }
-        let interest = if self.blocked {
+        let interest = if write.blocked {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
         };
-        self.writable_registered = self.blocked;
+        write.writable_registered = write.blocked;
         registry.reregister(self.socket(), token, interest)
     }
 
     /// Sends FIN after our last byte (for TLS, after close_notify);
     /// reading goes on.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
-        if let Io::Tls(tls) = &mut self.io {
+        if let Io::Tls(tls, _) = &mut self.io {
             tls.close_notify();
         }
         self.socket().shutdown(Shutdown::Write)
@@ -164,8 +185,8 @@ impl Stream {
     /// [`TLS_BUFFER_LIMIT`]); always 0 for a plain socket.
     pub fn buffered(&self) -> usize {
         match &self.io {
-            Io::Plain(_) => 0,
-            Io::Tls(tls) => tls.buffered(),
+            Io::Plain(..) => 0,
+            Io::Tls(tls, _) => tls.buffered(),
         }
     }
 }

@@ -77,8 +77,16 @@ pub enum Flush {
 }
 
 /// The frames waiting for one socket, oldest first.
+///
+/// One word while nothing is queued: the queue lives out of line and
+/// exists only while a peer has had frames since the loop last went
+/// quiet ([`Outbox::release_if_empty`]). Idle connections are most of
+/// them, and each would otherwise carry the 48 bytes of an empty queue.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub struct Outbox(Option<Box<Queue>>);
+
+#[derive(Debug, Default)]
+struct Queue {
     frames: VecDeque<SharedFrame>,
     /// Bytes of the front frame already written.
     written: usize,
@@ -88,70 +96,82 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn push(&mut self, frame: SharedFrame) {
-        self.queued += frame.len();
-        self.frames.push_back(frame);
+        let queue = self.0.get_or_insert_with(Box::default);
+        queue.queued += frame.len();
+        queue.frames.push_back(frame);
     }
 
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
-        self.queued
+        self.0.as_ref().map_or(0, |q| q.queued)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.frames() == 0
     }
 
     /// Frames waiting (a partly written one included).
     pub fn frames(&self) -> usize {
-        self.frames.len()
+        self.0.as_ref().map_or(0, |q| q.frames.len())
     }
 
     /// Drops everything queued (the peer is gone).
     pub fn clear(&mut self) {
-        *self = Outbox::default();
+        self.0 = None;
     }
 
     /// Writes as much as `sink` takes, in vectored writes of up to
     /// `MAX_IOVECS` frames, until the queue is empty or the sink would
     /// block. Other errors are returned; the queue stays consistent.
     pub fn write_to(&mut self, sink: &mut impl Write) -> io::Result<Flush> {
-        while !self.frames.is_empty() {
+        let Some(queue) = self.0.as_mut() else {
+            return Ok(Flush::Done);
+        };
+        while !queue.frames.is_empty() {
             // The slice array is built on the stack for every call: size it
             // to the queue, as most peers have a few frames, not hundreds.
-            let result = if self.frames.len() <= FEW_IOVECS {
-                self.write_once::<FEW_IOVECS>(sink)
+            let result = if queue.frames.len() <= FEW_IOVECS {
+                queue.write_once::<FEW_IOVECS>(sink)
             } else {
-                self.write_once::<MAX_IOVECS>(sink)
+                queue.write_once::<MAX_IOVECS>(sink)
             };
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.advance(n),
+                Ok(n) => queue.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        if self.frames.capacity() > KEEP_SLOTS {
+        if queue.frames.capacity() > KEEP_SLOTS {
             // What a slow reader's backlog needed is not kept.
-            self.frames = VecDeque::new();
+            queue.frames = VecDeque::new();
         }
         Ok(Flush::Done)
     }
 
-    /// Frees the queue's buffer if nothing is queued (for quiet times:
-    /// a busy connection reuses its buffer from pass to pass).
+    /// Frees the queue if nothing is queued (for quiet times: a busy
+    /// connection reuses it from pass to pass).
     pub fn release_if_empty(&mut self) {
-        if self.frames.is_empty() && self.frames.capacity() > 0 {
-            self.frames = VecDeque::new();
+        if self.is_empty() {
+            self.0 = None;
         }
     }
 
     /// Memory the queue holds for its peer: the bytes plus a handle per
     /// frame, so that a limit on it bounds memory even for tiny frames.
     pub fn footprint(&self) -> usize {
-        self.queued + self.frames.len() * std::mem::size_of::<SharedFrame>()
+        self.queued_bytes() + self.frames() * std::mem::size_of::<SharedFrame>()
     }
 
+    /// Whether the out-of-line queue exists (tests).
+    #[cfg(test)]
+    fn holds_a_queue(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Queue {
     /// One vectored write of up to `N` frames from the front.
     fn write_once<const N: usize>(&self, sink: &mut impl Write) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); N];
@@ -289,7 +309,7 @@ mod tests {
             5 + 2 * std::mem::size_of::<SharedFrame>()
         );
         outbox.release_if_empty();
-        assert!(outbox.frames.capacity() > 0, "not empty: kept");
+        assert!(outbox.holds_a_queue(), "not empty: kept");
         let mut sink = Trickle {
             out: vec![],
             per_call: 100,
@@ -298,8 +318,10 @@ mod tests {
         };
         outbox.write_to(&mut sink).unwrap();
         assert_eq!(outbox.footprint(), 0);
+        assert!(outbox.holds_a_queue(), "kept while busy");
         outbox.release_if_empty();
-        assert_eq!(outbox.frames.capacity(), 0);
+        assert!(!outbox.holds_a_queue());
+        assert_eq!(std::mem::size_of::<Outbox>(), 8, "one word when idle");
     }
 
     #[test]

@@ -20,7 +20,7 @@ impl<S: Service> Server<S> {
         let Some(peer) = self.peers.slab.get(key) else {
             return;
         };
-        let remote = peer.remote;
+        let remote = peer.remote.addr();
         match event {
             Event::Upgrade(upgrade) => self.open(key, remote, &upgrade),
             Event::Http(request) => self.answer_http(key, remote, &request),
