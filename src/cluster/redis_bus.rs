@@ -983,7 +983,10 @@ impl RedisBus {
                         .and_then(|a| a.get(1))
                         .and_then(Reply::as_array),
                 ) else {
-                    warn!("Redis: the presence of {room} came back as {reply:?}");
+                    warn!(
+                        "Redis: the presence of {room} came back as {}",
+                        reply.brief()
+                    );
                     return;
                 };
                 let verified: std::collections::BTreeSet<&[u8]> =
@@ -1008,7 +1011,10 @@ impl RedisBus {
                     entries,
                 }),
                 None => {
-                    warn!("Redis: the history of {room} came back as {reply:?}");
+                    warn!(
+                        "Redis: the history of {room} came back as {}",
+                        reply.brief()
+                    );
                     // Nobody waits for it for ever.
                     self.events.push_back(BusEvent::History {
                         room,
@@ -1056,7 +1062,7 @@ impl RedisBus {
                         }
                     }
                     None => {
-                        warn!("Redis: the publish script answered {reply:?}");
+                        warn!("Redis: the publish script answered {}", reply.brief());
                         for (ticket, message) in items {
                             self.unconfirmed(ticket, room.clone(), message);
                         }
@@ -1079,7 +1085,7 @@ impl RedisBus {
                             None => String::from_utf8_lossy(entry).into_owned(),
                         }),
                         None => {
-                            warn!("Redis: a name claim came back as {reply:?}");
+                            warn!("Redis: a name claim came back as {}", reply.brief());
                             self.events.push_back(BusEvent::Lost { ticket });
                             return;
                         }
@@ -1092,7 +1098,10 @@ impl RedisBus {
                 reply,
             } => {
                 let Some(items) = reply.as_array() else {
-                    warn!("Redis: taking the name {name} in {room} came back as {reply:?}");
+                    warn!(
+                        "Redis: taking the name {name} in {room} came back as {}",
+                        reply.brief()
+                    );
                     return;
                 };
                 let from = items
@@ -1115,7 +1124,7 @@ impl RedisBus {
                     record: None,
                 }),
                 _ => {
-                    warn!("Redis: a resume came back as {reply:?}");
+                    warn!("Redis: a resume came back as {}", reply.brief());
                     self.events.push_back(BusEvent::Lost { ticket });
                 }
             },
@@ -1130,7 +1139,7 @@ impl RedisBus {
                     complete,
                 }),
                 None => {
-                    warn!("Redis: the room directory came back as {reply:?}");
+                    warn!("Redis: the room directory came back as {}", reply.brief());
                     self.events.push_back(BusEvent::Lost { ticket });
                 }
             },
@@ -1140,7 +1149,7 @@ impl RedisBus {
             } => match room_read::parse(&reply) {
                 Some(state) => self.events.push_back(BusEvent::Room { ticket, state }),
                 None => {
-                    warn!("Redis: reading a room came back as {reply:?}");
+                    warn!("Redis: reading a room came back as {}", reply.brief());
                     self.events.push_back(BusEvent::Lost { ticket });
                 }
             },

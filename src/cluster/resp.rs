@@ -155,6 +155,42 @@ impl Reply {
     }
 }
 
+/// The most of a reply a log line shows (see [`Reply::brief`]).
+pub const LOGGED_REPLY_BYTES: usize = 256;
+
+impl Reply {
+    /// The reply as a log line shows it: its `Debug` form, cut after
+    /// [`LOGGED_REPLY_BYTES`]. A reply of an unexpected shape may be as
+    /// large as the decoder allows (megabytes of history), and a warning
+    /// about it must not be.
+    pub fn brief(&self) -> String {
+        let mut out = Capped(String::new());
+        if fmt::write(&mut out, format_args!("{self:?}")).is_err() {
+            out.0.push_str("...");
+        }
+        out.0
+    }
+}
+
+/// A string that takes at most [`LOGGED_REPLY_BYTES`], then refuses.
+struct Capped(String);
+
+impl fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = LOGGED_REPLY_BYTES.saturating_sub(self.0.len());
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.0.push_str(&s[..cut]);
+        Err(fmt::Error)
+    }
+}
+
 impl fmt::Debug for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -585,6 +621,26 @@ pub(crate) mod tests {
             [Reply::Simple(b"OK".to_vec()), Reply::Integer(1), bulk(b"x")]
         );
         assert_eq!(decode(b"", &limits), Ok(Status::Partial));
+    }
+
+    #[test]
+    fn a_reply_in_a_log_line_is_cut_short() {
+        let small = Reply::Array(Some(vec![Reply::Integer(1), Reply::Bulk(None)]));
+        assert_eq!(small.brief(), "[Integer(1), Bulk(null)]");
+        let huge = Reply::Array(Some(vec![
+            Reply::Bulk(Some(
+                "é".repeat(1 << 20).into_bytes()
+            ));
+            3
+        ]));
+        let brief = huge.brief();
+        assert!(
+            brief.len() <= LOGGED_REPLY_BYTES + 3,
+            "{} bytes",
+            brief.len()
+        );
+        assert!(brief.starts_with("[Bulk(\"ééé"), "{brief}");
+        assert!(brief.ends_with("..."), "{brief}");
     }
 
     #[test]
