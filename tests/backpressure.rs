@@ -223,42 +223,6 @@ fn only_the_readers_that_stop_are_dropped_after_the_grace() {
 }
 
 #[test]
-fn readers_that_stopped_at_different_depths_hold_the_room_for_one_grace_not_one_each() {
-    let grace = 2;
-    let grace_text = grace.to_string();
-    let server = Server::start(&[
-        "--max-message-rate",
-        "0",
-        "--slow-consumer-grace",
-        &grace_text,
-    ]);
-    // Four groups of readers that never read, whose kernel buffers hold
-    // different amounts: the smallest fill up first and hold the sender
-    // back; the traffic stops meanwhile, so the others fill up only once
-    // the first group was closed. They stopped reading long before, and
-    // hold nobody back then: one pause in all, not one per group.
-    let stopped: Vec<RawClient> = [4096, 32 * 1024, 96 * 1024, 200 * 1024]
-        .into_iter()
-        .flat_map(|buffer| (0..5).map(move |_| buffer))
-        .map(|buffer| RawClient::non_reader_with_buffer(server.addr, buffer))
-        .collect();
-    let readers = flood(&server, 1, 2, 600, 16 * 1024, Duration::ZERO, true);
-    let metrics = server.metrics();
-    assert_eq!(
-        metrics.count("wschat_slow_consumer_disconnects_total"),
-        stopped.len() as u64,
-        "every stopped reader, and only they, were dropped"
-    );
-    let pauses = metrics.count("wschat_senders_paused_total");
-    assert!(
-        pauses < 4,
-        "the sender was paused {pauses} times: once per group of stopped readers"
-    );
-    drop(readers);
-    drop(stopped);
-}
-
-#[test]
 fn a_json_newcomer_is_replayed_history_of_control_characters_without_being_closed() {
     let server = Server::start(&["--max-message-rate", "0"]);
     let mut talker = server.client();
