@@ -1447,6 +1447,17 @@ fn another_publisher_s_garbage_is_counted_said_once_and_harms_nobody() {
     // Every one is counted, but the log says it once, not 500 times.
     let warnings = n1.log().matches("a malformed event in lobby").count();
     assert_eq!(warnings, 1, "log:\n{}", n1.log());
+
+    // Pushes of the bus's form whose event is not the chat's encoding
+    // (another release, say) get as far as the chat: the same.
+    let foreign = "PUBLISH wschat:{lobby}:events \"0 - v2|a future event\"\r\n".repeat(300);
+    std::io::Write::write_all(&mut stranger, foreign.as_bytes()).unwrap();
+    wait_metric(&n1, "wschat_relay_undecodable", 300.0);
+    let warnings = n1
+        .log()
+        .matches("is not of this release's encoding")
+        .count();
+    assert_eq!(warnings, 1, "log:\n{}", n1.log());
     a.send_text("still here");
     assert_eq!(
         b.next_text(),

@@ -345,6 +345,16 @@ impl Chat {
         }
     }
 
+    /// An event of `room` that is not of the relay encoding (another
+    /// release, another program): dropped, counted, said now and then.
+    fn undecodable(&mut self, room: &str, now: Instant) {
+        let undecodable = &mut self.undecodable;
+        undecodable.count += 1;
+        if let Some(held) = undecodable.warning.allow(now, UNDECODABLE_WARN_EVERY) {
+            warn!("an event in {room} from another node is not of this release's encoding: dropped ({held} more since the last warning)");
+        }
+    }
+
     /// An event of `room` from the bus (another node's, or our own
     /// sequenced message coming back in the room's order).
     pub(super) fn remote(
@@ -355,7 +365,7 @@ impl Chat {
         cx: &mut impl Context,
     ) {
         let Some(event) = relay::decode(bytes) else {
-            return;
+            return self.undecodable(room_name, cx.clock().now);
         };
         let Some(room) = self.rooms.index_of(room_name) else {
             return;

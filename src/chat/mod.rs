@@ -67,9 +67,10 @@ use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms, Waiting};
 use target::{Target, TargetError};
 use users::{User, Users};
 
-use log::info;
+use log::{info, warn};
 
 use crate::cluster::bus::{Bus, BusEvent, LocalBus, Presence, Publish, Ticket};
+use crate::cluster::throttle::Throttle;
 use crate::service::Clock;
 use crate::service::{
     Context, Gauge, Goodbye, HttpGet, HttpReply, HttpTicket, Kind, Message, Outgoing, PeerId,
@@ -190,7 +191,21 @@ pub struct Chat {
     /// [`api::MAX_PENDING_READS`], each until its answers, a failure or
     /// [`api::POST_TIMEOUT`].
     reads: Vec<api::PendingRead>,
+    /// Events from other nodes that were not of the relay encoding.
+    undecodable: Undecodable,
 }
+
+/// Events another node (or another program on the same Redis) sent in a
+/// form this release does not read: dropped, counted, and said at most
+/// once per [`UNDECODABLE_WARN_EVERY`], as others decide how many come.
+#[derive(Debug, Default)]
+struct Undecodable {
+    count: u64,
+    warning: Throttle,
+}
+
+/// At most one warning about undecodable events per this long.
+const UNDECODABLE_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A connection waiting for its resume record from Redis: no welcome, no
 /// join yet.
@@ -386,6 +401,7 @@ impl Chat {
             listings: Vec::new(),
             posts: Vec::new(),
             reads: Vec::new(),
+            undecodable: Undecodable::default(),
         }
     }
 
@@ -1283,6 +1299,11 @@ impl Service for Chat {
                 name: "wschat_chat_users",
                 help: "Users in the chat, all rooms.",
                 value: self.len(),
+            },
+            Gauge {
+                name: "wschat_relay_undecodable",
+                help: "Events from other nodes not in this release's relay encoding (dropped).",
+                value: usize::try_from(self.undecodable.count).unwrap_or(usize::MAX),
             },
             Gauge {
                 name: "wschat_rooms",
