@@ -350,8 +350,8 @@ impl Chat {
     fn undecodable(&mut self, room: &str, now: Instant) {
         let undecodable = &mut self.undecodable;
         undecodable.count += 1;
-        if let Some(held) = undecodable.warning.allow(now, UNDECODABLE_WARN_EVERY) {
-            warn!("an event in {room} from another node is not of this release's encoding: dropped ({held} more since the last warning)");
+        if let Some(held) = undecodable.warning.allow(now) {
+            warn!("an event in {room} from another node is not of this release's encoding: dropped{held}");
         }
     }
 

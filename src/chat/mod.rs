@@ -197,15 +197,13 @@ pub struct Chat {
 
 /// Events another node (or another program on the same Redis) sent in a
 /// form this release does not read: dropped, counted, and said at most
-/// once per [`UNDECODABLE_WARN_EVERY`], as others decide how many come.
+/// once per [`throttle::EVERY`](crate::cluster::throttle::EVERY), as
+/// others decide how many come.
 #[derive(Debug, Default)]
 struct Undecodable {
     count: u64,
     warning: Throttle,
 }
-
-/// At most one warning about undecodable events per this long.
-const UNDECODABLE_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A connection waiting for its resume record from Redis: no welcome, no
 /// join yet.

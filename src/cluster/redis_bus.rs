@@ -57,7 +57,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{info, warn};
 
@@ -89,9 +89,6 @@ pub const MAX_UNHEARD_BYTES: usize = 4 * 1024 * 1024;
 
 /// The history stream's `MAXLEN ~` by default.
 pub const DEFAULT_HISTORY_MAXLEN: u64 = 1000;
-
-/// At most one warning about malformed pushes per this long.
-pub const MALFORMED_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Reads a room's epoch and its last `ARGV[1]` history entries, newest
 /// first, at one instant: `KEYS[1]` `wschat:{ROOM}:epoch`, `KEYS[2]`
@@ -516,7 +513,8 @@ pub struct RedisBus {
     /// Why not reachable, for `/healthz`.
     why: Option<String>,
     stats: BusStats,
-    /// Malformed pushes are said at most once per [`MALFORMED_WARN_EVERY`].
+    /// Malformed pushes are said at most once per
+    /// [`throttle::EVERY`](super::throttle::EVERY).
     malformed_warning: Throttle,
 }
 
@@ -1232,21 +1230,14 @@ impl RedisBus {
         }
     }
 
-    /// A push of `room` neither a batch nor an event: dropped, said and
-    /// counted.
-    /// Said at most once per [`MALFORMED_WARN_EVERY`]: others decide
-    /// how many arrive (see [`throttle`](super::throttle)).
+    /// A push of `room` neither a batch nor an event: dropped, counted,
+    /// and said at most once per
+    /// [`throttle::EVERY`](super::throttle::EVERY), as others decide how
+    /// many arrive.
     fn malformed(&mut self, room: &str) {
         self.stats.malformed += 1;
-        if let Some(held) = self
-            .malformed_warning
-            .allow(Instant::now(), MALFORMED_WARN_EVERY)
-        {
-            if held == 0 {
-                warn!("Redis: a malformed event in {room}, dropped");
-            } else {
-                warn!("Redis: a malformed event in {room}, dropped ({held} more since the last warning)");
-            }
+        if let Some(held) = self.malformed_warning.allow(Instant::now()) {
+            warn!("Redis: a malformed event in {room}, dropped{held}");
         }
     }
 
