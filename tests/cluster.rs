@@ -1464,3 +1464,49 @@ fn another_publisher_s_garbage_is_counted_said_once_and_harms_nobody() {
         format!("{}: still here", qualified(&a, "n1"))
     );
 }
+
+#[test]
+#[ignore = "needs redis-server; run with --include-ignored"]
+fn a_name_claim_of_a_user_gone_is_not_answered_to_the_next_connection() {
+    let redis = RedisServer::start(&[]);
+    let n1 = node(&redis, "n1", &[]);
+    wait_up(&n1);
+    let mut watcher = join(&n1);
+    let a = n1.client();
+    assert_eq!(
+        watcher.next_text(),
+        format!("{} joined", qualified(&a, "n1"))
+    );
+
+    // Redis holds every command for a while, so the claim of a's `/nick`
+    // is still unanswered when a is gone and the next connection, given
+    // a's id, has joined.
+    redis_cli(&redis, &["CLIENT", "PAUSE", "1500", "ALL"]);
+    let mut a = a;
+    a.send_text("/nick ghost");
+    let a_left = format!("{} left", qualified(&a, "n1"));
+    drop_connection(a);
+    assert_eq!(next_text_within(&mut watcher, WAIT), a_left);
+    let mut b = n1.client();
+    let b_name = qualified(&b, "n1");
+    assert_eq!(
+        next_text_within(&mut watcher, WAIT),
+        format!("{b_name} joined")
+    );
+
+    // The answer comes once Redis runs again: nobody is renamed or told.
+    assert!(
+        b.silent_for(Duration::from_secs(3)).is_ok(),
+        "the newcomer was answered a's claim"
+    );
+    assert!(
+        watcher.silent_for(Duration::from_millis(200)).is_ok(),
+        "the room was told of a's claim"
+    );
+    // The name a claimed is free for the next to ask.
+    b.send_text("/nick ghost");
+    assert_eq!(
+        next_text_within(&mut b, WAIT),
+        format!("{b_name} is now ghost")
+    );
+}

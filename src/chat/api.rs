@@ -214,7 +214,7 @@ impl Chat {
         seq: Option<u64>,
         cx: &mut impl Context,
     ) {
-        let Some(post) = take_first(&mut self.posts, |p| p.bus == ticket) else {
+        let Some(post) = take_first(&mut self.pending.posts, |p| p.bus == ticket) else {
             return;
         };
         let answer = match seq {
@@ -232,7 +232,7 @@ impl Chat {
     /// Posts Redis did not answer within [`POST_TIMEOUT`] get `504`.
     pub(super) fn expire_posts(&mut self, cx: &mut impl Context) {
         let now = cx.clock().now;
-        for post in overdue(&mut self.posts, now, |p| p.since) {
+        for post in overdue(&mut self.pending.posts, now, |p| p.since) {
             let why = format!(
                 "Redis did not number the message within {} s (it may still reach the room)",
                 POST_TIMEOUT.as_secs()
@@ -345,7 +345,8 @@ impl Chat {
                 index
             }
         };
-        if ticket.is_some() && self.node.is_some() && self.posts.len() >= MAX_PENDING_POSTS {
+        if ticket.is_some() && self.node.is_some() && self.pending.posts.len() >= MAX_PENDING_POSTS
+        {
             return Some(error(
                 503,
                 "too many API posts are waiting for Redis to number them; try again",
@@ -366,7 +367,7 @@ impl Chat {
             // Numbered by Redis like any message: the answer waits for
             // the script's reply (see `post_answered`).
             (Spoken::Queued(bus), Some(http)) => {
-                self.posts.push(PendingPost {
+                self.pending.posts.push(PendingPost {
                     bus,
                     http,
                     room,
@@ -461,7 +462,7 @@ fn shared_room(name: &str, state: &RoomState, list_limit: usize) -> Value {
 impl Chat {
     /// Whether one more read may wait for Redis.
     fn read_refused(&self) -> Option<HttpReply> {
-        (self.reads.len() >= MAX_PENDING_READS)
+        (self.pending.reads.len() >= MAX_PENDING_READS)
             .then(|| error(503, "too many API reads are waiting for Redis; try again"))
     }
 
@@ -473,7 +474,7 @@ impl Chat {
         let now = cx.clock().now;
         match self.bus.list_rooms(now, self.config.list_limit) {
             Publish::Queued(listing) => {
-                self.reads.push(PendingRead {
+                self.pending.reads.push(PendingRead {
                     http,
                     since: now,
                     what: Read::Rooms {
@@ -508,7 +509,7 @@ impl Chat {
         let entries = self.config.history.max_entries as u64;
         match self.bus.read_room(now, &room, 0, entries, since) {
             Publish::Queued(ticket) => {
-                self.reads.push(PendingRead {
+                self.pending.reads.push(PendingRead {
                     http,
                     since: now,
                     what: Read::History { ticket, room },
@@ -521,7 +522,7 @@ impl Chat {
 
     /// Whether an API read waits for the bus `ticket`.
     pub(super) fn read_waits_for(&self, ticket: Ticket) -> bool {
-        self.reads.iter().any(|r| r.waits_for(ticket))
+        self.pending.reads.iter().any(|r| r.waits_for(ticket))
     }
 
     /// The room directory answered an API read: each listed room is read.
@@ -533,7 +534,7 @@ impl Chat {
         complete: bool,
         cx: &mut impl Context,
     ) {
-        let Some(at) = self.reads.iter().position(|r| r.waits_for(ticket)) else {
+        let Some(at) = self.pending.reads.iter().position(|r| r.waits_for(ticket)) else {
             return;
         };
         let now = cx.clock().now;
@@ -543,14 +544,14 @@ impl Chat {
             match self.bus.read_room(now, &name, members, 0, 0) {
                 Publish::Queued(t) => rooms.push((name, t, None)),
                 Publish::Local | Publish::Dropped => {
-                    let read = self.reads.swap_remove(at);
+                    let read = self.pending.reads.swap_remove(at);
                     let why = "Redis went out of reach while the rooms were read; try again";
                     cx.answer_http(read.http, error(503, why));
                     return;
                 }
             }
         }
-        self.reads[at].what = Read::Rooms {
+        self.pending.reads[at].what = Read::Rooms {
             listing: None,
             rooms,
             total,
@@ -566,10 +567,10 @@ impl Chat {
         state: RoomState,
         cx: &mut impl Context,
     ) {
-        let Some(at) = self.reads.iter().position(|r| r.waits_for(ticket)) else {
+        let Some(at) = self.pending.reads.iter().position(|r| r.waits_for(ticket)) else {
             return;
         };
-        match &mut self.reads[at].what {
+        match &mut self.pending.reads[at].what {
             Read::Rooms { rooms, .. } => {
                 if let Some(slot) = rooms.iter_mut().find(|(_, t, _)| *t == ticket) {
                     slot.2 = Some(state);
@@ -578,7 +579,7 @@ impl Chat {
             }
             Read::History { room, .. } => {
                 let room = std::mem::take(room);
-                let read = self.reads.swap_remove(at);
+                let read = self.pending.reads.swap_remove(at);
                 let known = self.rooms.index_of(&room).is_some();
                 if !known && state.last_seq == 0 && state.count == 0 {
                     cx.answer_http(read.http, error(404, "no such room"));
@@ -603,7 +604,7 @@ impl Chat {
             rooms,
             total,
             complete,
-        } = &self.reads[at].what
+        } = &self.pending.reads[at].what
         else {
             return;
         };
@@ -617,13 +618,13 @@ impl Chat {
             })
             .collect();
         let body = json!({ "rooms": listed, "count": total, "complete": complete });
-        let read = self.reads.swap_remove(at);
+        let read = self.pending.reads.swap_remove(at);
         cx.answer_http(read.http, reply(200, &body));
     }
 
     /// A command an API read waited for failed.
     pub(super) fn read_lost(&mut self, ticket: Ticket, cx: &mut impl Context) {
-        if let Some(read) = take_first(&mut self.reads, |r| r.waits_for(ticket)) {
+        if let Some(read) = take_first(&mut self.pending.reads, |r| r.waits_for(ticket)) {
             cx.answer_http(read.http, error(503, "Redis did not answer; try again"));
         }
     }
@@ -631,7 +632,7 @@ impl Chat {
     /// Reads Redis did not answer within [`POST_TIMEOUT`] get `504`.
     pub(super) fn expire_reads(&mut self, cx: &mut impl Context) {
         let now = cx.clock().now;
-        for read in overdue(&mut self.reads, now, |r| r.since) {
+        for read in overdue(&mut self.pending.reads, now, |r| r.since) {
             let why = format!("Redis did not answer within {} s", POST_TIMEOUT.as_secs());
             cx.answer_http(read.http, error(504, &why));
         }

@@ -4,6 +4,22 @@
 //! Only in cluster mode; a single node's [`LocalBus`](crate::cluster::bus::LocalBus) brings none.
 
 use super::*;
+use crate::cluster::throttle::Throttle;
+
+/// What this node knows of the others' side, apart from any one room.
+#[derive(Debug, Default)]
+pub(super) struct Others {
+    /// The rooms were told that other nodes are out of reach.
+    told_unreachable: bool,
+    /// Events another node (or another program on the same Redis) sent in
+    /// a form this release does not read: dropped and counted
+    /// (`wschat_relay_undecodable`)...
+    pub undecodable: u64,
+    /// ...and said at most once per
+    /// [`throttle::EVERY`](crate::cluster::throttle::EVERY), as others
+    /// decide how many come.
+    undecodable_warning: Throttle,
+}
 
 impl Chat {
     /// Carries an event of `room` to the other nodes (nothing alone).
@@ -103,10 +119,13 @@ impl Chat {
                     self.post_answered(ticket, None, cx);
                     self.read_lost(ticket, cx);
                     self.resume_answered(ticket, None, cx);
-                    if let Some((_, id)) = take_first(&mut self.listings, |l| l.0 == ticket) {
+                    if let Some((_, id)) = take_first(&mut self.pending.listings, |l| l.0 == ticket)
+                    {
                         self.local_rooms(id, Some(listing::NOT_ANSWERED), cx);
                     }
-                    if let Some(claim) = take_first(&mut self.claims, |c| c.ticket == ticket) {
+                    if let Some(claim) =
+                        take_first(&mut self.pending.claims, |c| c.ticket == ticket)
+                    {
                         let text = "your name change could not be checked across nodes; try again";
                         self.error(claim.id, text, cx);
                     }
@@ -191,10 +210,10 @@ impl Chat {
     /// Tells every room once that other nodes went out of reach, and
     /// once that they are back.
     pub(super) fn reachability(&mut self, reachable: bool, cx: &mut impl Context) {
-        if reachable != self.told_unreachable {
+        if reachable != self.others.told_unreachable {
             return;
         }
-        self.told_unreachable = !reachable;
+        self.others.told_unreachable = !reachable;
         let text = if reachable {
             "other nodes are back in reach: chat spans every node again (what they said meanwhile is not shown here)"
         } else {
@@ -348,9 +367,9 @@ impl Chat {
     /// An event of `room` that is not of the relay encoding (another
     /// release, another program): dropped, counted, said now and then.
     fn undecodable(&mut self, room: &str, now: Instant) {
-        let undecodable = &mut self.undecodable;
-        undecodable.count += 1;
-        if let Some(held) = undecodable.warning.allow(now) {
+        let others = &mut self.others;
+        others.undecodable += 1;
+        if let Some(held) = others.undecodable_warning.allow(now) {
             warn!("an event in {room} from another node is not of this release's encoding: dropped{held}");
         }
     }

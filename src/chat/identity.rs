@@ -72,7 +72,7 @@ impl Chat {
         record: Option<Record>,
         cx: &mut impl Context,
     ) {
-        let Some(waiting) = take_first(&mut self.resuming, |r| r.ticket == ticket) else {
+        let Some(waiting) = take_first(&mut self.pending.resuming, |r| r.ticket == ticket) else {
             return;
         };
         let Resuming {

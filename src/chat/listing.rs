@@ -49,12 +49,12 @@ impl Chat {
             return;
         }
         if self.node.is_some() {
-            if self.listings.iter().any(|l| l.1 == id) {
+            if self.pending.listings.iter().any(|l| l.1 == id) {
                 return self.error(id, "your last /rooms is still being answered", cx);
             }
             let now = cx.clock().now;
             match self.bus.list_rooms(now, self.config.list_limit) {
-                Publish::Queued(ticket) => return self.listings.push((ticket, id)),
+                Publish::Queued(ticket) => return self.pending.listings.push((ticket, id)),
                 Publish::Dropped => return self.local_rooms(id, Some(OUT_OF_REACH), cx),
                 Publish::Local => {}
             }
@@ -71,7 +71,7 @@ impl Chat {
         complete: bool,
         cx: &mut impl Context,
     ) {
-        let Some((_, id)) = take_first(&mut self.listings, |l| l.0 == ticket) else {
+        let Some((_, id)) = take_first(&mut self.pending.listings, |l| l.0 == ticket) else {
             return;
         };
         if self.users.get(id).is_none() {

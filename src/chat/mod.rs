@@ -45,6 +45,7 @@ mod identity;
 mod listing;
 pub mod names;
 mod nick;
+mod pending;
 pub mod presence;
 pub mod relay;
 pub mod render;
@@ -58,9 +59,11 @@ use std::borrow::Cow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use cluster::Others;
 use command::Request;
 use history::{Bounds, Entry};
 use names::Holder;
+use pending::{Claim, Pending, Resuming};
 use render::{Extra, Line, Stamp, JSON_PROTOCOL};
 use resume::{Found, Tokens};
 use rooms::{client_key, ClientKey, Full, RoomLimits, Rooms, Waiting};
@@ -70,7 +73,6 @@ use users::{User, Users};
 use log::{info, warn};
 
 use crate::cluster::bus::{Bus, BusEvent, LocalBus, Presence, Publish, Ticket};
-use crate::cluster::throttle::Throttle;
 use crate::service::Clock;
 use crate::service::{
     Context, Gauge, Goodbye, HttpGet, HttpReply, HttpTicket, Kind, Message, Outgoing, PeerId,
@@ -171,55 +173,16 @@ pub struct Chat {
     /// This node's id in cluster mode (default names are then qualified,
     /// `User 51234@NODE`); `None` alone.
     node: Option<Rc<str>>,
-    /// The rooms were told that other nodes are out of reach.
-    told_unreachable: bool,
-    /// Name changes waiting for Redis to say the name is free on every
-    /// node (one per user at most).
-    claims: Vec<Claim>,
-    /// Connections that presented a token this node does not hold,
-    /// waiting for Redis to hand over its record (one per connection at
-    /// most, each until its answer or its failure).
-    resuming: Vec<Resuming>,
-    /// `/rooms` asked of Redis, waiting for its answer: (ticket, asker),
-    /// one per user at most.
-    listings: Vec<(Ticket, PeerId)>,
-    /// API posts waiting for Redis to number them (cluster mode), at most
-    /// [`api::MAX_PENDING_POSTS`], each until its answer, its failure or
-    /// [`api::POST_TIMEOUT`].
-    posts: Vec<api::PendingPost>,
-    /// API reads waiting for Redis (cluster mode), at most
-    /// [`api::MAX_PENDING_READS`], each until its answers, a failure or
-    /// [`api::POST_TIMEOUT`].
-    reads: Vec<api::PendingRead>,
-    /// Events from other nodes that were not of the relay encoding.
-    undecodable: Undecodable,
-}
-
-/// Events another node (or another program on the same Redis) sent in a
-/// form this release does not read: dropped, counted, and said at most
-/// once per [`throttle::EVERY`](crate::cluster::throttle::EVERY), as
-/// others decide how many come.
-#[derive(Debug, Default)]
-struct Undecodable {
-    count: u64,
-    warning: Throttle,
-}
-
-/// A connection waiting for its resume record from Redis: no welcome, no
-/// join yet.
-#[derive(Debug)]
-struct Resuming {
-    ticket: Ticket,
-    id: PeerId,
-    target: Target,
-    identity: Option<auth::Identity>,
-    opening: Opening,
+    /// What other nodes were asked and have not answered yet.
+    pending: Pending,
+    /// How the other nodes' side looks from here (cluster mode).
+    others: Others,
 }
 
 /// What [`Chat::open`] needs of the upgrade (which is gone once a resume
 /// is answered).
 #[derive(Clone, Copy, Debug)]
-struct Opening {
+pub(super) struct Opening {
     client: ClientKey,
     json: bool,
     port: u16,
@@ -276,15 +239,6 @@ fn decode_record(bytes: &[u8]) -> Option<Record> {
         nick,
         name: Rc::from(name),
     })
-}
-
-/// A `/nick` being checked across nodes.
-#[derive(Debug)]
-struct Claim {
-    ticket: Ticket,
-    id: PeerId,
-    room: usize,
-    nick: names::Nick,
 }
 
 /// What became of a message said here (see [`Chat::speak`]).
@@ -393,13 +347,8 @@ impl Chat {
             tokens: Tokens::default(),
             bus: Box::new(LocalBus),
             node: None,
-            told_unreachable: false,
-            claims: Vec::new(),
-            resuming: Vec::new(),
-            listings: Vec::new(),
-            posts: Vec::new(),
-            reads: Vec::new(),
-            undecodable: Undecodable::default(),
+            pending: Pending::default(),
+            others: Others::default(),
         }
     }
 
@@ -1083,7 +1032,7 @@ impl Service for Chat {
                 let now = cx.clock().now;
                 let digest = resume::digest(&token);
                 if let Publish::Queued(ticket) = self.bus.take_resume(now, &target.room, &digest) {
-                    self.resuming.push(Resuming {
+                    self.pending.resuming.push(Resuming {
                         ticket,
                         id,
                         target,
@@ -1127,10 +1076,10 @@ impl Service for Chat {
 
     fn on_close(&mut self, id: PeerId, goodbye: Goodbye, cx: &mut impl Context) {
         self.summarise_due(cx);
-        // Gone while its resume record was asked for: the answer will find
-        // nobody (and its old node tells the leave at its grace's end).
-        self.resuming.retain(|r| r.id != id);
-        self.listings.retain(|l| l.1 != id);
+        // Gone with questions in flight: their answers must find nobody,
+        // not the next connection given the same id (a resumed user's old
+        // node tells the leave at its grace's end).
+        self.pending.forget(id);
         let Some(mut user) = self.users.remove(id) else {
             return;
         };
@@ -1301,7 +1250,7 @@ impl Service for Chat {
             Gauge {
                 name: "wschat_relay_undecodable",
                 help: "Events from other nodes not in this release's relay encoding (dropped).",
-                value: usize::try_from(self.undecodable.count).unwrap_or(usize::MAX),
+                value: usize::try_from(self.others.undecodable).unwrap_or(usize::MAX),
             },
             Gauge {
                 name: "wschat_rooms",

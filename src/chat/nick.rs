@@ -25,7 +25,7 @@ impl Chat {
             return self.error(id, &text, cx);
         }
         if self.node.is_some() {
-            if self.claims.iter().any(|c| c.id == id) {
+            if self.pending.claims.iter().any(|c| c.id == id) {
                 let text = "your last name change is still being checked across nodes";
                 return self.error(id, text, cx);
             }
@@ -41,7 +41,7 @@ impl Chat {
                 .claim_name(now, &r.name, &nick.keys, &nick.name, previous)
             {
                 Publish::Queued(ticket) => {
-                    self.claims.push(Claim {
+                    self.pending.claims.push(Claim {
                         ticket,
                         id,
                         room,
@@ -95,7 +95,7 @@ impl Chat {
         holder: Option<String>,
         cx: &mut impl Context,
     ) {
-        let Some(claim) = take_first(&mut self.claims, |c| c.ticket == ticket) else {
+        let Some(claim) = take_first(&mut self.pending.claims, |c| c.ticket == ticket) else {
             return;
         };
         if self
