@@ -38,7 +38,7 @@ use crate::protocol::connection::{Closure, Connection, Phase, SendError, Setting
 use crate::protocol::deflate::Compressor;
 use crate::protocol::extensions::Negotiated;
 use crate::protocol::frame::{self, CloseCode, OpCode, RSV1};
-use crate::protocol::outbox::SharedFrame;
+use crate::protocol::outbox::{Gather, SharedFrame};
 use crate::service::{Clock, Context, HttpReply, HttpTicket, Kind, Outgoing, PeerId};
 
 /// Frames a peer may collect during one pass before they are written
@@ -240,6 +240,9 @@ pub struct Peers {
     /// The one compressor of the loop, made the first time a message is
     /// compressed (no context takeover: it serves every connection).
     deflater: Deflater,
+    /// The loop's one buffer for gathering small frames into one slice of
+    /// a write.
+    gather: Gather,
 }
 
 impl Peers {
@@ -263,6 +266,7 @@ impl Peers {
             resumed: Vec::new(),
             addresses: AddressCounts::default(),
             deflater: Deflater::default(),
+            gather: Gather::default(),
         }
     }
 
@@ -415,7 +419,9 @@ impl Peers {
         }
         let closure = peer.conn.abort(why);
         if peer.transport == Transport::Live && !peer.conn.outbox().is_empty() {
-            let _ = peer.stream.write_from(peer.conn.outbox_mut());
+            let _ = peer
+                .stream
+                .write_from(peer.conn.outbox_mut(), &mut self.gather);
         }
         peer.transport = Transport::Gone;
         let remote = peer.remote.addr();
@@ -495,7 +501,9 @@ impl Peers {
             Transport::Lingering | Transport::Gone => return,
         }
         let before = peer.conn.outbox().queued_bytes();
-        let result = peer.stream.write_from(peer.conn.outbox_mut());
+        let result = peer
+            .stream
+            .write_from(peer.conn.outbox_mut(), &mut self.gather);
         let written = before - peer.conn.outbox().queued_bytes();
         self.metrics.bytes_out += written as u64;
         peer.note_write(written, self.tick);
@@ -591,7 +599,7 @@ impl Context for Peers {
                     // (the peer stays dirty); a failed write marks the peer
                     // broken, so it is written to no more.
                     let before = outbox.queued_bytes();
-                    let result = peer.stream.write_from(outbox);
+                    let result = peer.stream.write_from(outbox, &mut self.gather);
                     let written = before - outbox.queued_bytes();
                     self.metrics.bytes_out += written as u64;
                     peer.note_write(written, self.tick);

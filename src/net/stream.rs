@@ -12,7 +12,7 @@ use std::net::Shutdown;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use crate::protocol::outbox::{Flush, Outbox};
+use crate::protocol::outbox::{Flush, Gather, Outbox};
 
 mod tls;
 
@@ -131,11 +131,13 @@ impl Stream {
         }
     }
 
-    /// Writes as much of `outbox` as the socket takes, in vectored writes
-    /// (for TLS: encrypted in records of up to 16 KiB, see `tls`).
-    pub fn write_from(&mut self, outbox: &mut Outbox) -> io::Result<Flush> {
+    /// Writes as much of `outbox` as the socket takes, in vectored writes,
+    /// small frames gathered through `gather` (for TLS: encrypted in
+    /// records of up to 16 KiB, see `tls`; rustls copies every slice into
+    /// its records, so there is nothing to gather).
+    pub fn write_from(&mut self, outbox: &mut Outbox, gather: &mut Gather) -> io::Result<Flush> {
         let result = match &mut self.io {
-            Io::Plain(socket, _) => outbox.write_to(socket),
+            Io::Plain(socket, _) => outbox.write_gathered(socket, gather),
             Io::Tls(tls, _) => tls.write_from(outbox),
         };
         if let Ok(flush) = &result {
