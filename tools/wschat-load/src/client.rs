@@ -211,6 +211,16 @@ struct OwnInflater {
     out: Vec<u8>,
 }
 
+/// When a queued message is handed to the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// At once.
+    Now,
+    /// With the sender's other messages of this pass, in one write (the
+    /// closed loop, where one pass frees several of a sender's slots).
+    Later,
+}
+
 pub struct Client {
     pub stream: TcpStream,
     tls: Option<Box<ClientConnection>>,
@@ -574,16 +584,26 @@ impl Client {
         self.state = State::Dead;
     }
 
-    /// Queues one masked text frame and tries to write it at once.
-    pub fn send_text(&mut self, payload: &[u8], shared: &mut Shared) {
+    /// Queues one masked text frame and, with `When::Now`, tries to write
+    /// it at once (with `When::Later`, [`Client::send_queued`] does).
+    pub fn send_text(&mut self, payload: &[u8], shared: &mut Shared, write: When) {
         encode_message_into(&mut self.out, OpCode::Text, payload, shared.rng.mask());
-        self.flush(&mut shared.errors);
+        if write == When::Now {
+            self.flush(&mut shared.errors);
+        }
     }
 
-    /// Queues one masked text frame whose payload is already compressed
-    /// (RSV1 set) and tries to write it at once.
-    pub fn send_compressed_text(&mut self, payload: &[u8], shared: &mut Shared) {
+    /// As [`Client::send_text`], for a payload already compressed (RSV1
+    /// set).
+    pub fn send_compressed_text(&mut self, payload: &[u8], shared: &mut Shared, write: When) {
         encode_frame_into(&mut self.out, COMPRESSED_TEXT, payload, shared.rng.mask());
+        if write == When::Now {
+            self.flush(&mut shared.errors);
+        }
+    }
+
+    /// Tries to write what was queued with `When::Later`.
+    pub fn send_queued(&mut self, shared: &mut Shared) {
         self.flush(&mut shared.errors);
     }
 

@@ -173,25 +173,25 @@ fn parse_at(rest: &[u8]) -> Option<Marker> {
 }
 
 /// A decimal u64 of at least one digit, then `end`; returns the value
-/// and what follows `end`.
+/// and what follows `end`. One pass over the digits: the tool reads some
+/// 30 of them per message received, millions of messages a second.
 fn number(bytes: &[u8], end: u8) -> Option<(u64, &[u8])> {
-    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || bytes.get(digits) != Some(&end) {
-        return None;
-    }
-    // Nineteen digits never overflow a u64, so the usual markers (the
-    // clock's nanoseconds have 10 to 13) are read without overflow checks.
-    let fold = |value: u64, &b: &u8| value.wrapping_mul(10) + u64::from(b - b'0');
-    let value = if digits <= 19 {
-        bytes[..digits].iter().fold(0, fold)
-    } else {
-        let mut value: u64 = 0;
-        for &b in &bytes[..digits] {
-            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    let mut value: u64 = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let digit = b.wrapping_sub(b'0');
+        if digit >= 10 {
+            return (i > 0 && b == end).then(|| (value, &bytes[i + 1..]));
         }
-        value
-    };
-    Some((value, &bytes[digits + 1..]))
+        // Nineteen digits never overflow a u64, so the usual markers (the
+        // clock's nanoseconds have 10 to 13) are read without overflow
+        // checks.
+        value = if i < 19 {
+            value * 10 + u64::from(digit)
+        } else {
+            value.checked_mul(10)?.checked_add(u64::from(digit))?
+        };
+    }
+    None
 }
 
 #[cfg(test)]
