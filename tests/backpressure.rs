@@ -178,6 +178,52 @@ fn three_one_mib_messages_in_a_row_reach_ten_readers() {
     assert_eq!(metrics.count("wschat_slow_consumer_disconnects_total"), 0);
 }
 
+/// A stock Python `websockets` client: three `await ws.send()` of 1 MiB
+/// each (as the tests above number them), after printing its port.
+const PYTHON_SENDER: &str = r#"
+import asyncio, sys, websockets
+async def main():
+    async with websockets.connect(sys.argv[1]) as ws:
+        print(ws.local_address[1], flush=True)
+        for seq in range(3):
+            await ws.send(f"{seq:06} " + "x" * ((1 << 20) - 7))
+        await asyncio.sleep(1)
+asyncio.run(main())
+"#;
+
+#[test]
+#[ignore = "needs python3 with websockets (target/py-venv, made by .ci/run); run with --include-ignored"]
+fn a_python_websockets_sender_s_three_1_mib_messages_reach_ten_readers() {
+    use std::io::BufRead;
+    let server = Server::start(&[]);
+    let readers: Vec<Client> = (0..10).map(|_| server.client()).collect();
+    let python = common::python();
+    let mut child = std::process::Command::new(&python)
+        .args(["-c", PYTHON_SENDER, &format!("ws://{}/", server.addr)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (see .ci/run for the venv)", python.display()));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the sender's port");
+    let port: u16 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("port {line:?}"));
+    let handles: Vec<_> = readers
+        .into_iter()
+        .map(|r| thread::spawn(move || read_all(r, vec![port], 3, 1 << 20, Duration::ZERO, true)))
+        .collect();
+    for h in handles {
+        h.join()
+            .unwrap_or_else(|_| panic!("a reader failed; log:\n{}", server.log()));
+    }
+    assert!(child.wait().expect("python").success());
+    let metrics = server.metrics();
+    assert_eq!(metrics.count("wschat_slow_consumer_disconnects_total"), 0);
+}
+
 #[test]
 fn forty_64_kib_messages_in_a_row_reach_ten_readers() {
     let server = Server::start(&[]);
