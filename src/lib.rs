@@ -14,9 +14,11 @@
 //! | [`service`] | the seam between the loop and an application: its own types, `Context`, `Outgoing` |
 //! | [`chat`] | the chat policy (rooms, names, history, commands, formats) and echo mode |
 //! | [`config`] | the command line: every limit's default, turned into each layer's settings |
+//! | [`code_pages`] | the binary's code mapped once at start, so the loop never stalls on its first run of a path |
 
 pub mod chat;
 pub mod cluster;
+pub mod code_pages;
 pub mod config;
 pub mod net;
 pub mod protocol;

@@ -5,7 +5,7 @@ use std::net::ToSocketAddrs as _;
 use std::process::ExitCode;
 
 use clap::Parser;
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use wschat::chat::echo::Echo;
 use wschat::chat::{Chat, ChatConfig};
@@ -23,6 +23,10 @@ const DESCRIPTOR_RESERVE: usize = 32;
 fn main() -> ExitCode {
     let config = Config::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match wschat::code_pages::map_all() {
+        Ok(bytes) => debug!("{} KiB of code mapped at start", bytes / 1024),
+        Err(e) => info!("the code was not mapped at start ({e}): it is faulted in as first run"),
+    }
 
     let mut config = config;
     if config.history_bytes > config.max_outbox {

@@ -83,7 +83,7 @@ const KEEP_SLOTS: usize = 1024;
 /// the kernel's per-slice overhead it saves.
 const GATHER_FRAME_MAX: usize = 1024;
 /// What one write gathers at most; the buffer never grows past it.
-const GATHER_BYTES: usize = 64 * 1024;
+const GATHER_BYTES: usize = 16 * 1024;
 
 /// The loop's buffer for gathering runs of small queued frames into one
 /// slice of a vectored write (see the module docs). One per loop, made on
