@@ -87,7 +87,7 @@ const GATHER_BYTES: usize = 16 * 1024;
 
 /// The loop's buffer for gathering runs of small queued frames into one
 /// slice of a vectored write (see the module docs). One per loop, made on
-/// first use, [`GATHER_BYTES`] long.
+/// first use, 16 KiB long (`GATHER_BYTES`).
 #[derive(Debug, Default)]
 pub struct Gather(Vec<u8>);
 
