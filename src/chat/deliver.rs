@@ -197,8 +197,7 @@ impl Chat {
         } else if !r.presence.scheduled {
             r.presence.scheduled = true;
             let at = r.presence.due_at().unwrap_or(now);
-            self.due.push(room);
-            self.next_due = Some(self.next_due.map_or(at, |t| t.min(at)));
+            self.due.add(room, at);
         }
     }
 
@@ -224,11 +223,9 @@ impl Chat {
     /// begins: the service's tick has no context to deliver with.
     pub(super) fn summarise_due(&mut self, cx: &mut impl Context) {
         let now = cx.clock().now;
-        if self.next_due.is_none_or(|t| now < t) {
+        let Some(mut waiting) = self.due.take(now) else {
             return;
-        }
-        self.next_due = None;
-        let mut waiting = std::mem::take(&mut self.due);
+        };
         waiting.retain(|&room| {
             let Some(r) = self.rooms.get_mut(room) else {
                 return false;
@@ -238,7 +235,7 @@ impl Chat {
             }
             if !r.presence.may_send(now) {
                 let at = r.presence.due_at().unwrap_or(now);
-                self.next_due = Some(self.next_due.map_or(at, |t| t.min(at)));
+                self.due.keep_for(at);
                 return true;
             }
             r.presence.scheduled = false;
@@ -246,6 +243,6 @@ impl Chat {
             self.summarise(room, count, cx);
             false
         });
-        self.due = waiting;
+        self.due.put_back(waiting);
     }
 }

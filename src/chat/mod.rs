@@ -161,11 +161,8 @@ pub struct Chat {
     config: ChatConfig,
     users: Users,
     rooms: Rooms,
-    /// Rooms with a presence summary waiting for its period to end (a
-    /// room may appear twice after its index was reused; harmless).
-    due: Vec<usize>,
-    /// The earliest time one of them may be sent.
-    next_due: Option<Instant>,
+    /// Rooms with a presence summary waiting for its period to end.
+    due: presence::Schedule,
     /// Resume tokens and the users away.
     tokens: Tokens,
     /// Other nodes ([`LocalBus`] when there are none).
@@ -342,8 +339,7 @@ impl Chat {
             config,
             users: Users::default(),
             rooms: Rooms::default(),
-            due: Vec::new(),
-            next_due: None,
+            due: presence::Schedule::default(),
             tokens: Tokens::default(),
             bus: Box::new(LocalBus),
             node: None,

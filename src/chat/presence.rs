@@ -72,6 +72,47 @@ impl Presence {
     }
 }
 
+/// The rooms with a summary waiting for its period to end, and the
+/// earliest time one of them may go out (a room may appear twice after
+/// its index was reused; harmless).
+#[derive(Debug, Default)]
+pub struct Schedule {
+    rooms: Vec<usize>,
+    next: Option<Instant>,
+}
+
+impl Schedule {
+    /// `room`'s summary may go out at `at`.
+    pub fn add(&mut self, room: usize, at: Instant) {
+        self.rooms.push(room);
+        self.keep_for(at);
+    }
+
+    /// A room kept on the list (by [`Schedule::take`]'s caller) may go
+    /// out at `at`.
+    pub fn keep_for(&mut self, at: Instant) {
+        self.next = Some(self.next.map_or(at, |t| t.min(at)));
+    }
+
+    /// The rooms to look at now, if any may be due at `now`: the list is
+    /// emptied, and what is put back with [`Schedule::put_back`] (each
+    /// with [`Schedule::keep_for`]) waits for the next time.
+    pub fn take(&mut self, now: Instant) -> Option<Vec<usize>> {
+        if self.next.is_none_or(|t| now < t) {
+            return None;
+        }
+        self.next = None;
+        Some(std::mem::take(&mut self.rooms))
+    }
+
+    /// The rooms still waiting after a [`Schedule::take`] (its buffer
+    /// reused).
+    pub fn put_back(&mut self, mut rooms: Vec<usize>) {
+        rooms.append(&mut self.rooms);
+        self.rooms = rooms;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +144,23 @@ mod tests {
         p.clear();
         assert!(!p.is_pending());
         assert_eq!(p.take(now), None);
+    }
+
+    #[test]
+    fn a_schedule_is_due_at_its_earliest_room_and_keeps_what_is_put_back() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::default();
+        assert_eq!(schedule.take(t0), None, "nothing scheduled");
+        schedule.add(3, t0 + PERIOD);
+        schedule.add(5, t0 + PERIOD / 2);
+        assert_eq!(schedule.take(t0), None, "not yet");
+        let rooms = schedule.take(t0 + PERIOD / 2).expect("room 5 is due");
+        assert_eq!(rooms, [3, 5]);
+        // Room 3 is not due yet: it is put back, and due at its time.
+        schedule.put_back(vec![3]);
+        schedule.keep_for(t0 + PERIOD);
+        assert_eq!(schedule.take(t0 + PERIOD / 2), None);
+        assert_eq!(schedule.take(t0 + PERIOD), Some(vec![3]));
+        assert_eq!(schedule.take(t0 + 2 * PERIOD), None, "empty again");
     }
 }
