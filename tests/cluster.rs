@@ -1472,7 +1472,7 @@ fn a_name_claim_of_a_user_gone_is_not_answered_to_the_next_connection() {
     let n1 = node(&redis, "n1", &[]);
     wait_up(&n1);
     let mut watcher = join(&n1);
-    let a = n1.client();
+    let mut a = n1.client();
     assert_eq!(
         watcher.next_text(),
         format!("{} joined", qualified(&a, "n1"))
@@ -1482,7 +1482,6 @@ fn a_name_claim_of_a_user_gone_is_not_answered_to_the_next_connection() {
     // is still unanswered when a is gone and the next connection, given
     // a's id, has joined.
     redis_cli(&redis, &["CLIENT", "PAUSE", "1500", "ALL"]);
-    let mut a = a;
     a.send_text("/nick ghost");
     let a_left = format!("{} left", qualified(&a, "n1"));
     drop_connection(a);

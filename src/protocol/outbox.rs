@@ -265,29 +265,29 @@ impl Queue {
         buf.reserve_exact(GATHER_BYTES);
         let mut plan = [Part::Frame(0); N];
         let mut parts = 0;
-        let mut in_run = false;
         for (i, frame) in self.frames.iter().enumerate() {
             let bytes = self.unwritten(i, frame);
             let small = bytes.len() <= GATHER_FRAME_MAX && buf.len() + bytes.len() <= GATHER_BYTES;
-            match (&mut plan[parts.max(1) - 1], small && in_run) {
-                (Part::Gathered { to, .. }, true) => *to += bytes.len(),
+            match plan[..parts].last_mut() {
+                // A gathered part last means the frame before was small:
+                // this one continues its run.
+                Some(Part::Gathered { to, .. }) if small => *to += bytes.len(),
                 _ if parts == N => break,
-                _ if small => {
-                    plan[parts] = Part::Gathered {
-                        from: buf.len(),
-                        to: buf.len() + bytes.len(),
-                    };
-                    parts += 1;
-                }
                 _ => {
-                    plan[parts] = Part::Frame(i);
+                    plan[parts] = if small {
+                        Part::Gathered {
+                            from: buf.len(),
+                            to: buf.len() + bytes.len(),
+                        }
+                    } else {
+                        Part::Frame(i)
+                    };
                     parts += 1;
                 }
             }
             if small {
                 buf.extend_from_slice(bytes);
             }
-            in_run = small;
         }
         let mut slices = [IoSlice::new(&[]); N];
         for (slot, part) in slices.iter_mut().zip(&plan[..parts]) {
