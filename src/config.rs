@@ -263,6 +263,13 @@ pub struct Config {
     /// machine share one port (the kernel spreads connections over them).
     #[arg(long = "reuse-port")]
     pub reuse_port: bool,
+
+    /// Frames this long or longer (up to 192 KiB) go to plain sockets by
+    /// splice(2) from kernel pages shared by every recipient, instead of
+    /// being copied into each socket; 0 turns it off. At least 16KiB.
+    /// Not for TLS, whose records are encrypted per connection.
+    #[arg(long, default_value = "32KiB", value_parser = parse_size, value_name = "BYTES")]
+    pub splice_min_size: usize,
 }
 
 impl Config {

@@ -62,6 +62,7 @@ fn main() -> ExitCode {
         max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
         reuse_port: config.reuse_port,
+        splice_min_size: config.splice_min_size,
     };
     info!(
         "{} mode, max {max_connections} connections, max message {} bytes",

@@ -46,6 +46,9 @@ pub struct Gauges {
     pub queued_bytes: usize,
     /// Senders paused by backpressure.
     pub paused: usize,
+    /// Of the bytes sent, those spliced from shared pages (a counter the
+    /// splicer keeps).
+    pub spliced_bytes: u64,
 }
 
 impl Metrics {
@@ -151,6 +154,12 @@ impl Metrics {
         );
         counter(
             out,
+            "wschat_bytes_spliced_total",
+            "Of the bytes sent, those spliced from kernel pages shared by every recipient (large frames).",
+            gauges.spliced_bytes,
+        );
+        counter(
+            out,
             "wschat_slow_consumer_disconnects_total",
             "Connections closed for not reading (1008).",
             self.slow_consumer_closes,
@@ -232,6 +241,7 @@ mod tests {
                 open: 2,
                 queued_bytes: 10,
                 paused: 0,
+                spliced_bytes: 0,
             },
             &mut out,
         );

@@ -34,6 +34,7 @@ pub fn answer(
                     .count(),
                 queued_bytes: peers.queued_bytes(),
                 paused: peers.slab.iter().filter(|(_, p)| p.is_paused()).count(),
+                spliced_bytes: peers.spliced_bytes(),
             };
             peers.metrics.render(gauges, &mut body);
             for g in service_gauges() {

@@ -21,6 +21,7 @@
 //! This is also the service's [`Context`]: it encodes messages and
 //! delivers them to peers' outboxes.
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -32,13 +33,13 @@ use super::addresses::AddressCounts;
 use super::flood::FloodGuard;
 use super::metrics::Metrics;
 use super::remote::Remote;
-use super::stream::Stream;
+use super::stream::{Stream, WriteScratch};
 use super::timers::{Stage, Tick, Times};
 use crate::protocol::connection::{Closure, Connection, Phase, SendError, Settings};
 use crate::protocol::deflate::Compressor;
 use crate::protocol::extensions::Negotiated;
 use crate::protocol::frame::{self, CloseCode, OpCode, RSV1};
-use crate::protocol::outbox::{Gather, SharedFrame};
+use crate::protocol::outbox::{Flush, SharedFrame};
 use crate::service::{Clock, Context, HttpReply, HttpTicket, Kind, Outgoing, PeerId};
 
 /// Frames a peer may collect during one pass before they are written
@@ -204,6 +205,20 @@ impl Peer {
     pub fn queued_bytes(&self) -> usize {
         self.conn.outbox().queued_bytes() + self.stream.buffered()
     }
+
+    /// Writes what the outbox holds as far as the socket takes; returns
+    /// the result and the bytes that left the outbox. The write-stall
+    /// clock counts what left the stream's own buffer too (a pipe or TLS
+    /// records draining into the socket is progress).
+    fn write_out(&mut self, scratch: &mut WriteScratch, now: Tick) -> (io::Result<Flush>, usize) {
+        let queued = self.conn.outbox().queued_bytes();
+        let buffered = self.stream.buffered();
+        let result = self.stream.write_from(self.conn.outbox_mut(), scratch);
+        let written = queued - self.conn.outbox().queued_bytes();
+        let drained = buffered.saturating_sub(self.stream.buffered());
+        self.note_write(written + drained, now);
+        (result, written)
+    }
 }
 
 /// The peers and what the service needs to reach them.
@@ -241,12 +256,19 @@ pub struct Peers {
     /// compressed (no context takeover: it serves every connection).
     deflater: Deflater,
     /// The loop's one buffer for gathering small frames into one slice of
-    /// a write.
-    gather: Gather,
+    /// a write, and its pipes for splicing large ones.
+    scratch: WriteScratch,
 }
 
 impl Peers {
-    pub fn new(settings: Settings, slow_consumer_grace: Duration, clock: Clock) -> Peers {
+    /// Peers held to `settings`; frames of `splice_min_size` bytes or more
+    /// are spliced (0: none, see `stream`).
+    pub fn new(
+        settings: Settings,
+        slow_consumer_grace: Duration,
+        splice_min_size: usize,
+        clock: Clock,
+    ) -> Peers {
         Peers {
             slab: Slab::new(),
             pressure: Pressure::for_outbox(settings.max_outbox_bytes, slow_consumer_grace),
@@ -266,7 +288,7 @@ impl Peers {
             resumed: Vec::new(),
             addresses: AddressCounts::default(),
             deflater: Deflater::default(),
-            gather: Gather::default(),
+            scratch: WriteScratch::new(splice_min_size),
         }
     }
 
@@ -419,9 +441,7 @@ impl Peers {
         }
         let closure = peer.conn.abort(why);
         if peer.transport == Transport::Live && !peer.conn.outbox().is_empty() {
-            let _ = peer
-                .stream
-                .write_from(peer.conn.outbox_mut(), &mut self.gather);
+            let _ = peer.write_out(&mut self.scratch, self.tick);
         }
         peer.transport = Transport::Gone;
         let remote = peer.remote.addr();
@@ -441,6 +461,9 @@ impl Peers {
         for key in self.to_remove.drain(..) {
             if self.slab.contains(key) {
                 let mut peer = self.slab.remove(key);
+                if let Some(piped) = peer.stream.take_pipe() {
+                    self.scratch.splicer.forget(piped);
+                }
                 self.addresses.remove(peer.remote.ip());
                 peer.stream.deregister(registry);
                 debug!("{} removed", peer.remote);
@@ -500,13 +523,8 @@ impl Peers {
             Transport::Broken => return self.broken.push(key),
             Transport::Lingering | Transport::Gone => return,
         }
-        let before = peer.conn.outbox().queued_bytes();
-        let result = peer
-            .stream
-            .write_from(peer.conn.outbox_mut(), &mut self.gather);
-        let written = before - peer.conn.outbox().queued_bytes();
+        let (result, written) = peer.write_out(&mut self.scratch, self.tick);
         self.metrics.bytes_out += written as u64;
-        peer.note_write(written, self.tick);
         if result.is_err() {
             peer.transport = Transport::Broken;
             self.broken.push(key);
@@ -549,6 +567,18 @@ impl Peers {
         for (_, peer) in self.slab.iter_mut() {
             peer.conn.outbox_mut().release_if_empty();
         }
+        self.scratch.splicer.release_idle();
+    }
+
+    /// The writes of a pass are done: the splicer's stages whose frame no
+    /// outbox queues let it go.
+    pub fn end_of_writes(&mut self) {
+        self.scratch.splicer.release_unqueued();
+    }
+
+    /// Bytes spliced into sockets (large frames fanned out by reference).
+    pub fn spliced_bytes(&self) -> u64 {
+        self.scratch.splicer.spliced()
     }
 
     /// Bytes waiting in every peer's queue.
@@ -590,7 +620,7 @@ impl Context for Peers {
                     peer.dirty = true;
                     self.dirty.push(to);
                 }
-                let outbox = peer.conn.outbox_mut();
+                let outbox = peer.conn.outbox();
                 let long = outbox.frames() >= EARLY_FLUSH_FRAMES
                     || outbox.queued_bytes() >= EARLY_FLUSH_BYTES;
                 if long && !peer.stream.is_blocked() {
@@ -598,11 +628,8 @@ impl Context for Peers {
                     // A full socket is dealt with by the end-of-batch flush
                     // (the peer stays dirty); a failed write marks the peer
                     // broken, so it is written to no more.
-                    let before = outbox.queued_bytes();
-                    let result = peer.stream.write_from(outbox, &mut self.gather);
-                    let written = before - outbox.queued_bytes();
+                    let (result, written) = peer.write_out(&mut self.scratch, self.tick);
                     self.metrics.bytes_out += written as u64;
-                    peer.note_write(written, self.tick);
                     if result.is_err() {
                         peer.transport = Transport::Broken;
                     }
@@ -758,8 +785,10 @@ mod size_tests {
         // selector id besides in debug ones: count the stream apart.
         let socket = std::mem::size_of::<mio::net::TcpStream>();
         let stream = std::mem::size_of::<Stream>();
+        // Its socket with the tag and write state beside it, and a word
+        // (a TLS box, or a plain socket's pipe): 16 bytes in release.
         assert!(
-            stream <= socket.max(8) + 8,
+            stream <= (socket + 3).next_multiple_of(8) + 8,
             "a stream is its socket and a word ({stream} bytes)"
         );
         // 184 bytes in a release build.

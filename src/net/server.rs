@@ -94,6 +94,9 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// `SO_REUSEPORT` on the listeners (several nodes on one port).
     pub reuse_port: bool,
+    /// Frames of at least this many bytes are spliced to plain sockets
+    /// from shared kernel pages (0: never; see `stream`).
+    pub splice_min_size: usize,
 }
 
 /// The running server.
@@ -151,7 +154,12 @@ impl<S: Service> Server<S> {
             poll,
             listeners,
             signals,
-            peers: Peers::new(settings, config.timing.slow_consumer_grace, clock),
+            peers: Peers::new(
+                settings,
+                config.timing.slow_consumer_grace,
+                config.splice_min_size,
+                clock,
+            ),
             tls,
             service,
             timing: config.timing,
@@ -351,6 +359,7 @@ impl<S: Service> Server<S> {
                 self.lost(key, "write failed");
             }
         }
+        self.peers.end_of_writes();
         // Senders whose recipients drained are read again next pass.
         self.read_again.extend(self.peers.take_resumed());
     }

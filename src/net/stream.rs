@@ -5,6 +5,11 @@
 //! `ServerConnection` next to the socket, in `tls`): the loop and the
 //! connection above do not change, and [`Stream::buffered`] reports what
 //! the TLS layer holds so it counts against the slow-consumer limit.
+//!
+//! A plain stream writing large frames borrows a pipe from the loop's
+//! [`Splicer`] (in `splice`): the frame's pages are shared with every
+//! other recipient instead of copied for each. What the pipe holds
+//! counts as buffered, as TLS records do.
 
 use std::io::{self, Read};
 use std::net::Shutdown;
@@ -14,16 +19,36 @@ use mio::{Interest, Registry, Token};
 
 use crate::protocol::outbox::{Flush, Gather, Outbox};
 
+mod splice;
 mod tls;
 
+pub use splice::{Piped, Splicer};
 pub use tls::BUFFER_LIMIT as TLS_BUFFER_LIMIT;
+
+/// What every write of the loop shares: the buffer runs of small frames
+/// are gathered in, and the pipes large frames are spliced through.
+pub struct WriteScratch {
+    pub gather: Gather,
+    pub splicer: Splicer,
+}
+
+impl WriteScratch {
+    /// Splicing frames of at least `splice_min_size` bytes (0: none).
+    pub fn new(splice_min_size: usize) -> WriteScratch {
+        WriteScratch {
+            gather: Gather::default(),
+            splicer: Splicer::new(splice_min_size),
+        }
+    }
+}
 
 /// The socket, and the write state beside it in each variant: an enum's
 /// small fields fill the bytes after its tag, so a stream is two words,
 /// not three (idle connections are most of memory; `net::peers` keeps
-/// a test on a peer's size).
+/// a test on a peer's size). A plain socket's pipe, while it has one,
+/// is the second word.
 enum Io {
-    Plain(TcpStream, WriteState),
+    Plain(TcpStream, WriteState, Option<Box<Piped>>),
     Tls(Box<tls::TlsIo>, WriteState),
 }
 
@@ -45,7 +70,7 @@ pub struct Stream {
 impl Stream {
     pub fn plain(socket: TcpStream) -> Stream {
         Stream {
-            io: Io::Plain(socket, WriteState::default()),
+            io: Io::Plain(socket, WriteState::default(), None),
         }
     }
 
@@ -62,19 +87,19 @@ impl Stream {
 
     fn write_state(&self) -> WriteState {
         match &self.io {
-            Io::Plain(_, write) | Io::Tls(_, write) => *write,
+            Io::Plain(_, write, _) | Io::Tls(_, write) => *write,
         }
     }
 
     fn write_state_mut(&mut self) -> &mut WriteState {
         match &mut self.io {
-            Io::Plain(_, write) | Io::Tls(_, write) => write,
+            Io::Plain(_, write, _) | Io::Tls(_, write) => write,
         }
     }
 
     fn socket(&mut self) -> &mut TcpStream {
         match &mut self.io {
-            Io::Plain(socket, _) => socket,
+            Io::Plain(socket, ..) => socket,
             Io::Tls(tls, _) => &mut tls.socket,
         }
     }
@@ -108,7 +133,7 @@ impl Stream {
     /// error is `InvalidData`.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.io {
-            Io::Plain(socket, _) => socket.read(buf),
+            Io::Plain(socket, ..) => socket.read(buf),
             Io::Tls(tls, write) => {
                 let result = tls.read(buf);
                 // Handshake records the socket would not take wait for
@@ -132,12 +157,32 @@ impl Stream {
     }
 
     /// Writes as much of `outbox` as the socket takes, in vectored writes,
-    /// small frames gathered through `gather` (for TLS: encrypted in
-    /// records of up to 16 KiB, see `tls`; rustls copies every slice into
-    /// its records, so there is nothing to gather).
-    pub fn write_from(&mut self, outbox: &mut Outbox, gather: &mut Gather) -> io::Result<Flush> {
+    /// small frames gathered and large ones spliced through `scratch`
+    /// (for TLS: encrypted in records of up to 16 KiB, see `tls`; rustls
+    /// copies every slice into its records, so there is nothing to gather
+    /// or splice).
+    pub fn write_from(
+        &mut self,
+        outbox: &mut Outbox,
+        scratch: &mut WriteScratch,
+    ) -> io::Result<Flush> {
         let result = match &mut self.io {
-            Io::Plain(socket, _) => outbox.write_gathered(socket, gather),
+            Io::Plain(socket, _, piped) if piped.is_none() && !scratch.splicer.is_on() => {
+                outbox.write_gathered(socket, &mut scratch.gather)
+            }
+            Io::Plain(socket, _, piped) => {
+                let mut sink = splice::Sink {
+                    socket,
+                    piped,
+                    splicer: &mut scratch.splicer,
+                };
+                let flush = outbox.write_sharing(&mut sink, &mut scratch.gather);
+                match (flush, sink.finish()) {
+                    (Ok(Flush::Done), Ok(false)) => Ok(Flush::Blocked),
+                    (Ok(flush), Ok(_)) => Ok(flush),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                }
+            }
             Io::Tls(tls, _) => tls.write_from(outbox),
         };
         if let Ok(flush) = &result {
@@ -184,11 +229,19 @@ impl Stream {
 
     /// Bytes accepted from the outbox but still held in this stream (the
     /// TLS records rustls holds for the socket, at most
-    /// [`TLS_BUFFER_LIMIT`]); always 0 for a plain socket.
+    /// [`TLS_BUFFER_LIMIT`]; what a plain socket's pipe holds).
     pub fn buffered(&self) -> usize {
         match &self.io {
-            Io::Plain(..) => 0,
+            Io::Plain(_, _, piped) => piped.as_ref().map_or(0, |p| p.held()),
             Io::Tls(tls, _) => tls.buffered(),
+        }
+    }
+
+    /// The pipe lent to this stream, for the stream's end.
+    pub fn take_pipe(&mut self) -> Option<Box<Piped>> {
+        match &mut self.io {
+            Io::Plain(_, _, piped) => piped.take(),
+            Io::Tls(..) => None,
         }
     }
 }

@@ -18,6 +18,11 @@
 //! space (`memmove`) 3%. Nothing is allocated per recipient: the buffer is
 //! reused by every write of the loop.
 //!
+//! Large frames can go the other way: a sink that implements [`Share`]
+//! (the loop's splicing of large frames through kernel pipes, in
+//! `net::stream::splice`) takes them by reference, a whole frame at a
+//! time, and the runs between them are written as above.
+//!
 //! The outbox counts its bytes; what to do when a peer lets them pile up
 //! is the connection's decision, not this queue's.
 
@@ -59,6 +64,17 @@ impl SharedFrame {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether `self` and `other` are handles to the same bytes.
+    pub fn same(&self, other: &SharedFrame) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Whether another handle to these bytes exists (some outbox still
+    /// queues them).
+    pub fn is_shared(&self) -> bool {
+        Rc::strong_count(&self.0) > 1
+    }
 }
 
 impl From<Vec<u8>> for SharedFrame {
@@ -97,6 +113,47 @@ pub struct Gather(Vec<u8>);
 enum Part {
     Gathered { from: usize, to: usize },
     Frame(usize),
+}
+
+/// A sink that takes some frames by reference instead of by their bytes,
+/// for [`Outbox::write_sharing`].
+pub trait Share: Write {
+    /// Whether `frame` is one to offer to [`Share::share`] when none of it
+    /// is written yet (a check of its size: `share` may still decline).
+    /// A run written from memory stops before such a frame.
+    fn may_share(&self, frame: &SharedFrame) -> bool;
+
+    /// Takes `frame`, none of it written yet: `Some(n)` bytes from its
+    /// front (all of it or fewer: the rest is written from its bytes),
+    /// `None` to have it written from its bytes instead, or `WouldBlock`.
+    fn share(&mut self, frame: &SharedFrame) -> io::Result<Option<usize>>;
+}
+
+/// Any writer, as a sink that shares nothing.
+struct Copying<'a, W>(&'a mut W);
+
+impl<W: Write> Write for Copying<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> Share for Copying<'_, W> {
+    fn may_share(&self, _: &SharedFrame) -> bool {
+        false
+    }
+
+    fn share(&mut self, _: &SharedFrame) -> io::Result<Option<usize>> {
+        Ok(None)
+    }
 }
 
 /// What a write attempt achieved.
@@ -156,7 +213,7 @@ impl Outbox {
     /// `MAX_IOVECS` frames, until the queue is empty or the sink would
     /// block. Other errors are returned; the queue stays consistent.
     pub fn write_to(&mut self, sink: &mut impl Write) -> io::Result<Flush> {
-        self.write_with(sink, None)
+        self.write_with(&mut Copying(sink), None)
     }
 
     /// As [`Outbox::write_to`], with runs of small frames gathered into
@@ -168,30 +225,52 @@ impl Outbox {
         sink: &mut impl Write,
         gather: &mut Gather,
     ) -> io::Result<Flush> {
+        self.write_with(&mut Copying(sink), Some(gather))
+    }
+
+    /// As [`Outbox::write_gathered`], with the frames `sink` shares handed
+    /// to it by reference, in their place in the queue.
+    pub fn write_sharing(
+        &mut self,
+        sink: &mut impl Share,
+        gather: &mut Gather,
+    ) -> io::Result<Flush> {
         self.write_with(sink, Some(gather))
     }
 
     fn write_with(
         &mut self,
-        sink: &mut impl Write,
+        sink: &mut impl Share,
         mut gather: Option<&mut Gather>,
     ) -> io::Result<Flush> {
         let Some(queue) = self.0.as_mut() else {
             return Ok(Flush::Done);
         };
-        while !queue.frames.is_empty() {
-            // The slice array is built on the stack for every call: size it
-            // to the queue, as most peers have a few frames, not hundreds.
-            let few = queue.frames.len() <= FEW_IOVECS;
-            let result = match gather.as_deref_mut() {
-                Some(gather) if queue.frames.len() > 1 && few => {
-                    queue.write_gathered::<FEW_IOVECS>(sink, gather)
+        while let Some(front) = queue.frames.front() {
+            let shared = if queue.written == 0 && sink.may_share(front) {
+                sink.share(front)
+            } else {
+                Ok(None)
+            };
+            let result = match shared {
+                Ok(Some(n)) => Ok(n),
+                Ok(None) => {
+                    // The slice array is built on the stack for every call:
+                    // size it to the queue, as most peers have a few frames,
+                    // not hundreds.
+                    let few = queue.frames.len() <= FEW_IOVECS;
+                    match gather.as_deref_mut() {
+                        Some(gather) if queue.frames.len() > 1 && few => {
+                            queue.write_gathered::<FEW_IOVECS>(sink, gather)
+                        }
+                        Some(gather) if queue.frames.len() > 1 => {
+                            queue.write_gathered::<MAX_IOVECS>(sink, gather)
+                        }
+                        _ if few => queue.write_once::<FEW_IOVECS>(sink),
+                        _ => queue.write_once::<MAX_IOVECS>(sink),
+                    }
                 }
-                Some(gather) if queue.frames.len() > 1 => {
-                    queue.write_gathered::<MAX_IOVECS>(sink, gather)
-                }
-                _ if few => queue.write_once::<FEW_IOVECS>(sink),
-                _ => queue.write_once::<MAX_IOVECS>(sink),
+                Err(e) => Err(e),
             };
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -239,12 +318,25 @@ impl Queue {
         }
     }
 
+    /// The frames of the run at the front: up to the next one `sink`
+    /// would take by reference (the front frame is written whatever it is).
+    fn run<'q, 's, S: Share>(
+        &'q self,
+        sink: &'s S,
+    ) -> impl Iterator<Item = &'q [u8]> + use<'q, 's, S> {
+        self.frames
+            .iter()
+            .enumerate()
+            .take_while(|&(i, frame)| i == 0 || !sink.may_share(frame))
+            .map(|(i, frame)| self.unwritten(i, frame))
+    }
+
     /// One vectored write of up to `N` frames from the front.
-    fn write_once<const N: usize>(&self, sink: &mut impl Write) -> io::Result<usize> {
+    fn write_once<const N: usize>(&self, sink: &mut impl Share) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); N];
         let mut count = 0;
-        for (i, (slot, frame)) in slices.iter_mut().zip(&self.frames).enumerate() {
-            *slot = IoSlice::new(self.unwritten(i, frame));
+        for (slot, bytes) in slices.iter_mut().zip(self.run(sink)) {
+            *slot = IoSlice::new(bytes);
             count += 1;
         }
         sink.write_vectored(&slices[..count])
@@ -257,7 +349,7 @@ impl Queue {
     /// it.
     fn write_gathered<const N: usize>(
         &self,
-        sink: &mut impl Write,
+        sink: &mut impl Share,
         gather: &mut Gather,
     ) -> io::Result<usize> {
         let buf = &mut gather.0;
@@ -265,8 +357,7 @@ impl Queue {
         buf.reserve_exact(GATHER_BYTES);
         let mut plan = [Part::Frame(0); N];
         let mut parts = 0;
-        for (i, frame) in self.frames.iter().enumerate() {
-            let bytes = self.unwritten(i, frame);
+        for (i, bytes) in self.run(sink).enumerate() {
             let small = bytes.len() <= GATHER_FRAME_MAX && buf.len() + bytes.len() <= GATHER_BYTES;
             match plan[..parts].last_mut() {
                 // A gathered part last means the frame before was small:
@@ -557,5 +648,129 @@ mod tests {
             gather.0.capacity() < 2 * GATHER_BYTES,
             "the buffer did not grow"
         );
+    }
+
+    /// A sink that takes frames of `min` bytes or more by reference, at
+    /// most `take` bytes of each (declining every `decline`th offer), and
+    /// records what came how: `(true, bytes)` shared, `(false, bytes)`
+    /// written.
+    struct Sharer {
+        min: usize,
+        take: usize,
+        offers: usize,
+        decline: usize,
+        log: Vec<(bool, Vec<u8>)>,
+    }
+
+    impl Sharer {
+        fn new(min: usize, take: usize, decline: usize) -> Sharer {
+            Sharer {
+                min,
+                take,
+                offers: 0,
+                decline,
+                log: Vec::new(),
+            }
+        }
+
+        fn bytes(&self) -> Vec<u8> {
+            self.log.iter().flat_map(|(_, b)| b.clone()).collect()
+        }
+    }
+
+    impl Write for Sharer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let bytes: Vec<u8> = bufs.iter().flat_map(|b| b.to_vec()).collect();
+            let n = bytes.len();
+            self.log.push((false, bytes));
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Share for Sharer {
+        fn may_share(&self, frame: &SharedFrame) -> bool {
+            frame.len() >= self.min
+        }
+
+        fn share(&mut self, frame: &SharedFrame) -> io::Result<Option<usize>> {
+            self.offers += 1;
+            if self.decline > 0 && self.offers.is_multiple_of(self.decline) {
+                return Ok(None);
+            }
+            let n = frame.len().min(self.take);
+            self.log.push((true, frame.as_bytes()[..n].to_vec()));
+            Ok(Some(n))
+        }
+    }
+
+    #[test]
+    fn shared_frames_go_by_reference_in_their_place_and_runs_stop_before_them() {
+        let (mut outbox, all) = lettered(&[10, 10, 500, 10, 500, 500, 10]);
+        let mut sink = Sharer::new(100, usize::MAX, 0);
+        let mut gather = Gather::default();
+        let flush = outbox.write_sharing(&mut sink, &mut gather).unwrap();
+        assert_eq!(flush, Flush::Done);
+        assert_eq!(sink.bytes(), all);
+        let how: Vec<(bool, usize)> = sink.log.iter().map(|(s, b)| (*s, b.len())).collect();
+        assert_eq!(
+            how,
+            [
+                (false, 20),
+                (true, 500),
+                (false, 10),
+                (true, 500),
+                (true, 500),
+                (false, 10)
+            ]
+        );
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn a_frame_shared_in_part_or_declined_is_written_from_its_bytes() {
+        for decline in [0, 1, 2, 3] {
+            let (mut outbox, all) = lettered(&[500, 10, 500, 500, 10]);
+            let mut sink = Sharer::new(100, 300, decline);
+            let mut gather = Gather::default();
+            let flush = outbox.write_sharing(&mut sink, &mut gather).unwrap();
+            assert_eq!(flush, Flush::Done);
+            assert_eq!(sink.bytes(), all, "decline every {decline}");
+            assert!(sink.log.iter().all(|(shared, b)| !shared || b.len() <= 300));
+        }
+    }
+
+    #[test]
+    fn a_sink_that_would_block_on_a_shared_frame_leaves_it_queued() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        impl Share for Full {
+            fn may_share(&self, _: &SharedFrame) -> bool {
+                true
+            }
+            fn share(&mut self, _: &SharedFrame) -> io::Result<Option<usize>> {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+        let (mut outbox, _) = lettered(&[500, 10]);
+        let flush = outbox
+            .write_sharing(&mut Full, &mut Gather::default())
+            .unwrap();
+        assert_eq!(flush, Flush::Blocked);
+        assert_eq!(outbox.queued_bytes(), 510);
     }
 }
