@@ -13,11 +13,13 @@ use wschat::cluster::redis_bus::{RedisBus, DEFAULT_HISTORY_MAXLEN};
 use wschat::cluster::url::RedisUrl;
 use wschat::config::{default_node_id, Config};
 use wschat::net::server::{Server, ServerConfig};
+use wschat::net::stream::SPLICE_DESCRIPTORS;
 use wschat::net::tls::TlsIdentity;
 use wschat::service::{Clock, Service};
 
 /// Descriptors kept back from `--max-connections`' default for the
-/// listener, the poll instance, the signal pipe and the process itself.
+/// listener, the poll instance, the signal pipe and the process itself
+/// (and, unless it is off, for splicing: `SPLICE_DESCRIPTORS`).
 const DESCRIPTOR_RESERVE: usize = 32;
 
 fn main() -> ExitCode {
@@ -36,9 +38,14 @@ fn main() -> ExitCode {
         );
         config.history_bytes = config.max_outbox;
     }
-    let max_connections = config
-        .max_connections
-        .unwrap_or_else(default_max_connections);
+    let max_connections = config.max_connections.unwrap_or_else(|| {
+        let splicing = if config.splice_min_size > 0 {
+            SPLICE_DESCRIPTORS
+        } else {
+            0
+        };
+        default_max_connections(DESCRIPTOR_RESERVE + splicing)
+    });
     let tls = match (&config.tls_listen, &config.tls_cert, &config.tls_key) {
         (Some(addr), Some(cert), Some(key)) => match TlsIdentity::load(cert, key) {
             Ok(identity) => Some((*addr, identity)),
@@ -183,8 +190,8 @@ fn run(config: &Config, server_config: ServerConfig, service: impl Service) -> E
 }
 
 /// Raises the descriptor limit to its hard maximum and derives how many
-/// connections fit under it.
-fn default_max_connections() -> usize {
+/// connections fit under it with `reserve` kept back.
+fn default_max_connections(reserve: usize) -> usize {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {
@@ -194,6 +201,6 @@ fn default_max_connections() -> usize {
     };
     usize::try_from(limit)
         .unwrap_or(usize::MAX)
-        .saturating_sub(DESCRIPTOR_RESERVE)
+        .saturating_sub(reserve)
         .max(1)
 }

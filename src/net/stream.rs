@@ -22,7 +22,7 @@ use crate::protocol::outbox::{Flush, Gather, Outbox};
 mod splice;
 mod tls;
 
-pub use splice::{Piped, Splicer};
+pub use splice::{Piped, Splicer, DESCRIPTORS as SPLICE_DESCRIPTORS};
 pub use tls::BUFFER_LIMIT as TLS_BUFFER_LIMIT;
 
 /// What every write of the loop shares: the buffer runs of small frames

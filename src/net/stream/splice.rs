@@ -44,6 +44,8 @@ use crate::protocol::outbox::{Share, SharedFrame};
 pub const MAX_STAGES: usize = 16;
 /// Recipient pipes at once.
 pub const MAX_LENT: usize = 64;
+/// The descriptors splicing may hold: two per pipe, and `/dev/null`.
+pub const DESCRIPTORS: usize = 2 * (MAX_STAGES + MAX_LENT) + 1;
 /// A stage's size: 64 pages, enough for the largest frame spliced and
 /// its partial first and last page.
 const STAGE_BYTES: usize = 256 * 1024;
@@ -171,7 +173,7 @@ pub struct Splicer {
 
 impl Splicer {
     /// Splices frames of at least `min_size` bytes (0: none; otherwise at
-    /// least [`MIN_FRAME`]).
+    /// least `MIN_FRAME`, 16 KiB).
     pub fn new(min_size: usize) -> Splicer {
         Splicer {
             min_size: if min_size == 0 {
