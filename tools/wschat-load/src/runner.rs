@@ -853,6 +853,7 @@ mod tests {
                 max_connections: 1000,
                 max_connections_per_ip: config.max_connections_per_ip,
                 reuse_port: false,
+                splice_min_size: config.splice_min_size,
             };
             let mut server =
                 Server::bind(server_config, Chat::new(config.chat().unwrap())).unwrap();
