@@ -63,11 +63,11 @@ fn read_everything(mut reader: Client, sender: u16) {
     }
 }
 
-/// Five readers and a sender on a server with `args`; returns the bytes
-/// the server says it spliced.
-fn fan_out(args: &[&str]) -> u64 {
-    let server = Server::start(&[&["--max-message-rate", "0"], args].concat());
-    let readers: Vec<Client> = (0..5).map(|_| server.client()).collect();
+/// `readers` readers and a sender join `server`; the sender sends
+/// `MESSAGES` blobs, each followed by a small text, and every reader
+/// must get them all.
+fn send_to_readers(server: &Server, readers: usize) {
+    let readers: Vec<Client> = (0..readers).map(|_| server.client()).collect();
     let mut sender = server.client();
     let port = sender.port;
     let threads: Vec<_> = readers
@@ -79,8 +79,15 @@ fn fan_out(args: &[&str]) -> u64 {
         sender.send_text(&format!("after {i}"));
     }
     for t in threads {
-        t.join().expect("a reader failed");
+        t.join().expect("a reader that reads lost something");
     }
+}
+
+/// Five readers and a sender on a server with `args`; returns the bytes
+/// the server says it spliced.
+fn fan_out(args: &[&str]) -> u64 {
+    let server = Server::start(&[&["--max-message-rate", "0"], args].concat());
+    send_to_readers(&server, 5);
     server.metrics().count("wschat_bytes_spliced_total")
 }
 
@@ -103,20 +110,7 @@ fn with_splicing_off_the_same_messages_arrive_and_nothing_is_spliced() {
 fn a_stopped_reader_holding_spliced_bytes_alone_is_dropped() {
     let server = Server::start(&["--max-message-rate", "0", "--slow-consumer-grace", "1"]);
     let mut stopped = server.client();
-    let readers: Vec<Client> = (0..3).map(|_| server.client()).collect();
-    let mut sender = server.client();
-    let port = sender.port;
-    let threads: Vec<_> = readers
-        .into_iter()
-        .map(|r| thread::spawn(move || read_everything(r, port)))
-        .collect();
-    for i in 0..MESSAGES {
-        sender.send_binary(&blob(i));
-        sender.send_text(&format!("after {i}"));
-    }
-    for t in threads {
-        t.join().expect("a reader that reads lost something");
-    }
+    send_to_readers(&server, 3);
     // The stopped reader was closed as a slow consumer: what reached it
     // ends in Close 1008 (or the connection was cut after the close
     // timeout).

@@ -477,33 +477,59 @@ mod tests {
         )
     }
 
-    /// Writes `outbox` through a sink until it is done, reading the
-    /// reader's end meanwhile; returns what the reader got.
-    fn deliver(
-        outbox: &mut Outbox,
-        ours: &mut TcpStream,
-        reader: &mut StdStream,
-        piped: &mut Option<Box<Piped>>,
-        splicer: &mut Splicer,
-        total: usize,
-    ) -> Vec<u8> {
-        let mut got = Vec::new();
-        let mut gather = Gather::default();
-        let mut buf = vec![0; 1 << 20];
-        loop {
+    /// One recipient: our end of its connection, the reader's, its
+    /// outbox and its pipe.
+    struct Recipient {
+        ours: TcpStream,
+        reader: StdStream,
+        outbox: Outbox,
+        piped: Option<Box<Piped>>,
+    }
+
+    impl Recipient {
+        /// A recipient with `frames` queued, and the bytes it should get.
+        fn with(frames: &[SharedFrame]) -> (Recipient, Vec<u8>) {
+            let (ours, reader) = connection();
+            let mut outbox = Outbox::default();
+            frames.iter().for_each(|f| outbox.push(f.clone()));
+            let expected = frames.iter().flat_map(|f| f.as_bytes().to_vec()).collect();
+            let recipient = Recipient {
+                ours,
+                reader,
+                outbox,
+                piped: None,
+            };
+            (recipient, expected)
+        }
+
+        /// One write of the outbox through a sink, and the pipe drained as
+        /// far as the socket takes: the outbox's flush and whether the
+        /// pipe is empty.
+        fn write(&mut self, splicer: &mut Splicer, gather: &mut Gather) -> (Flush, bool) {
             let mut sink = Sink {
-                socket: ours,
-                piped,
+                socket: &mut self.ours,
+                piped: &mut self.piped,
                 splicer,
             };
-            let flush = outbox.write_sharing(&mut sink, &mut gather).unwrap();
-            let empty = sink.finish().unwrap();
-            if flush == Flush::Done && empty && got.len() == total {
-                return got;
+            let flush = self.outbox.write_sharing(&mut sink, gather).unwrap();
+            (flush, sink.finish().unwrap())
+        }
+
+        /// Writes until everything is out, reading the reader's end
+        /// meanwhile; returns what the reader got.
+        fn deliver(&mut self, splicer: &mut Splicer, total: usize) -> Vec<u8> {
+            let mut got = Vec::new();
+            let mut gather = Gather::default();
+            let mut buf = vec![0; 1 << 20];
+            loop {
+                let (flush, empty) = self.write(splicer, &mut gather);
+                if flush == Flush::Done && empty && got.len() == total {
+                    return got;
+                }
+                let n = self.reader.read(&mut buf).unwrap();
+                assert!(n > 0, "the reader's end closed");
+                got.extend_from_slice(&buf[..n]);
             }
-            let n = reader.read(&mut buf).unwrap();
-            assert!(n > 0, "the reader's end closed");
-            got.extend_from_slice(&buf[..n]);
         }
     }
 
@@ -519,22 +545,11 @@ mod tests {
             frame(MAX_FRAME + 1, 6),
             frame(16 * 1024, 7),
         ];
-        let expected: Vec<u8> = frames.iter().flat_map(|f| f.as_bytes().to_vec()).collect();
         for _ in 0..3 {
-            let (mut ours, mut reader) = connection();
-            let mut outbox = Outbox::default();
-            frames.iter().for_each(|f| outbox.push(f.clone()));
-            let mut piped = None;
-            let got = deliver(
-                &mut outbox,
-                &mut ours,
-                &mut reader,
-                &mut piped,
-                &mut splicer,
-                expected.len(),
-            );
+            let (mut recipient, expected) = Recipient::with(&frames);
+            let got = recipient.deliver(&mut splicer, expected.len());
             assert!(got == expected, "the bytes arrived as queued");
-            assert!(piped.is_none(), "an empty pipe is given back");
+            assert!(recipient.piped.is_none(), "an empty pipe is given back");
         }
         let large = 2 * (64 * 1024 + 10) + MAX_FRAME + 16 * 1024;
         assert_eq!(splicer.spliced(), 3 * large as u64);
@@ -545,35 +560,16 @@ mod tests {
     #[test]
     fn a_full_socket_leaves_bytes_in_the_pipe_until_it_drains() {
         let mut splicer = Splicer::new(MIN_FRAME);
-        let (mut ours, mut reader) = connection();
-        let mut outbox = Outbox::default();
         // Far more than the socket buffers take without a read.
         let frames: Vec<SharedFrame> = (0..200).map(|i| frame(64 * 1024, i as u8)).collect();
-        frames.iter().for_each(|f| outbox.push(f.clone()));
-        let mut piped = None;
-        let mut gather = Gather::default();
-        let mut sink = Sink {
-            socket: &mut ours,
-            piped: &mut piped,
-            splicer: &mut splicer,
-        };
-        assert_eq!(
-            outbox.write_sharing(&mut sink, &mut gather).unwrap(),
-            Flush::Blocked
-        );
-        assert!(!sink.finish().unwrap(), "the pipe holds bytes");
-        let held = piped.as_ref().unwrap().held();
+        let (mut recipient, expected) = Recipient::with(&frames);
+        let (flush, empty) = recipient.write(&mut splicer, &mut Gather::default());
+        assert_eq!(flush, Flush::Blocked);
+        assert!(!empty, "the pipe holds bytes");
+        let held = recipient.piped.as_ref().unwrap().held();
         assert!(held > 0 && held <= 64 * 1024, "held {held}");
         assert_eq!(splicer.lent, 1);
-        let expected: Vec<u8> = frames.iter().flat_map(|f| f.as_bytes().to_vec()).collect();
-        let got = deliver(
-            &mut outbox,
-            &mut ours,
-            &mut reader,
-            &mut piped,
-            &mut splicer,
-            expected.len(),
-        );
+        let got = recipient.deliver(&mut splicer, expected.len());
         assert!(got == expected, "the bytes arrived as queued");
         assert!(splicer.stages.len() <= MAX_STAGES);
     }
@@ -582,18 +578,8 @@ mod tests {
     fn stages_are_emptied_once_no_outbox_queues_their_frame() {
         let mut splicer = Splicer::new(MIN_FRAME);
         let queued = frame(20_000, 1);
-        let (mut ours, mut reader) = connection();
-        let mut outbox = Outbox::default();
-        outbox.push(queued.clone());
-        let mut piped = None;
-        deliver(
-            &mut outbox,
-            &mut ours,
-            &mut reader,
-            &mut piped,
-            &mut splicer,
-            20_000,
-        );
+        let (mut recipient, _) = Recipient::with(std::slice::from_ref(&queued));
+        recipient.deliver(&mut splicer, 20_000);
         splicer.release_unqueued();
         assert!(splicer.stages[0].frame.is_some(), "still queued elsewhere");
         drop(queued);
