@@ -139,6 +139,14 @@ struct Stage {
     pipe: Pipe,
 }
 
+impl Stage {
+    /// Whether some outbox still queues the frame it holds (else it can
+    /// be emptied or reused).
+    fn holds_queued(&self) -> bool {
+        self.frame.as_ref().is_some_and(SharedFrame::is_shared)
+    }
+}
+
 /// A recipient's pipe and the bytes in it, not yet in its socket.
 pub struct Piped {
     pipe: Pipe,
@@ -213,9 +221,14 @@ impl Splicer {
         self.null = None;
     }
 
+    /// Whether a recipient pipe may be lent now.
+    fn can_lend(&self) -> bool {
+        self.is_on() && self.lent < MAX_LENT
+    }
+
     /// A recipient pipe, if one may be lent.
     fn lend(&mut self) -> Option<Box<Piped>> {
-        if !self.is_on() || self.lent >= MAX_LENT {
+        if !self.can_lend() {
             return None;
         }
         let piped = match self.idle.pop() {
@@ -263,10 +276,7 @@ impl Splicer {
     /// Writes `frame` into a free stage, or the one whose frame no outbox
     /// queues any more, or else the oldest; returns its index.
     fn restage(&mut self, frame: &SharedFrame) -> Option<usize> {
-        let free = self.stages.iter().position(|s| match &s.frame {
-            None => true,
-            Some(f) => !f.is_shared(),
-        });
+        let free = self.stages.iter().position(|s| !s.holds_queued());
         let at = match free {
             Some(at) => at,
             None if self.stages.len() < MAX_STAGES => match Pipe::new(STAGE_BYTES) {
@@ -289,15 +299,17 @@ impl Splicer {
             return None;
         }
         let stage = &mut self.stages[at];
-        match stage.pipe.write.write(frame.as_bytes()) {
-            Ok(n) if n == frame.len() => {
+        let written = stage.pipe.write.write(frame.as_bytes()).and_then(|n| {
+            if n == frame.len() {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!("{n} of {} bytes", frame.len())))
+            }
+        });
+        match written {
+            Ok(()) => {
                 stage.frame = Some(frame.clone());
                 Some(at)
-            }
-            Ok(n) => {
-                let e = io::Error::other(format!("{n} of {} bytes", frame.len()));
-                self.turn_off("writing a stage", &e);
-                None
             }
             Err(e) => {
                 self.turn_off("writing a stage", &e);
@@ -333,11 +345,8 @@ impl Splicer {
     /// so the frame's memory goes.
     pub fn release_unqueued(&mut self) {
         for at in 0..self.stages.len() {
-            let unqueued = self.stages[at]
-                .frame
-                .as_ref()
-                .is_some_and(|f| !f.is_shared());
-            if unqueued {
+            let stage = &self.stages[at];
+            if stage.frame.is_some() && !stage.holds_queued() {
                 if let Err(e) = self.empty_stage(at) {
                     return self.turn_off("emptying a stage", &e);
                 }
@@ -417,8 +426,11 @@ impl Write for Sink<'_> {
 }
 
 impl Share for Sink<'_> {
+    /// A frame of the spliced sizes, when this stream has a pipe or may
+    /// be lent one: past `MAX_LENT` the frames are written from memory in
+    /// runs, as if splicing were off, not one `share` refusal at a time.
     fn may_share(&self, frame: &SharedFrame) -> bool {
-        self.splicer.takes(frame.len())
+        self.splicer.takes(frame.len()) && (self.piped.is_some() || self.splicer.can_lend())
     }
 
     fn share(&mut self, frame: &SharedFrame) -> io::Result<Option<usize>> {
@@ -587,6 +599,18 @@ mod tests {
         assert!(splicer.stages[0].frame.is_none());
         splicer.release_idle();
         assert!(splicer.stages.is_empty() && splicer.idle.is_empty());
+    }
+
+    #[test]
+    fn past_the_lent_pipes_frames_are_written_from_memory() {
+        let mut splicer = Splicer::new(MIN_FRAME);
+        splicer.lent = MAX_LENT;
+        let frames: Vec<SharedFrame> = (0..4).map(|i| frame(64 * 1024, i)).collect();
+        let (mut recipient, expected) = Recipient::with(&frames);
+        let got = recipient.deliver(&mut splicer, expected.len());
+        assert!(got == expected, "the bytes arrived as queued");
+        assert_eq!(splicer.spliced(), 0);
+        assert!(splicer.stages.is_empty(), "nothing was staged");
     }
 
     #[test]
